@@ -1,0 +1,62 @@
+# Two commands matter: `make run` (the portal on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SIM_PORT ?= 5010
+PORT ?= 8000
+
+.PHONY: run test lint format serve worker beat sim bench migrate seed clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The embedded default: SQLite, local-memory cache, eager Celery, a router simulator beside it.
+run: export DEBUG ?= 1
+run: export ROUTER_SIM_URL ?= http://127.0.0.1:$(SIM_PORT)
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --router-url $(ROUTER_SIM_URL)
+	@$(PY) manage.py run_router_sim --port $(SIM_PORT) --latency-ms 150 --chunk-delay-ms 40 --chunks 24 & \
+	  SIM=$$!; trap "kill $$SIM 2>/dev/null" EXIT INT TERM; \
+	  $(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput
+
+# The production shape (needs DATABASE_URL, REDIS_URL, SECRET_KEY): see README "Operations".
+serve: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py portal.wsgi:application
+
+worker: $(STAMP)
+	$(VENV)/bin/celery -A portal worker --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2}
+
+beat: $(STAMP)
+	$(VENV)/bin/celery -A portal beat --loglevel INFO --schedule var/celerybeat-schedule
+
+sim: $(STAMP)
+	$(PY) manage.py run_router_sim --port $(SIM_PORT)
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ApikeysConfig(AppConfig):
+    name = "apikeys"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from apikeys import signals  # noqa: F401 - connects cache invalidation

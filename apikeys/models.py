@@ -1,0 +1,83 @@
+"""API keys: a public id to recognise them by, a secret shown once, only its HMAC stored."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def for_owner(self, user):
+        return self.filter(owner=user)
+
+    def active(self):
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class ApiKey(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="api_keys")
+    name = models.CharField(max_length=100)
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    # Which APIKEY_HASH_SECRET made secret_hash: lets operators rotate it (see SECURITY.md).
+    hash_version = models.CharField(max_length=16, editable=False, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    allowed_models = models.ManyToManyField("catalog.CatalogModel", blank=True,
+                                            related_name="+",
+                                            help_text="Empty = every model the plan allows.")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix})"
+
+    @property
+    def display_prefix(self) -> str:
+        from apikeys.keyformat import KEY_PREFIX
+
+        return f"{KEY_PREFIX}{self.public_id}…"
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiKeyEvent(models.Model):
+    """The audit trail: who created or revoked which key, when, from where."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "created"
+        REVOKED = "revoked", "revoked"
+        UPDATED = "updated", "updated"
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=200, blank=True,
+                                   help_text="Who, when not a user (the admin, a command).")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.kind}"

@@ -1,0 +1,263 @@
+"""Every use case of API keys, written once: the pages, the DRF API, the admin and the
+management command all call these.
+
+Authentication is on the /v1/ hot path: it reads a key's entry from the shared cache (Redis
+in production) and touches the database only on a miss. Every change to a key, or to its
+owner, rewrites that entry after commit, so the very next request in any process sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from apikeys import keyformat
+from apikeys.models import ApiKey, ApiKeyEvent
+from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
+
+log = logging.getLogger(__name__)
+
+ENTRY_TTL = 3600  # seconds; changes rewrite the entry, the TTL only bounds memory
+MISSING_TTL = 60  # negative cache: garbage keys cannot hammer the database
+LAST_USED_EVERY = 60  # seconds: at most one last_used write per key per minute
+AUTH_FAILURES_PER_MINUTE = 30  # per client IP, then 429
+_MISSING = "missing"
+
+
+def _entry_key(public_id: str) -> str:
+    return f"apikey:{public_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal:
+    """Who is calling /v1/: everything the hot path needs, without a database read."""
+
+    key_id: int
+    public_id: str
+    owner_id: int
+    owner_email: str
+    plan_id: int | None
+    allowed_models: frozenset[str] | None  # None: whatever the plan allows
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    expires_at: float | None
+
+    # DRF treats request.user as a user; these make it behave like an authenticated one.
+    is_authenticated = True
+    is_active = True
+
+    @property
+    def pk(self) -> int:
+        return self.owner_id
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+def apikey_create(*, owner, name: str, expires_at: datetime | None = None,
+                  allowed_models=(), requests_per_minute: int | None = None,
+                  tokens_per_minute: int | None = None, actor=None, actor_label: str = "",
+                  ip: str | None = None) -> tuple[ApiKey, str]:
+    """Make a key; returns the record and the raw key, which exists nowhere else afterwards."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequest("Give the key a name.", param="name")
+    if len(name) > 100:
+        raise InvalidRequest("A key name has at most 100 characters.", param="name")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidRequest("The expiry must be in the future.", param="expires_at")
+    public_id = keyformat.new_public_id()
+    raw = keyformat.new_key(public_id)
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            owner=owner, name=name, public_id=public_id, secret_hash=keyformat.hash_key(raw),
+            hash_version=keyformat.current_hash_version(), expires_at=expires_at,
+            requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+        )
+        if allowed_models:
+            key.allowed_models.set(allowed_models)
+        ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.CREATED, actor=actor,
+                                   actor_label=actor_label, ip=ip)
+        transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+    log.info("api key created", extra={"key_prefix": public_id, "owner_id": owner.pk})
+    return key, raw
+
+
+def apikey_revoke(*, key: ApiKey, actor=None, actor_label: str = "", ip: str | None = None) -> ApiKey:
+    with transaction.atomic():
+        updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now())
+        if updated:
+            ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.REVOKED, actor=actor,
+                                       actor_label=actor_label, ip=ip)
+        public_id = key.public_id
+        transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+    key.refresh_from_db()
+    log.info("api key revoked", extra={"key_prefix": key.public_id})
+    return key
+
+
+_UNCHANGED = object()
+
+
+def apikey_update(*, key: ApiKey, name=_UNCHANGED, expires_at=_UNCHANGED,
+                  allowed_models=_UNCHANGED, requests_per_minute=_UNCHANGED,
+                  tokens_per_minute=_UNCHANGED, actor=None, actor_label: str = "",
+                  ip: str | None = None) -> ApiKey:
+    """Change a key's name, expiry, model subset or caps; only the arguments given change.
+
+    The secret never changes (revoke and create a new key instead); every change is an
+    `updated` event in the audit trail and rewrites the cached entry after commit.
+    """
+    fields: dict = {}
+    if name is not _UNCHANGED:
+        name = (name or "").strip()
+        if not name:
+            raise InvalidRequest("Give the key a name.", param="name")
+        if len(name) > 100:
+            raise InvalidRequest("A key name has at most 100 characters.", param="name")
+        fields["name"] = name
+    if expires_at is not _UNCHANGED:
+        fields["expires_at"] = expires_at
+    for field, value in (("requests_per_minute", requests_per_minute),
+                         ("tokens_per_minute", tokens_per_minute)):
+        if value is not _UNCHANGED:
+            if value is not None and value < 1:
+                raise InvalidRequest(f"{field} must be at least 1 (or empty for the plan's).",
+                                     param=field)
+            fields[field] = value
+    with transaction.atomic():
+        if fields:
+            ApiKey.objects.filter(pk=key.pk).update(**fields)
+        if allowed_models is not _UNCHANGED:
+            key.allowed_models.set(allowed_models)
+        ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.UPDATED, actor=actor,
+                                   actor_label=actor_label, ip=ip)
+        public_id = key.public_id
+        transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+    key.refresh_from_db()
+    log.info("api key updated", extra={"key_prefix": key.public_id, "fields": sorted(fields)})
+    return key
+
+
+def apikey_refresh_cache(*, public_id: str) -> None:
+    """Rewrite the cached entry from the database (after a change has committed)."""
+    cache.set(_entry_key(public_id), _load_entry(public_id), ENTRY_TTL)
+
+
+def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
+    for public_id in ApiKey.objects.filter(owner_id=owner_id).values_list("public_id", flat=True):
+        apikey_refresh_cache(public_id=public_id)
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+def apikey_get_for_owner(*, owner, key_id) -> ApiKey:
+    """A key by id, only if it is the caller's: anything else is a 404, never a 403."""
+    from django.http import Http404
+
+    try:
+        return ApiKey.objects.for_owner(owner).get(pk=int(key_id))
+    except (ApiKey.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such key") from None
+
+
+def _load_entry(public_id: str) -> dict | str:
+    key = (ApiKey.objects.select_related("owner").prefetch_related("allowed_models")
+           .filter(public_id=public_id).first())
+    if key is None:
+        return _MISSING
+    owner = key.owner
+    allowed = sorted(m.public_id for m in key.allowed_models.all())
+    return {
+        "id": key.pk,
+        "public_id": key.public_id,
+        "hash": key.secret_hash,
+        "hash_version": key.hash_version,
+        "owner_id": owner.pk,
+        "owner_email": owner.email,
+        "owner_active": owner.is_active,
+        "plan_id": owner.plan_id,
+        "allowed_models": allowed or None,
+        "rpm": key.requests_per_minute,
+        "tpm": key.tokens_per_minute,
+        "expires_at": key.expires_at.timestamp() if key.expires_at else None,
+        "revoked": key.revoked_at is not None,
+    }
+
+
+_last_used_local: dict[int, float] = {}
+
+
+def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPrincipal:
+    """The caller behind an Authorization header, or InvalidApiKey (one answer for every case)."""
+    public_id = keyformat.parse_key(raw_key) if raw_key else None
+    entry = None
+    if public_id is not None:
+        cache_key = _entry_key(public_id)
+        entry = cache.get(cache_key)
+        if entry is None:
+            entry = _load_entry(public_id)
+            # add, not set: a change committed meanwhile has written a fresher entry.
+            cache.add(cache_key, entry, MISSING_TTL if entry == _MISSING else ENTRY_TTL)
+    now = time.time()
+    if (
+        not isinstance(entry, dict)
+        or entry["revoked"]
+        or not entry["owner_active"]
+        or (entry["expires_at"] is not None and entry["expires_at"] <= now)
+        or not keyformat.key_matches(raw_key, entry["hash"], entry["hash_version"])
+    ):
+        _count_failure(ip)
+        raise InvalidApiKey()
+    if entry["hash_version"] != keyformat.current_hash_version():
+        _rehash(entry["id"], raw_key)
+    _touch_last_used(entry["id"], now)
+    allowed = entry["allowed_models"]
+    return KeyPrincipal(
+        key_id=entry["id"], public_id=entry["public_id"], owner_id=entry["owner_id"],
+        owner_email=entry["owner_email"], plan_id=entry["plan_id"],
+        allowed_models=frozenset(allowed) if allowed else None,
+        requests_per_minute=entry["rpm"], tokens_per_minute=entry["tpm"],
+        expires_at=entry["expires_at"],
+    )
+
+
+def _count_failure(ip: str | None) -> None:
+    if not ip:
+        return
+    bucket = f"authfail:{ip}:{int(time.time() // 60)}"
+    cache.add(bucket, 0, 120)
+    try:
+        failures = cache.incr(bucket)
+    except ValueError:  # expired between add and incr
+        failures = 1
+    if failures > AUTH_FAILURES_PER_MINUTE:
+        retry = 60 - int(time.time() % 60)
+        raise RateLimited(
+            "Too many requests with an invalid API key from your address; wait before retrying.",
+            headers={"Retry-After": str(retry)})
+
+
+def _touch_last_used(key_id: int, now: float) -> None:
+    # In-process first (no round trip), then the shared cache decides which process writes.
+    if now - _last_used_local.get(key_id, 0.0) < LAST_USED_EVERY:
+        return
+    _last_used_local[key_id] = now
+    if cache.add(f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+
+
+def _rehash(key_id: int, raw_key: str) -> None:
+    """Move a key hashed under an old secret to the current one (see SECURITY.md)."""
+    key = ApiKey.objects.filter(pk=key_id).first()
+    if key is None:
+        return
+    ApiKey.objects.filter(pk=key_id).update(secret_hash=keyformat.hash_key(raw_key),
+                                            hash_version=keyformat.current_hash_version())
+    apikey_refresh_cache(public_id=key.public_id)

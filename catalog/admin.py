@@ -1,0 +1,103 @@
+"""The operator console: pools with their routers and live health, models with their pool."""
+
+from django import forms
+from django.contrib import admin, messages
+
+from catalog.models import CatalogModel, Router, RouterPool
+from catalog.services import router_probe, router_set_state
+from inference import balancer
+
+
+class RouterForm(forms.ModelForm):
+    # The router key is write-only: never rendered back, kept when left empty.
+    token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                            help_text="Router key (Bearer token). Leave empty to keep the current one.")
+
+    class Meta:
+        model = Router
+        fields = "__all__"
+
+    def clean_token(self):
+        token = self.cleaned_data.get("token")
+        if not token and self.instance.pk:
+            return self.instance.token
+        return token
+
+
+class RouterInline(admin.TabularInline):
+    model = Router
+    form = RouterForm
+    extra = 0
+    fields = ("name", "base_url", "api_version", "session_id", "token", "weight", "enabled",
+              "draining", "health", "last_check_at", "last_error")
+    readonly_fields = ("health", "last_check_at", "last_error")
+
+
+@admin.register(RouterPool)
+class RouterPoolAdmin(admin.ModelAdmin):
+    list_display = ("name", "description", "router_summary")
+    search_fields = ("name",)
+    inlines = [RouterInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("routers")
+
+    @admin.display(description="routers (healthy / enabled / all)")
+    def router_summary(self, pool):
+        routers = list(pool.routers.all())
+        healthy = sum(1 for r in routers if r.enabled and r.health == Router.Health.HEALTHY)
+        enabled = sum(1 for r in routers if r.enabled)
+        return f"{healthy} / {enabled} / {len(routers)}"
+
+
+@admin.register(Router)
+class RouterAdmin(admin.ModelAdmin):
+    form = RouterForm
+    list_display = ("__str__", "pool", "base_url", "api_version", "session_id", "weight",
+                    "enabled", "draining", "health", "breaker", "last_check_at", "last_error")
+    list_filter = ("pool", "enabled", "draining", "health", "api_version")
+    list_select_related = ("pool",)
+    search_fields = ("name", "base_url")
+    actions = ("enable", "disable", "drain", "probe_now")
+    readonly_fields = ("health", "last_check_at", "last_error", "created_at", "updated_at")
+
+    @admin.display(description="breaker (this process)")
+    def breaker(self, router):
+        return balancer.breaker_state(router.pk)
+
+    @admin.action(description="Enable selected routers")
+    def enable(self, request, queryset):
+        for router in queryset:
+            router_set_state(router=router, enabled=True, draining=False)
+        self.message_user(request, f"Enabled {queryset.count()} router(s).")
+
+    @admin.action(description="Disable selected routers")
+    def disable(self, request, queryset):
+        for router in queryset:
+            router_set_state(router=router, enabled=False)
+        self.message_user(request, f"Disabled {queryset.count()} router(s).")
+
+    @admin.action(description="Drain selected routers (finish open requests, take no new ones)")
+    def drain(self, request, queryset):
+        for router in queryset:
+            router_set_state(router=router, draining=True)
+        self.message_user(request, f"Draining {queryset.count()} router(s).")
+
+    @admin.action(description="Probe selected routers now")
+    def probe_now(self, request, queryset):
+        for router in queryset:
+            router = router_probe(router=router)
+            level = messages.SUCCESS if router.health == Router.Health.HEALTHY else messages.WARNING
+            self.message_user(request, f"{router}: {router.get_health_display()}"
+                              + (f" ({router.last_error})" if router.last_error else ""), level)
+
+
+@admin.register(CatalogModel)
+class CatalogModelAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "display_name", "pool", "enabled", "context_length",
+                    "max_tokens", "chat_template", "sort_order")
+    list_filter = ("enabled", "pool", "chat_template")
+    list_editable = ("enabled", "sort_order")
+    list_select_related = ("pool",)
+    search_fields = ("public_id", "display_name")
+    filter_horizontal = ("plans",)

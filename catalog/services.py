@@ -1,0 +1,217 @@
+"""Catalog use cases: apply a whole configuration file, change a router's state, probe it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Plan
+from catalog.models import CatalogModel, Router, RouterPool
+
+log = logging.getLogger(__name__)
+
+
+class ConfigInvalid(Exception):
+    """A configuration file is wrong; the message names the field."""
+
+
+@dataclass
+class ApplyResult:
+    plans: int = 0
+    pools: int = 0
+    routers: int = 0
+    models: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.plans} plans, {self.pools} pools, {self.routers} routers, "
+                f"{self.models} models applied")
+
+
+_PLAN_LIMITS = Plan.LIMIT_FIELDS
+
+
+def _obj(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigInvalid(f"{where}: expected an object")
+    return value
+
+
+def _list(value, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigInvalid(f"{where}: expected a list")
+    return value
+
+
+def _str(data: dict, name: str, where: str, *, required: bool = True, default: str = "") -> str:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ConfigInvalid(f"{where}.{name}: required")
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigInvalid(f"{where}.{name}: expected a non-empty string")
+    return value.strip()
+
+
+def _int(data: dict, name: str, where: str, *, default=None, nullable: bool = False, minimum: int = 0):
+    if name not in data:
+        return default
+    value = data[name]
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigInvalid(f"{where}.{name}: expected an integer >= {minimum}"
+                            + (" or null" if nullable else ""))
+    return value
+
+
+def _bool(data: dict, name: str, where: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigInvalid(f"{where}.{name}: expected true or false")
+    return value
+
+
+_UNSET = object()
+
+
+@transaction.atomic
+def catalog_apply_config(*, config) -> ApplyResult:
+    """Upsert plans, pools, routers and models from one document; all or nothing."""
+    config = _obj(config, "config")
+    unknown = set(config) - {"plans", "pools", "models"}
+    if unknown:
+        raise ConfigInvalid(f"config: unknown section(s) {', '.join(sorted(unknown))}")
+    result = ApplyResult()
+    plan_models: dict[str, list[str]] = {}
+
+    for i, raw in enumerate(_list(config.get("plans"), "plans")):
+        where = f"plans[{i}]"
+        data = _obj(raw, where)
+        name = _str(data, "name", where)
+        fields = {f: _int(data, f, where, default=_UNSET, nullable=True) for f in _PLAN_LIMITS}
+        fields = {k: v for k, v in fields.items() if v is not _UNSET}
+        models = _list(data.get("models", ["*"]), f"{where}.models")
+        if not all(isinstance(m, str) for m in models):
+            raise ConfigInvalid(f"{where}.models: expected a list of model ids or [\"*\"]")
+        fields["all_models"] = "*" in models
+        if "description" in data:
+            fields["description"] = _str(data, "description", where, required=False)
+        is_default = _bool(data, "default", where, False)
+        if is_default:
+            Plan.objects.exclude(name=name).update(is_default=False)
+            fields["is_default"] = True
+        Plan.objects.update_or_create(name=name, defaults=fields)
+        plan_models[name] = [m for m in models if m != "*"]
+        result.plans += 1
+
+    for i, raw in enumerate(_list(config.get("pools"), "pools")):
+        where = f"pools[{i}]"
+        data = _obj(raw, where)
+        name = _str(data, "name", where)
+        pool, _ = RouterPool.objects.update_or_create(
+            name=name, defaults={"description": data.get("description") or ""})
+        result.pools += 1
+        for j, rraw in enumerate(_list(data.get("routers"), f"{where}.routers")):
+            rwhere = f"{where}.routers[{j}]"
+            rdata = _obj(rraw, rwhere)
+            url = _str(rdata, "url", rwhere).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigInvalid(f"{rwhere}.url: expected an http(s):// URL")
+            version = rdata.get("api_version", "v1")
+            if version not in Router.ApiVersion.values:
+                raise ConfigInvalid(f"{rwhere}.api_version: expected one of v1, v3")
+            session_id = _int(rdata, "session_id", rwhere)
+            if session_id is None:
+                raise ConfigInvalid(f"{rwhere}.session_id: required")
+            defaults = {"api_version": version,
+                        "weight": _int(rdata, "weight", rwhere, default=1, minimum=1),
+                        "enabled": _bool(rdata, "enabled", rwhere, True)}
+            if "token" in rdata:
+                defaults["token"] = _str(rdata, "token", rwhere, required=False)
+            if "name" in rdata:
+                defaults["name"] = _str(rdata, "name", rwhere, required=False)
+            Router.objects.update_or_create(pool=pool, base_url=url, session_id=session_id,
+                                            defaults=defaults)
+            result.routers += 1
+
+    for i, raw in enumerate(_list(config.get("models"), "models")):
+        where = f"models[{i}]"
+        data = _obj(raw, where)
+        public_id = _str(data, "id", where)
+        pool_name = _str(data, "pool", where)
+        pool = RouterPool.objects.filter(name=pool_name).first()
+        if pool is None:
+            raise ConfigInvalid(f"{where}.pool: no pool named '{pool_name}'")
+        template = data.get("chat_template", "llama3")
+        if template not in CatalogModel.ChatTemplate.values:
+            raise ConfigInvalid(f"{where}.chat_template: expected one of "
+                                f"{', '.join(CatalogModel.ChatTemplate.values)}")
+        defaults = {"pool": pool, "chat_template": template,
+                    "enabled": _bool(data, "enabled", where, True)}
+        for src, dst in (("max_tokens", "max_tokens"), ("default_max_tokens", "default_max_tokens"),
+                         ("context_length", "context_length"),
+                         ("request_timeout", "request_timeout"), ("sort_order", "sort_order")):
+            value = _int(data, src, where, minimum=1 if src != "sort_order" else -10**6)
+            if value is not None:
+                defaults[dst] = value
+        for text in ("display_name", "description"):
+            if text in data:
+                defaults[text] = _str(data, text, where, required=False)
+        model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
+        if model.default_max_tokens > model.max_tokens:
+            model.default_max_tokens = model.max_tokens
+            model.save(update_fields=["default_max_tokens"])
+        result.models += 1
+
+    for plan_name, model_ids in plan_models.items():
+        plan = Plan.objects.get(name=plan_name)
+        models = list(CatalogModel.objects.filter(public_id__in=model_ids))
+        missing = set(model_ids) - {m.public_id for m in models}
+        if missing:
+            raise ConfigInvalid(f"plans[{plan_name}].models: unknown model(s) {', '.join(sorted(missing))}")
+        plan.models.set(models)
+    return result
+
+
+def router_set_state(*, router: Router, enabled: bool | None = None,
+                     draining: bool | None = None) -> Router:
+    if enabled is not None:
+        router.enabled = enabled
+    if draining is not None:
+        router.draining = draining
+    router.save(update_fields=["enabled", "draining", "updated_at"])
+    return router
+
+
+def router_probe(*, router: Router, timeout: float = 3.0) -> Router:
+    """GET the router's /api/v1/status and record its health (the beat task calls this)."""
+    import requests
+
+    from inference.router_api import api_for
+
+    url = api_for(router.api_version).status_url(router.base_url.rstrip("/"))
+    error = ""
+    try:
+        response = requests.get(url, headers={"Authorization": f"Bearer {router.token}"},
+                                timeout=timeout)
+        if response.status_code != 200:
+            error = f"status answered HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        error = f"{exc.__class__.__name__}"
+    health = Router.Health.UNHEALTHY if error else Router.Health.HEALTHY
+    changed = health != router.health
+    router.health, router.last_error, router.last_check_at = health, error, timezone.now()
+    if changed:
+        router.save(update_fields=["health", "last_error", "last_check_at", "updated_at"])
+    else:
+        # No routing change: skip the signal so the catalog version is not bumped every probe.
+        Router.objects.filter(pk=router.pk).update(last_error=error, last_check_at=router.last_check_at)
+    if error:
+        log.warning("router probe failed", extra={"router_id": router.pk, "reason": error})
+    return router

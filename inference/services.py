@@ -1,0 +1,331 @@
+"""The completion pipeline: policy, limits, routing, forwarding, translation and metering.
+
+One request, start to end:
+  1. (DRF) authenticate the key from the cache            apikeys.authentication
+  2. validate the body, resolve the model, check policy    validation, catalog.routing
+  3. admit against the limits in one Redis round trip      metering.limits
+  4. forward to a router of the model's pool, failing over before the first byte
+  5. translate to OpenAI JSON or SSE                       openai_format
+  6. settle the limits and write one usage record when the request ends, however it ends
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.http import JsonResponse, StreamingHttpResponse
+
+from apikeys.services import KeyPrincipal
+from catalog.routing import ModelInfo, routing_table
+from inference import chat_templates, upstream
+from inference.openai_format import ChunkWriter, completion_body, usage_dict
+from inference.stops import StopScanner, cut_at_stop
+from inference.tokens import estimate_tokens
+from inference.validation import CompletionRequest, parse_chat
+from metering.limits import Admission, limits_admit
+from metering.models import UsageRecord
+from metering.recording import Usage, usage_record_write
+from portal.errors import (
+    ApiError,
+    InvalidRequest,
+    ModelNotFound,
+    QuotaExceeded,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_response,
+)
+
+log = logging.getLogger(__name__)
+
+KEEP_ALIVE_SECONDS = 10.0
+Outcome = UsageRecord.Outcome
+
+
+def outcome_for(error: ApiError) -> str:
+    if isinstance(error, RateLimited | QuotaExceeded):
+        return Outcome.RATE_LIMITED
+    if isinstance(error, UpstreamTimeout):
+        return Outcome.TIMEOUT
+    if isinstance(error, UpstreamError | UpstreamUnavailable) or error.status >= 500:
+        return Outcome.UPSTREAM_ERROR
+    return Outcome.CLIENT_ERROR
+
+
+@dataclass(slots=True)
+class Call:
+    """One metered API call: its usage record in the making and when it started."""
+
+    usage: Usage
+    started: float
+
+    @classmethod
+    def begin(cls, *, request_id: str, principal: KeyPrincipal, endpoint: str) -> Call:
+        return cls(usage=Usage(request_id=request_id, user_id=principal.owner_id,
+                               key_id=principal.key_id, endpoint=endpoint),
+                   started=time.monotonic())
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def end(self, *, outcome: str, status: int, error_code: str = "",
+            release_connection: bool = False) -> None:
+        self.usage.outcome = outcome
+        self.usage.http_status = status
+        self.usage.error_code = error_code
+        self.usage.latency_ms = self.elapsed_ms()
+        try:
+            usage_record_write(self.usage, release_connection=release_connection)
+        except Exception:
+            # Never let metering turn an answered request into a 500; the failure is logged
+            # with the request id so it can be replayed (see README "What to monitor").
+            log.exception("usage record could not be written",
+                          extra={"usage_request_id": self.usage.request_id})
+
+    def fail(self, error: ApiError, headers: dict[str, str] | None = None):
+        self.end(outcome=outcome_for(error), status=error.status, error_code=error.code)
+        response = error_response(error)
+        for name, value in (headers or {}).items():
+            response.setdefault(name, value)
+        return response
+
+
+def resolve_model(principal: KeyPrincipal, model_id: str) -> tuple[ModelInfo, object]:
+    table = routing_table()
+    plan = table.plan_for(principal.plan_id)
+    model = table.models.get(model_id)
+    if model is None or not table.model_allowed(model, plan, principal.allowed_models):
+        raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access "
+                            "to it. GET /v1/models lists yours.", param="model")
+    return model, plan
+
+
+def _prompt_for(creq: CompletionRequest, model: ModelInfo) -> str:
+    if creq.messages is not None:
+        return chat_templates.render(model.chat_template, creq.messages)
+    return creq.prompt or ""
+
+
+def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, body_getter):
+    """Handle one chat or legacy completion request; always returns a response."""
+    endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
+    call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
+    try:
+        creq: CompletionRequest = creq_parse(body_getter())
+        call.usage.model = creq.model
+        call.usage.streamed = creq.stream
+        model, plan = resolve_model(principal, creq.model)
+        call.usage.pool = model.pool_name
+        max_tokens = creq.sampling.max_tokens or model.default_max_tokens
+        if max_tokens > model.max_tokens:
+            raise InvalidRequest(f"max_tokens is {max_tokens}; this model allows at most "
+                                 f"{model.max_tokens}.", param="max_tokens")
+        prompt = _prompt_for(creq, model)
+        prompt_tokens = estimate_tokens(prompt)
+        if prompt_tokens + max_tokens > model.context_length:
+            raise InvalidRequest(
+                f"This model's context is {model.context_length} tokens; your prompt (~"
+                f"{prompt_tokens}) plus max_tokens ({max_tokens}) is over it.",
+                param="messages" if creq.messages is not None else "prompt",
+                code="context_length_exceeded")
+        routers = routing_table().routers.get(model.pool_id, [])
+        if not routers:
+            raise UpstreamUnavailable("No capacity is available for this model right now.")
+    except ApiError as error:
+        return call.fail(error)
+    except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
+        from portal.errors import to_api_error
+
+        error = to_api_error(exc)
+        if error is None:
+            raise
+        return call.fail(error)
+
+    try:
+        admission = limits_admit(principal=principal, plan=plan,
+                                 reserve_tokens=prompt_tokens + max_tokens, request_id=request_id)
+    except ApiError as error:
+        return call.fail(error, headers=getattr(error, "headers", None))
+
+    sampling = {
+        "max_tokens": max_tokens, "temperature": creq.sampling.temperature,
+        "top_p": creq.sampling.top_p, "stop": creq.sampling.stop or None,
+        "presence_penalty": creq.sampling.presence_penalty,
+        "frequency_penalty": creq.sampling.frequency_penalty,
+    }
+    try:
+        from inference.router_api import api_for
+
+        def payload_for(router):
+            return api_for(router.api_version).payload(
+                session_id=router.session_id, prompt=prompt, stream=creq.stream,
+                timeout=model.request_timeout, client_reference=request_id, sampling=sampling)
+
+        up = upstream.open_completion(routers=routers, model=model, payload_for=payload_for,
+                                      stream=creq.stream)
+    except ApiError as error:
+        admission.settle(total_tokens=0)
+        return call.fail(error, headers=admission.headers)
+
+    call.usage.router_id = up.router.id
+    call.usage.ttfb_ms = call.elapsed_ms()
+    created = int(time.time())
+    ident = ("chatcmpl-" if creq.endpoint == "chat.completions" else "cmpl-") + request_id[4:]
+    if not creq.stream:
+        return _answer_json(call, creq, model, up, admission, prompt_tokens, ident, created)
+    return _answer_stream(call, creq, model, up, admission, prompt_tokens, ident, created)
+
+
+def _settle_usage(call: Call, *, prompt_est: int, text: str, prompt_tokens: int | None,
+                  completion_tokens: int | None) -> None:
+    if prompt_tokens is None or completion_tokens is None:
+        call.usage.prompt_tokens = prompt_est
+        call.usage.completion_tokens = estimate_tokens(text)
+        call.usage.tokens_estimated = True
+    else:
+        call.usage.prompt_tokens = prompt_tokens
+        call.usage.completion_tokens = completion_tokens
+
+
+def _answer_json(call, creq, model, up, admission: Admission, prompt_est, ident, created):
+    try:
+        if upstream.is_event_stream(up.response):
+            completion = _collect_stream(up)
+        else:
+            completion = upstream.read_completion(up)
+    except ApiError as error:
+        admission.settle(total_tokens=0)
+        return call.fail(error, headers=admission.headers)
+    finally:
+        up.close()
+    text, stopped = cut_at_stop(completion.text, creq.sampling.stop)
+    finish = "stop" if stopped else (completion.finish_reason or "stop")
+    _settle_usage(call, prompt_est=prompt_est, text=text, prompt_tokens=completion.prompt_tokens,
+                  completion_tokens=completion.completion_tokens)
+    usage = usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
+    admission.settle(total_tokens=call.usage.total_tokens)
+    call.end(outcome=Outcome.OK, status=200)
+    body = completion_body(endpoint=creq.endpoint, ident=ident, created=created,
+                           model=model.public_id, text=text, finish_reason=finish, usage=usage)
+    response = JsonResponse(body)
+    for name, value in admission.headers.items():
+        response[name] = value
+    return response
+
+
+def _collect_stream(up) -> upstream.Completion:
+    parts, finish, prompt_t, completion_t = [], None, None, None
+    try:
+        for event in upstream.iter_stream(up.response):
+            parts.append(event.text)
+            finish = event.finish_reason or finish
+            if event.prompt_tokens is not None:
+                prompt_t, completion_t = event.prompt_tokens, event.completion_tokens
+    except upstream.StreamBroken:
+        raise UpstreamError("The upstream model server broke off its answer. Retry.") from None
+    return upstream.Completion(text="".join(parts), finish_reason=finish, prompt_tokens=prompt_t,
+                               completion_tokens=completion_t)
+
+
+_END = object()
+
+
+def _pump(up, out: queue.Queue) -> None:
+    """Read the router's stream on its own thread (a greenlet under gevent) so the client side
+    can send keep-alives while the first token is slow to come."""
+    try:
+        if upstream.is_event_stream(up.response):
+            for event in upstream.iter_stream(up.response):
+                out.put(event)
+        else:  # a JSON answer to a stream request: one event with everything
+            c = upstream.read_completion(up)
+            out.put(upstream.StreamEvent(text=c.text, finish_reason=c.finish_reason,
+                                         prompt_tokens=c.prompt_tokens,
+                                         completion_tokens=c.completion_tokens))
+        out.put(_END)
+    except (upstream.StreamBroken, ApiError) as exc:
+        out.put(exc)
+    except Exception as exc:  # noqa: BLE001 - the consumer turns it into an error chunk
+        out.put(upstream.StreamBroken(exc.__class__.__name__))
+
+
+def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, ident, created):
+    writer = ChunkWriter(endpoint=creq.endpoint, ident=ident, created=created, model=model.public_id)
+    events: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(up, events), daemon=True)
+    reader.start()
+
+    def generate() -> Iterator[bytes]:
+        delivered: list[str] = []
+        scanner = StopScanner(creq.sampling.stop)
+        finish = None
+        prompt_t = completion_t = None
+        outcome, status, code = Outcome.OK, 200, ""
+        try:
+            if writer.chat:
+                yield writer.role()
+            while True:
+                try:
+                    item = events.get(timeout=KEEP_ALIVE_SECONDS)
+                except queue.Empty:
+                    yield writer.keep_alive()
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, Exception):
+                    raise item
+                if item.prompt_tokens is not None:
+                    prompt_t, completion_t = item.prompt_tokens, item.completion_tokens
+                if item.text and not scanner.stopped:
+                    piece = scanner.feed(item.text)
+                    if piece:
+                        delivered.append(piece)
+                        yield writer.content(piece)
+                    if scanner.stopped:
+                        finish = "stop"
+                if item.finish_reason and finish is None:
+                    finish = item.finish_reason
+            tail = scanner.flush()
+            if tail:
+                delivered.append(tail)
+                yield writer.content(tail)
+            yield writer.finish(finish or "stop")
+            if scanner.stopped:
+                prompt_t = completion_t = None  # the router's count includes what we cut
+            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
+                          prompt_tokens=prompt_t, completion_tokens=completion_t)
+            if creq.include_usage:
+                yield writer.usage(usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens))
+            yield writer.done()
+        except GeneratorExit:
+            outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
+            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
+                          prompt_tokens=None, completion_tokens=None)
+            raise
+        except (upstream.StreamBroken, ApiError) as exc:
+            timeout = isinstance(exc, UpstreamTimeout)
+            outcome = Outcome.TIMEOUT if timeout else Outcome.UPSTREAM_ERROR
+            status, code = (504, "upstream_timeout") if timeout else (502, "upstream_error")
+            log.warning("stream broke off", extra={"router_id": up.router.id, "reason": str(exc)})
+            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
+                          prompt_tokens=None, completion_tokens=None)
+            yield writer.error(message="The upstream model server broke off the answer; what "
+                               "you received is incomplete. Retry the request.", code=code)
+            yield writer.done()
+        finally:
+            up.close()
+            admission.settle(total_tokens=call.usage.total_tokens)
+            call.end(outcome=outcome, status=status, error_code=code, release_connection=True)
+
+    response = StreamingHttpResponse(generate(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    for name, value in admission.headers.items():
+        response[name] = value
+    return response

@@ -1,0 +1,248 @@
+"""Talking to routers: a pooled HTTP session per worker, failover before the first byte,
+and a lenient reader for the router's answers and streams."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from catalog.routing import ModelInfo, RouterInfo
+from inference import balancer
+from inference.router_api import api_for
+from portal.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 3
+RETRYABLE_STATUS = {502, 503, 504}
+
+_session: requests.Session | None = None
+
+
+def session() -> requests.Session:
+    """One pooled session per process: connections to routers are reused across requests."""
+    global _session
+    if _session is None:
+        s = requests.Session()
+        adapter = HTTPAdapter(pool_connections=32, pool_maxsize=2048, max_retries=0)
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
+        s.trust_env = False
+        _session = s
+    return _session
+
+
+class _Retryable(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Upstream:
+    router: RouterInfo
+    response: requests.Response
+    connected_at: float
+
+    def close(self) -> None:
+        try:
+            self.response.close()
+        finally:
+            balancer.release(self.router.id)
+
+
+def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeout: float):
+    return session().post(
+        url, json=payload, stream=stream,
+        headers={"Authorization": f"Bearer {router.token}", "Accept":
+                 "text/event-stream" if stream else "application/json"},
+        timeout=(router.connect_timeout, read_timeout),
+    )
+
+
+def _open_one(router: RouterInfo, model: ModelInfo, payload: dict, stream: bool) -> requests.Response:
+    api = api_for(router.api_version)
+    body_url, path_url = api.completion_urls(router.base_url, router.session_id)
+    read_timeout = router.read_timeout or float(model.request_timeout)
+    try:
+        response = _post(router, body_url, payload, stream, read_timeout)
+        if response.status_code == 404:
+            # Some deployments answer only the path form (or only the body form).
+            response.close()
+            response = _post(router, path_url, payload, stream, read_timeout)
+    except (requests.ConnectionError, requests.exceptions.ConnectTimeout) as exc:
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            raise
+        raise _Retryable(exc.__class__.__name__) from None
+    if response.status_code in RETRYABLE_STATUS:
+        response.close()
+        raise _Retryable(f"HTTP {response.status_code}")
+    return response
+
+
+def open_completion(*, routers: list[RouterInfo], model: ModelInfo, payload_for,
+                    stream: bool) -> Upstream:
+    """Send to a router of the pool; on a connection error, a connect timeout or a 502/503/504
+    (all before any byte reached the client) try another, within MAX_TRIES and the deadline."""
+    deadline = time.monotonic() + model.request_timeout
+    tried: set[int] = set()
+    last_error = None
+    for _ in range(MAX_TRIES):
+        if time.monotonic() >= deadline:
+            break
+        router = balancer.pick(routers, tried)
+        if router is None:
+            break
+        tried.add(router.id)
+        try:
+            response = _open_one(router, model, payload_for(router), stream)
+        except _Retryable as exc:
+            balancer.record_failure(router.id)
+            balancer.release(router.id)
+            last_error = str(exc)
+            log.warning("router failed before the first byte, trying another",
+                        extra={"router_id": router.id, "reason": last_error})
+            continue
+        except requests.exceptions.ReadTimeout:
+            balancer.record_failure(router.id)
+            balancer.release(router.id)
+            raise UpstreamTimeout("The model did not answer in time. Retry, or lower max_tokens.") from None
+        except requests.RequestException as exc:
+            balancer.record_failure(router.id)
+            balancer.release(router.id)
+            log.warning("router request failed", extra={"router_id": router.id,
+                                                        "reason": exc.__class__.__name__})
+            raise UpstreamError("The upstream model server failed. Retry in a moment.") from None
+        if response.status_code >= 400:
+            status = response.status_code
+            response.close()
+            balancer.release(router.id)
+            if status >= 500:
+                balancer.record_failure(router.id)
+            log.warning("router answered an error", extra={"router_id": router.id, "status": status})
+            raise UpstreamError("The upstream model server refused the request. Retry in a moment.")
+        balancer.record_success(router.id)
+        return Upstream(router=router, response=response, connected_at=time.monotonic())
+    if not tried:
+        raise UpstreamUnavailable("No capacity is available for this model right now. "
+                                  "Retry in a few seconds.")
+    log.warning("every router tried failed", extra={"tried": len(tried), "reason": last_error})
+    raise UpstreamUnavailable("The model's servers are unavailable right now. Retry in a few seconds.")
+
+
+# --- reading answers ----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def _text_of(choice: dict) -> str:
+    text = choice.get("text")
+    if text is None and isinstance(choice.get("message"), dict):
+        text = choice["message"].get("content")
+    if text is None and isinstance(choice.get("delta"), dict):
+        text = choice["delta"].get("content")
+    return text if isinstance(text, str) else ""
+
+
+def _usage_of(data: dict) -> tuple[int | None, int | None]:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    ok = all(isinstance(v, int) and v >= 0 for v in (prompt, completion))
+    return (prompt, completion) if ok else (None, None)
+
+
+def parse_completion_json(data) -> Completion:
+    if not isinstance(data, dict):
+        raise UpstreamError("The upstream model server sent an answer we could not read.")
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        text, finish = _text_of(choices[0]), choices[0].get("finish_reason")
+    elif isinstance(data.get("output"), str):
+        text, finish = data["output"], "stop"
+    else:
+        raise UpstreamError("The upstream model server sent an answer we could not read.")
+    prompt, completion = _usage_of(data)
+    return Completion(text=text, finish_reason=finish or "stop", prompt_tokens=prompt,
+                      completion_tokens=completion)
+
+
+def read_completion(upstream: Upstream) -> Completion:
+    try:
+        data = upstream.response.json()
+    except (ValueError, requests.RequestException):
+        raise UpstreamError("The upstream model server sent an answer we could not read.") from None
+    return parse_completion_json(data)
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class StreamBroken(Exception):
+    """The router's stream ended before a finish_reason (dropped connection or bad data)."""
+
+
+def is_event_stream(response: requests.Response) -> bool:
+    return "text/event-stream" in response.headers.get("Content-Type", "")
+
+
+def iter_stream(response: requests.Response) -> Iterator[StreamEvent]:
+    """Router SSE -> events. Survives: chunks of a second task id (kept to the first id's),
+    a usage-only final chunk, a missing [DONE] after a finish_reason. Raises StreamBroken on
+    EOF before a finish_reason or on a broken connection."""
+    first_id = None
+    finished = False
+    buffer = b""
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue  # comments, blank separators, event:/id: lines
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    if not finished:
+                        raise StreamBroken("[DONE] before a finish_reason")
+                    return
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    continue
+                if not isinstance(obj, dict):
+                    continue
+                ident = obj.get("task_id", obj.get("id"))
+                if first_id is None:
+                    first_id = ident
+                elif ident is not None and ident != first_id:
+                    continue  # an interleaved second task: keep the first one's
+                event = StreamEvent()
+                event.prompt_tokens, event.completion_tokens = _usage_of(obj)
+                choices = obj.get("choices")
+                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                    event.text = _text_of(choices[0])
+                    event.finish_reason = choices[0].get("finish_reason")
+                    if event.finish_reason:
+                        finished = True
+                if event.text or event.finish_reason or event.prompt_tokens is not None:
+                    yield event
+    except requests.RequestException as exc:
+        raise StreamBroken(exc.__class__.__name__) from None
+    if not finished:
+        raise StreamBroken("EOF before a finish_reason")

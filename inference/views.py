@@ -1,0 +1,61 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from rest_framework.views import APIView
+
+from apikeys.authentication import ApiKeyAuthentication
+from catalog.routing import ModelInfo, routing_table
+from inference import validation
+from inference.services import completion_serve, resolve_model
+
+
+class V1View(APIView):
+    """Every /v1/ view: API-key auth, no session/CSRF, errors in OpenAI's shape."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes: list = []
+    throttle_classes: list = []
+
+
+def model_object(model: ModelInfo) -> dict:
+    return {
+        "id": model.public_id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "cortensor",
+        "name": model.display_name,
+        "description": model.description,
+        "context_length": model.context_length,
+        "max_output_tokens": model.max_tokens,
+    }
+
+
+class ModelListView(V1View):
+    def get(self, request):
+        principal = request.user
+        table = routing_table()
+        plan = table.plan_for(principal.plan_id)
+        data = [model_object(m) for m in table.models.values()
+                if table.model_allowed(m, plan, principal.allowed_models)]
+        return JsonResponse({"object": "list", "data": data})
+
+
+class ModelDetailView(V1View):
+    def get(self, request, model_id: str):
+        model, _ = resolve_model(request.user, model_id)
+        return JsonResponse(model_object(model))
+
+
+class ChatCompletionsView(V1View):
+    def post(self, request):
+        return completion_serve(request_id=request._request.request_id, principal=request.user,
+                                creq_parse=validation.parse_chat, body_getter=lambda: request.data)
+
+
+class CompletionsView(V1View):
+    def post(self, request):
+        return completion_serve(request_id=request._request.request_id, principal=request.user,
+                                creq_parse=validation.parse_completion,
+                                body_getter=lambda: request.data)

@@ -1,0 +1,76 @@
+"""Usage: one record per authenticated API request (the source of truth) and daily ledgers."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class UsageRecord(models.Model):
+    class Outcome(models.TextChoices):
+        OK = "ok", "ok"
+        CLIENT_ERROR = "client_error", "client error"
+        RATE_LIMITED = "rate_limited", "rejected by a limit"
+        UPSTREAM_ERROR = "upstream_error", "upstream error"
+        TIMEOUT = "timeout", "timeout"
+        CANCELLED = "cancelled", "cancelled by the client"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                             db_constraint=False)
+    key = models.ForeignKey("apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+",
+                            db_constraint=False)
+    model = models.CharField(max_length=128, blank=True)
+    pool = models.CharField(max_length=64, blank=True)
+    router_id = models.BigIntegerField(null=True, blank=True)
+    endpoint = models.CharField(max_length=32)
+    streamed = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    # Set in the same statement that folds the record into DailyUsage (see usage_aggregate):
+    # a flag, not an id cursor, because ids commit out of order under concurrency.
+    aggregated = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="usage_user_recent"),
+            models.Index(fields=["id"], name="usage_not_aggregated",
+                         condition=models.Q(aggregated=False)),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
+class DailyUsage(models.Model):
+    """Derived from UsageRecord by metering.services.usage_aggregate; never edited by hand."""
+
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                             db_constraint=False)
+    key = models.ForeignKey("apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+",
+                            db_constraint=False)
+    model = models.CharField(max_length=128)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day"]
+        verbose_name_plural = "daily usage"
+        constraints = [
+            models.UniqueConstraint(fields=["day", "user", "key", "model"],
+                                    name="daily_usage_unique"),
+        ]

@@ -1,0 +1,21 @@
+"""Settings for the test suite: the same settings module, with fast and local defaults.
+
+DATABASE_URL and REDIS_URL still come from the environment, so CI runs this on PostgreSQL and
+Redis while a laptop runs it on SQLite and local memory.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("APIKEY_HASH_SECRET", "test-apikey-hash-secret")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SECURE_COOKIES", "0")
+os.environ.setdefault("EMAIL_URL", "locmem:")
+os.environ.setdefault("LOG_FORMAT", "text")
+os.environ.setdefault("PORTAL_TESTING", "1")
+os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
+
+from portal.settings import *  # noqa: E402, F403
+
+DEBUG = False
+CATALOG_CHECK_SECONDS = 0.0

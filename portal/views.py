@@ -1,0 +1,59 @@
+"""Process-level endpoints (health, readiness) and error pages that speak JSON under /v1/."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+
+from portal.errors import ApiError, NotFound, error_response
+
+log = logging.getLogger(__name__)
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith(("/v1/", "/api/"))
+
+
+def not_found(request, exception=None):
+    if _is_api(request):
+        return error_response(NotFound(f"No route {request.method} {request.path}. See /docs."))
+    return render(request, "404.html", status=404)
+
+
+def server_error(request):
+    if _is_api(request):
+        err = ApiError("The portal failed to handle this request; it has been logged. "
+                       "Retry, and quote the x-request-id if it persists.", code="internal_error")
+        err.status = 500
+        err.type = "api_error"
+        return error_response(err)
+    return render(request, "500.html", status=500)
+
+
+@never_cache
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+def readyz(request):
+    from catalog.selectors import routing_readiness
+    from portal.redis import redis_ping
+
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        log.warning("readyz: database check failed: %s", exc.__class__.__name__)
+        checks["database"] = "error"
+    checks["redis"] = redis_ping()
+    checks["routers"] = routing_readiness()
+    ready = all(value in {"ok", "disabled"} for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                        status=200 if ready else 503)

@@ -1,0 +1,101 @@
+"""Shared fixtures. Personas: alice (a customer with keys), bob (another customer, who must
+never see alice's things), staff (an operator). The catalog points at a real router simulator
+over HTTP; nothing on the request path is mocked."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from tests.routersim import RouterSim
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
+    cache.clear()
+    from catalog import routing
+
+    routing._table = None
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def plan(db):
+    from accounts.models import Plan
+
+    return Plan.objects.create(name="free", is_default=True, requests_per_minute=1000,
+                               tokens_per_minute=1_000_000, max_concurrent_requests=50)
+
+
+@pytest.fixture
+def make_user(db, plan):
+    from accounts.models import User
+
+    def make(email: str, *, password: str = "correct horse battery", staff: bool = False,
+             verified: bool = True, plan_=None):
+        user = User.objects.create_user(email=email, password=password, is_staff=staff,
+                                        is_superuser=staff, plan=plan_ or plan)
+        if verified:
+            from allauth.account.models import EmailAddress
+
+            EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice@example.com")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob@example.com")
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff@example.com", staff=True)
+
+
+@pytest.fixture
+def make_key():
+    from apikeys.services import apikey_create
+
+    def make(owner, name: str = "test key", **kwargs):
+        return apikey_create(owner=owner, name=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def alice_key(alice, make_key):
+    """(ApiKey, raw secret) for alice."""
+    return make_key(alice, "alice's key")
+
+
+@pytest.fixture(scope="session")
+def router_sim():
+    sim = RouterSim("--sessions", "1,2")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def catalog(db, router_sim):
+    """A pool with one router (the simulator) and two public models."""
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    pool = RouterPool.objects.create(name="default")
+    router = Router.objects.create(pool=pool, base_url=router_sim.url, api_version="v1",
+                                   session_id=1, token="default-dev-token")
+    llama = CatalogModel.objects.create(public_id="cortensor/llama-3.1-8b", pool=pool,
+                                        display_name="Llama 3.1 8B", chat_template="llama3",
+                                        max_tokens=1024, default_max_tokens=64)
+    qwen = CatalogModel.objects.create(public_id="cortensor/qwen-2.5-7b", pool=pool,
+                                       display_name="Qwen 2.5 7B", chat_template="chatml",
+                                       max_tokens=1024, default_max_tokens=64)
+    return {"pool": pool, "router": router, "llama": llama, "qwen": qwen}

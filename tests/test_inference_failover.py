@@ -1,0 +1,142 @@
+"""Routing and failover across a pool: stopped and failing routers are skipped before the
+first byte, a dead pool answers 503 at once, and a break mid-stream ends in an error chunk."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from inference import balancer
+from tests.routersim import RouterSim
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers():
+    balancer.reset()
+    yield
+    balancer.reset()
+
+
+@pytest.fixture(scope="module")
+def sims():
+    good = RouterSim("--chunks", "3")
+    failing = RouterSim("--error-rate", "1.0")
+    stopped = RouterSim()
+    stopped.stop()
+    yield {"good": good, "failing": failing, "stopped": stopped}
+    for sim in (good, failing, stopped):
+        sim.stop()
+
+
+def _pool(sims_used, name="mixed"):
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    pool = RouterPool.objects.create(name=name)
+    for sim in sims_used:
+        Router.objects.create(pool=pool, base_url=sim.url, session_id=1, token="default-dev-token")
+    CatalogModel.objects.create(public_id=f"cortensor/{name}", pool=pool, max_tokens=64,
+                                default_max_tokens=8)
+    return f"cortensor/{name}"
+
+
+def _chat(client, raw, model, **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+
+def _sse(response) -> list:
+    text = b"".join(response.streaming_content).decode()
+    events = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def test_no_request_fails_with_one_router_stopped_and_one_failing(client, sims, alice_key):
+    model = _pool([sims["stopped"], sims["failing"], sims["good"]])
+    _, raw = alice_key
+    for _ in range(12):
+        response = _chat(client, raw, model)
+        assert response.status_code == 200, response.content
+        assert response.json()["choices"][0]["message"]["content"] == " word0 word1 word2"
+    for _ in range(4):
+        response = _chat(client, raw, model, stream=True)
+        assert response.status_code == 200
+        assert _sse(response)[-1] == "[DONE]"
+
+
+def test_bad_routers_are_cut_out_by_the_breaker(client, sims, alice_key):
+    model = _pool([sims["stopped"], sims["failing"], sims["good"]])
+    _, raw = alice_key
+    for _ in range(10):
+        assert _chat(client, raw, model).status_code == 200
+    from catalog.models import Router
+
+    states = {r.base_url: balancer.breaker_state(r.pk) for r in Router.objects.all()}
+    assert states[sims["stopped"].url] == "open"
+    assert states[sims["failing"].url] == "open"
+    assert states[sims["good"].url] == "closed"
+
+
+def test_all_routers_down_is_a_quick_503(client, sims, alice_key):
+    model = _pool([sims["stopped"], sims["failing"]], name="dead")
+    _, raw = alice_key
+    started = time.monotonic()
+    response = _chat(client, raw, model)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_unavailable"
+    assert time.monotonic() - started < 5
+    # Router details never reach the customer.
+    assert sims["failing"].url not in response.content.decode()
+    assert "127.0.0.1" not in response.content.decode()
+
+
+def test_drop_mid_stream_ends_with_error_chunk_and_done(client, alice_key):
+    with RouterSim("--drop-after", "2", "--chunks", "6") as sim:
+        model = _pool([sim], name="dropping")
+        _, raw = alice_key
+        response = _chat(client, raw, model, stream=True)
+        assert response.status_code == 200
+        events = _sse(response)
+    assert events[-1] == "[DONE]"
+    error_chunk = events[-2]
+    assert error_chunk["choices"][0]["finish_reason"] == "error"
+    assert error_chunk["error"]["code"] == "upstream_error"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2])
+    assert text == " word0 word1"
+
+
+def test_hanging_router_times_out_with_504(client, alice_key):
+    from catalog.models import CatalogModel
+
+    with RouterSim("--hang") as sim:
+        model = _pool([sim], name="hanging")
+        CatalogModel.objects.filter(public_id=model).update(request_timeout=1)
+        _, raw = alice_key
+        response = _chat(client, raw, model)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize("option", ["--json-for-stream", "--interleave", "--no-done", "--no-usage"])
+def test_router_oddities_are_survived(client, alice_key, option):
+    with RouterSim(option, "--chunks", "3") as sim:
+        model = _pool([sim], name="odd")
+        _, raw = alice_key
+        events = _sse(_chat(client, raw, model, stream=True,
+                            stream_options={"include_usage": True}))
+    assert events[-1] == "[DONE]"
+    text = "".join((e["choices"][0]["delta"].get("content") or "") for e in events[:-1]
+                   if e["choices"])
+    assert text == " word0 word1 word2"
+    usage = events[-2]["usage"]
+    if option == "--no-usage":  # estimated from the delivered text, and marked so
+        from metering.models import UsageRecord
+
+        assert usage["completion_tokens"] > 0
+        assert UsageRecord.objects.get().tokens_estimated is True
+    else:
+        assert usage["completion_tokens"] == 3
