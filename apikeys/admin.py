@@ -1,0 +1,134 @@
+"""The operator console for keys: find, inspect, revoke. Never shows a hash or a secret.
+
+Adding a key here is disabled on purpose: the secret would have to travel back through a
+message (stored in a cookie or the session) to be shown. Keys are made by their owner on
+/keys, by POST /api/keys, or by `manage.py apikey_create`, which print the secret once.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from apikeys.authentication import client_ip
+from apikeys.models import ApiKey, ApiKeyEvent
+from apikeys.services import apikey_revoke, apikey_update
+
+_EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.active()
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class ApiKeyEventInline(admin.TabularInline):
+    model = ApiKeyEvent
+    fields = ("created_at", "kind", "actor", "actor_label", "ip")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("display_prefix", "name", "owner", "status_label", "created_at",
+                    "last_used_at", "expires_at")  # fmt: skip
+    list_filter = (StatusFilter, "created_at")
+    search_fields = ("public_id", "owner__email", "name")
+    list_select_related = ("owner",)
+    raw_id_fields = ("owner",)
+    filter_horizontal = ("allowed_models",)
+    show_full_result_count = False
+    actions = ("revoke_selected",)
+    inlines = (ApiKeyEventInline,)
+    fields = ("owner", "display_prefix", "name", "expires_at", "allowed_models",
+              "requests_per_minute", "tokens_per_minute", "created_at", "last_used_at",
+              "revoked_at")  # fmt: skip
+    readonly_fields = ("owner", "display_prefix", "created_at", "last_used_at", "revoked_at")
+    # The hash, its version and the public id are not editable; the hash is never listed.
+    exclude = ("secret_hash", "hash_version")
+
+    @admin.display(description="key", ordering="public_id")
+    def display_prefix(self, key: ApiKey) -> str:
+        return key.display_prefix
+
+    @admin.display(description="status")
+    def status_label(self, key: ApiKey) -> str:
+        return key.status
+
+    def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        # Changes go through the service: one audit event, cache rewritten after commit.
+        changes = {name: form.cleaned_data[name] for name in _EDITABLE
+                   if name in form.changed_data}  # fmt: skip
+        if changes:
+            apikey_update(
+                key=ApiKey.objects.get(pk=obj.pk),
+                actor=request.user,
+                actor_label="admin",
+                ip=client_ip(request),
+                **changes,
+            )
+
+    def save_related(self, request, form, formsets, change):
+        # allowed_models were saved by apikey_update, so no form.save_m2m(); the event
+        # inline is read-only, saving it only completes the admin's change message.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            apikey_revoke(key=key, actor=request.user, actor_label="admin", ip=client_ip(request))
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+@admin.register(ApiKeyEvent)
+class ApiKeyEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "key", "key_owner", "actor", "actor_label", "ip")
+    list_filter = ("kind", "created_at")
+    search_fields = ("key__public_id", "key__owner__email", "actor__email", "ip")
+    list_select_related = ("key", "key__owner", "actor")
+    show_full_result_count = False
+
+    @admin.display(description="owner", ordering="key__owner__email")
+    def key_owner(self, event: ApiKeyEvent):
+        return event.key.owner
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        # No bulk delete of the trail; deleting a user still cascades through it.
+        return {}

@@ -1,0 +1,29 @@
+"""Reads for the key pages, the management API and the admin: always scoped to an owner."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from apikeys.models import ApiKey, ApiKeyEvent
+from catalog.models import CatalogModel
+
+EVENTS_SHOWN = 50
+
+
+def apikey_list_for_owner(*, owner) -> QuerySet[ApiKey]:
+    """The owner's keys, newest first, with their model subsets in one extra query."""
+    return ApiKey.objects.for_owner(owner).prefetch_related("allowed_models")
+
+
+def apikey_events_for_owner(*, owner, limit: int = EVENTS_SHOWN) -> list[ApiKeyEvent]:
+    """The audit trail of the owner's keys, newest first (bounded: pages stay fast)."""
+    return list(
+        ApiKeyEvent.objects.filter(key__owner=owner)
+        .select_related("key", "actor")
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
+def apikey_model_choices() -> QuerySet[CatalogModel]:
+    """The models a key may be narrowed to: every enabled catalog model."""
+    return CatalogModel.objects.filter(enabled=True).order_by("sort_order", "public_id")

@@ -1,0 +1,125 @@
+"""The /keys pages: list, create (secret shown once), revoke with a confirmation step.
+
+Every route fetches keys through `apikey_get_for_owner`, so another user's id is a 404. The
+raw secret exists only in the response to the POST that made it: it is never put in the
+session, a message or a cache, and the page is sent with `Cache-Control: no-store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from apikeys.authentication import client_ip
+from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
+from apikeys.models import ApiKey, ApiKeyEvent
+from apikeys.selectors import apikey_events_for_owner, apikey_list_for_owner
+from apikeys.services import apikey_create, apikey_get_for_owner, apikey_revoke
+from portal.errors import InvalidRequest
+
+NONCE_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event: ApiKeyEvent
+    who: str
+    ip: str
+
+
+def _event_rows(owner, events: list[ApiKeyEvent]) -> list[EventRow]:
+    rows = []
+    for event in events:
+        if event.actor_id == owner.pk:
+            who, ip = f"you ({owner.email})", event.ip or "—"
+        elif event.actor_id is not None:
+            # An operator acted on the customer's key: say so, without exposing their details.
+            who, ip = "Cortensor staff", "—"
+        else:
+            who, ip = event.actor_label or "—", event.ip or "—"
+        rows.append(EventRow(event=event, who=who, ip=ip))
+    return rows
+
+
+def _claim_nonce(user, nonce: str) -> bool:
+    return cache.add(f"apikeys:form-nonce:{user.pk}:{nonce}", 1, NONCE_TTL)
+
+
+def _release_nonce(user, nonce: str) -> None:
+    cache.delete(f"apikeys:form-nonce:{user.pk}:{nonce}")
+
+
+def _page(
+    request, *, form: ApiKeyCreateForm, created: tuple[ApiKey, str] | None = None, status: int = 200
+):
+    user = request.user
+    context = {
+        "keys": list(apikey_list_for_owner(owner=user)),
+        "events": _event_rows(user, apikey_events_for_owner(owner=user)),
+        "form": form,
+        "created_key": created[0] if created else None,
+        "created_secret": created[1] if created else None,
+    }
+    return render(request, "apikeys/keys.html", context, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def keys_page(request):
+    if request.method == "GET":
+        return _page(request, form=ApiKeyCreateForm())
+    form = ApiKeyCreateForm(request.POST)
+    if not form.is_valid():
+        return _page(request, form=form, status=400)
+    nonce = form.cleaned_data["nonce"]
+    if not _claim_nonce(request.user, nonce):
+        messages.info(
+            request,
+            "That form was already sent and its key created. A key's secret "
+            "is shown only once; if you did not copy it, revoke the key and make a "
+            "new one.",
+        )
+        return redirect("apikeys:keys")
+    try:
+        created = apikey_create(
+            owner=request.user,
+            name=form.cleaned_data["name"],
+            expires_at=form.expires_at,
+            allowed_models=list(form.cleaned_data.get("models") or ()),
+            actor=request.user,
+            ip=client_ip(request),
+        )
+    except InvalidRequest as exc:
+        _release_nonce(request.user, nonce)
+        field = exc.param if exc.param in form.fields else None
+        form.add_error(field, exc.message)
+        return _page(request, form=form, status=400)
+    return _page(request, form=ApiKeyCreateForm(), created=created)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request, key_id: int):
+    key = apikey_get_for_owner(owner=request.user, key_id=key_id)
+    if key.revoked_at is not None:
+        messages.info(request, f"The key “{key.name}” was already revoked.")
+        return redirect("apikeys:keys")
+    form = ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        apikey_revoke(key=key, actor=request.user, ip=client_ip(request))
+        messages.success(
+            request,
+            f"The key “{key.name}” ({key.display_prefix}) is revoked: "
+            "requests using it are refused from now on.",
+        )
+        return redirect("apikeys:keys")
+    status = 400 if form.is_bound else 200
+    return render(request, "apikeys/revoke.html", {"key": key, "form": form}, status=status)

@@ -1,0 +1,87 @@
+"""A good key authenticates, through the service and through the DRF class used on /v1/."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from apikeys import services
+from apikeys.authentication import ApiKeyAuthentication
+from apikeys.models import ApiKey
+from apikeys.services import KeyPrincipal, apikey_authenticate
+
+
+class WhoAmI(APIView):
+    """The smallest endpoint behind the API-key authentication."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        principal = request.user
+        return Response({"key_id": principal.key_id, "owner_id": principal.owner_id})
+
+
+@pytest.fixture
+def models_(db):
+    from catalog.models import CatalogModel, RouterPool
+
+    pool = RouterPool.objects.create(name="keys-auth")
+    return [
+        CatalogModel.objects.create(public_id=public_id, pool=pool)
+        for public_id in ("cortensor/llama-3.1-8b", "cortensor/qwen-2.5-7b")
+    ]
+
+
+def test_service_returns_the_principal_behind_a_good_key(alice, alice_key):
+    key, raw = alice_key
+
+    principal = apikey_authenticate(raw_key=raw, ip="198.51.100.1")
+
+    assert isinstance(principal, KeyPrincipal)
+    assert principal.key_id == key.pk
+    assert principal.public_id == key.public_id
+    assert principal.owner_id == alice.pk
+    assert principal.owner_email == "alice@example.com"
+    assert principal.plan_id == alice.plan_id
+    assert principal.allowed_models is None
+    assert principal.is_authenticated
+
+
+def test_principal_carries_the_keys_model_subset_and_caps(alice, make_key, models_):
+    _, raw = make_key(alice, "narrow", allowed_models=models_[:1], requests_per_minute=7)
+
+    principal = apikey_authenticate(raw_key=raw)
+
+    assert principal.allowed_models == frozenset({"cortensor/llama-3.1-8b"})
+    assert principal.requests_per_minute == 7
+
+
+def test_first_use_records_last_used(alice_key):
+    key, raw = alice_key
+    services._last_used_local.pop(key.pk, None)  # ids repeat between tests on SQLite
+    assert key.last_used_at is None
+
+    apikey_authenticate(raw_key=raw)
+
+    assert ApiKey.objects.get(pk=key.pk).last_used_at is not None
+
+
+def test_drf_class_authenticates_a_bearer_key(alice, alice_key):
+    key, raw = alice_key
+    request = APIRequestFactory().get("/whoami", HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    response = WhoAmI.as_view()(request)
+
+    assert response.status_code == 200
+    assert response.data == {"key_id": key.pk, "owner_id": alice.pk}
+
+
+def test_drf_class_accepts_the_scheme_in_any_case(alice, alice_key):
+    _, raw = alice_key
+    request = APIRequestFactory().get("/whoami", HTTP_AUTHORIZATION=f"bearer {raw}")
+
+    assert WhoAmI.as_view()(request).status_code == 200

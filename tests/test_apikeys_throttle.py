@@ -1,0 +1,70 @@
+"""Too many bad keys from one address: 429 with Retry-After, other addresses unaffected."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from apikeys import keyformat
+from apikeys.authentication import ApiKeyAuthentication
+from apikeys.services import AUTH_FAILURES_PER_MINUTE, apikey_authenticate
+from portal.errors import InvalidApiKey, RateLimited
+
+
+class WhoAmI(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        return Response({"owner_id": request.user.owner_id})
+
+
+@pytest.fixture(autouse=True)
+def _same_minute():
+    """The counter is per clock minute: start far enough from the boundary to stay in one."""
+    left = 60 - time.time() % 60
+    if left < 5:
+        time.sleep(left + 0.1)
+
+
+def _garbage() -> str:
+    return keyformat.new_key(keyformat.new_public_id())
+
+
+def test_service_throttles_an_address_after_the_threshold(db):
+    for _ in range(AUTH_FAILURES_PER_MINUTE):
+        with pytest.raises(InvalidApiKey):
+            apikey_authenticate(raw_key=_garbage(), ip="203.0.113.9")
+
+    with pytest.raises(RateLimited) as caught:
+        apikey_authenticate(raw_key=_garbage(), ip="203.0.113.9")
+    assert caught.value.status == 429
+    assert 0 < int(caught.value.headers["Retry-After"]) <= 60
+
+    # Another address is still told only that its key is invalid.
+    with pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=_garbage(), ip="203.0.113.10")
+
+
+def test_drf_endpoint_answers_429_in_the_openai_shape(db):
+    factory = APIRequestFactory()
+
+    def call():
+        request = factory.get(
+            "/whoami", HTTP_AUTHORIZATION=f"Bearer {_garbage()}", REMOTE_ADDR="203.0.113.11"
+        )
+        return WhoAmI.as_view()(request)
+
+    statuses = [call().status_code for _ in range(AUTH_FAILURES_PER_MINUTE)]
+    assert statuses == [401] * AUTH_FAILURES_PER_MINUTE
+
+    response = call()
+    assert response.status_code == 429
+    assert response.data["error"]["code"] == "rate_limit_exceeded"
+    assert response.data["error"]["type"] == "rate_limit_error"
+    assert int(response["Retry-After"]) > 0
