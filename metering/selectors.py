@@ -1,0 +1,348 @@
+"""Usage reads for the usage page, its CSV export, the admin and `GET /v1/usage`.
+
+Totals are the ledgers plus the records not folded into them yet, read in ONE statement
+(`UNION ALL`): one snapshot, so a record is counted either in its ledger or as pending, never
+both and never neither, even while aggregation commits. Pending records are at most a minute
+or two of traffic and are found through the partial index on not-aggregated rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from apikeys.keyformat import KEY_PREFIX
+from apikeys.models import ApiKey
+from metering.models import DailyUsage
+
+log = logging.getLogger(__name__)
+
+CHART_DAYS = 30
+QUOTA_FIELDS = ("requests_per_day", "tokens_per_day", "requests_per_month", "tokens_per_month")
+CSV_HEADER = (
+    "day",
+    "key",
+    "model",
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+)
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, row: UsageRow) -> None:
+        self.requests += row.requests
+        self.errors += row.errors
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.total_tokens += row.total_tokens
+
+    def brief(self) -> dict[str, int]:
+        return {"requests": self.requests, "tokens": self.total_tokens}
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    day: date
+    key_id: int
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def _utc_today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+def _month_start(today: date) -> date:
+    return today.replace(day=1)
+
+
+def _next_month(today: date) -> date:
+    return (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
+    """Ledger rows from `since` (UTC day) plus pending records, as one consistent read."""
+    day_expr = (
+        "(created_at AT TIME ZONE 'UTC')::date"
+        if connection.vendor == "postgresql"
+        else "date(created_at)"
+    )
+    sql = f"""
+        SELECT day, key_id, model, requests, errors, prompt_tokens, completion_tokens,
+               total_tokens
+        FROM metering_dailyusage WHERE user_id = %s AND day >= %s
+        UNION ALL
+        SELECT {day_expr}, key_id, model, 1, CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END,
+               prompt_tokens, completion_tokens, total_tokens
+        FROM metering_usagerecord
+        WHERE user_id = %s AND NOT aggregated AND created_at >= %s
+    """  # noqa: S608 - day_expr is one of two constants, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_id, since, user_id, _midnight(since)])
+        rows = cursor.fetchall()
+    return [
+        UsageRow(
+            day if isinstance(day, date) else date.fromisoformat(day),
+            key_id,
+            model,
+            int(req),
+            int(err),
+            int(pt),
+            int(ct),
+            int(tt),
+        )
+        for day, key_id, model, req, err, pt, ct, tt in rows
+    ]
+
+
+def quota_status(*, plan: Any, today: Totals, month: Totals) -> dict[str, dict]:
+    """The plan's daily and monthly quotas against these totals ({} for unlimited ones)."""
+    if plan is None:
+        return {}
+    now_day = _utc_today()
+    resets = {
+        "day": _midnight(now_day + timedelta(days=1)),
+        "month": _midnight(_next_month(now_day)),
+    }
+    status = {}
+    for name in QUOTA_FIELDS:
+        limit = getattr(plan, name, None)
+        if limit is None:
+            continue
+        what, _, period = name.split("_")
+        totals = today if period == "day" else month
+        used = totals.requests if what == "requests" else totals.total_tokens
+        status[name] = {
+            "limit": limit,
+            "used": used,
+            "remaining": max(0, limit - used),
+            "reset_at": resets[period].isoformat().replace("+00:00", "Z"),
+        }
+    return status
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _iso(datetime.fromtimestamp(value, tz=UTC))
+    return value
+
+
+def _limits_engine():
+    try:
+        from metering.limits import BackendUnavailable, limits_status
+    except ImportError:  # the limits engine is not in this tree
+        return None
+    return limits_status, BackendUnavailable
+
+
+def usage_limits(
+    *, plan: Any, today: Totals, month: Totals, principal: Any = None, owner_id: int | None = None
+) -> dict[str, dict]:
+    """Every limit as {limit, used, remaining, reset_at (ISO)}: the limits engine's live
+    counters for a key's principal (or a user, by owner_id). When the engine's backend
+    (Redis) is down, or the engine is absent, the plan's daily and monthly quotas against
+    the ledger totals instead: usage pages keep working without Redis."""
+    engine = _limits_engine()
+    if engine is not None:
+        limits_status, unavailable = engine
+        try:
+            if principal is not None:
+                status = limits_status(principal=principal, plan=plan)
+            else:
+                status = limits_status(plan=plan, owner_id=owner_id)
+        except unavailable as exc:
+            log.warning("limits backend unavailable, quotas from the ledgers: %s", exc)
+        else:
+            return {
+                name: {**entry, "reset_at": _iso(entry.get("reset_at"))}
+                for name, entry in status.items()
+            }
+    return quota_status(plan=plan, today=today, month=month)
+
+
+# --- the usage page -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Overview:
+    days: list[date]
+    today: Totals
+    month: Totals
+    by_model: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    by_key: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    per_day: list[Totals] = field(default_factory=list)
+
+    def chart_data(self) -> dict:
+        def series(groups):
+            return [
+                {"name": name, "requests": values["requests"], "tokens": values["tokens"]}
+                for name, values in sorted(groups.items())
+            ]
+
+        return {
+            "days": [d.isoformat() for d in self.days],
+            "model": series(self.by_model),
+            "key": series(self.by_key),
+        }
+
+
+def key_label(name: str, public_id: str) -> str:
+    return f"{name} ({KEY_PREFIX}{public_id}…)"
+
+
+def usage_overview(*, user_id: int, days: int = CHART_DAYS) -> Overview:
+    """Requests and tokens per day (split by model and by key) and today/month totals."""
+    today = _utc_today()
+    first = today - timedelta(days=days - 1)
+    month_start = _month_start(today)
+    rows = usage_rows(user_id=user_id, since=min(first, month_start))
+    labels = {
+        pk: key_label(name, public_id)
+        for pk, name, public_id in ApiKey.objects.filter(owner_id=user_id).values_list(
+            "id", "name", "public_id"
+        )
+    }
+    overview = Overview(
+        days=[first + timedelta(days=i) for i in range(days)],
+        today=Totals(),
+        month=Totals(),
+        per_day=[Totals() for _ in range(days)],
+    )
+    empty = {"requests": [0] * days, "tokens": [0] * days}
+
+    def bucket(groups, name):
+        if name not in groups:
+            groups[name] = {k: list(v) for k, v in empty.items()}
+        return groups[name]
+
+    for row in rows:
+        if row.day == today:
+            overview.today.add(row)
+        if row.day >= month_start:
+            overview.month.add(row)
+        if row.day < first or row.day > today:
+            continue
+        index = (row.day - first).days
+        overview.per_day[index].add(row)
+        for groups, name in (
+            (overview.by_model, row.model or "(none)"),
+            (overview.by_key, labels.get(row.key_id, f"key #{row.key_id}")),
+        ):
+            values = bucket(groups, name)
+            values["requests"][index] += row.requests
+            values["tokens"][index] += row.total_tokens
+    return overview
+
+
+# --- GET /v1/usage --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class KeyUsage:
+    key_today: Totals
+    key_month: Totals
+    user_today: Totals
+    user_month: Totals
+
+
+def usage_for_key(*, user_id: int, key_id: int) -> KeyUsage:
+    today = _utc_today()
+    usage = KeyUsage(Totals(), Totals(), Totals(), Totals())
+    for row in usage_rows(user_id=user_id, since=_month_start(today)):
+        mine = row.key_id == key_id
+        usage.user_month.add(row)
+        if mine:
+            usage.key_month.add(row)
+        if row.day == today:
+            usage.user_today.add(row)
+            if mine:
+                usage.key_today.add(row)
+    return usage
+
+
+# --- CSV (the customer's export and the admin action) ---------------------------------------
+
+
+def daily_usage_for_user(*, user_id: int):
+    return DailyUsage.objects.filter(user_id=user_id).order_by("day", "key_id", "model")
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def daily_usage_csv_lines(*, queryset, include_user: bool = False) -> Iterator[str]:
+    """Ledger rows as CSV lines, produced lazily (for streaming); the key is shown by its
+    public prefix, never by its database id. Operators also get the customer's email."""
+    writer = csv.writer(_Echo())
+    fields = [
+        "day",
+        "key__public_id",
+        "model",
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+    ]
+    header = list(CSV_HEADER)
+    if include_user:
+        fields.insert(1, "user__email")
+        header.insert(1, "user")
+    yield writer.writerow(header)
+    for row in queryset.values_list(*fields).iterator(chunk_size=2000):
+        day, *rest = row
+        if include_user:
+            email, *rest = rest
+        public_id, model, *numbers = rest
+        cells = [
+            day.isoformat(),
+            f"{KEY_PREFIX}{public_id}" if public_id else "",
+            _csv_safe(model),
+            *numbers,
+        ]
+        if include_user:
+            cells.insert(1, _csv_safe(email))
+        yield writer.writerow(cells)
+
+
+def _csv_safe(text: str) -> str:
+    # A cell starting with = + - @ is a formula to spreadsheets (CSV injection).
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text

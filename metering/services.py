@@ -1,0 +1,167 @@
+"""Usage writes: fold UsageRecords into DailyUsage ledgers, prune old records.
+
+Aggregation is claim-and-fold in one transaction per batch. A record is folded exactly once
+because the statement that adds it to a ledger is the one that flags it `aggregated`; on
+PostgreSQL the claim takes row locks with SKIP LOCKED, so concurrent runs take disjoint rows
+and a record committed late (ids commit out of order) is simply picked up by a later run.
+
+Ledger semantics: every authenticated request has a record, and every record counts as a
+request in its day's ledger; `errors` counts the records whose outcome is not "ok" (so a
+request rejected by a limit counts in both `requests` and `errors`, with its tokens, usually
+zero). The day is the UTC date of `created_at`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from metering.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+AGGREGATE_BATCH = 200_000
+PRUNE_BATCH = 10_000
+_DEADLOCK_RETRIES = 3
+
+_LEDGER_COLUMNS = (
+    "day, user_id, key_id, model, requests, errors, prompt_tokens, completion_tokens, "
+    "total_tokens, updated_at"
+)
+_ON_CONFLICT = """
+    ON CONFLICT (day, user_id, key_id, model) DO UPDATE SET
+        requests = metering_dailyusage.requests + EXCLUDED.requests,
+        errors = metering_dailyusage.errors + EXCLUDED.errors,
+        prompt_tokens = metering_dailyusage.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = metering_dailyusage.completion_tokens + EXCLUDED.completion_tokens,
+        total_tokens = metering_dailyusage.total_tokens + EXCLUDED.total_tokens,
+        updated_at = EXCLUDED.updated_at
+"""
+
+# One statement: claim a batch (row locks, skipping rows another run holds), flag it, and add
+# it to the ledgers. ORDER BY on the insert makes concurrent runs lock ledger rows in the same
+# order, which keeps them from deadlocking on each other.
+_PG_FOLD = f"""
+WITH batch AS (
+    UPDATE metering_usagerecord SET aggregated = true
+    WHERE id IN (
+        SELECT id FROM metering_usagerecord
+        WHERE NOT aggregated
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING created_at, user_id, key_id, model, outcome,
+              prompt_tokens, completion_tokens, total_tokens
+), folded AS (
+    INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
+    SELECT (created_at AT TIME ZONE 'UTC')::date, user_id, key_id, model,
+           count(*), count(*) FILTER (WHERE outcome <> 'ok'),
+           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), %(now)s
+    FROM batch
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    {_ON_CONFLICT}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM folded)
+"""  # noqa: S608 - built from constants; values are parameters
+
+# SQLite has a single writer and Django opens its transactions IMMEDIATE (settings), so the
+# three statements below see and change the same rows with no other writer in between.
+_SQLITE_BOUND = """
+SELECT max(id), count(*) FROM (
+    SELECT id FROM metering_usagerecord WHERE NOT aggregated ORDER BY id LIMIT %s
+)
+"""
+# `WHERE true` is needed: without it SQLite parses ON CONFLICT as a join constraint.
+_SQLITE_FOLD = f"""
+INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
+SELECT date(created_at), user_id, key_id, model,
+       count(*), sum(outcome <> 'ok'),
+       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), %s
+FROM metering_usagerecord
+WHERE NOT aggregated AND id <= %s AND true
+GROUP BY 1, 2, 3, 4
+{_ON_CONFLICT}
+"""  # noqa: S608 - built from constants; values are parameters
+_SQLITE_FLAG = "UPDATE metering_usagerecord SET aggregated = 1 WHERE NOT aggregated AND id <= %s"
+
+
+def _fold_batch_postgresql(limit: int) -> int:
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # Room to sort a 200k-row batch in memory instead of spilling it to disk.
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+                cursor.execute(_PG_FOLD, {"limit": limit, "now": timezone.now()})
+                claimed, _ledgers = cursor.fetchone()
+                return claimed
+        except OperationalError as exc:
+            # A deadlock rolls the whole batch back (records stay unflagged): retry it.
+            if "deadlock" not in str(exc).lower() or attempt == _DEADLOCK_RETRIES - 1:
+                raise
+            log.warning("usage_aggregate: deadlock, retrying the batch")
+    return 0
+
+
+def _fold_batch_sqlite(limit: int) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_SQLITE_BOUND, [limit])
+        upper, claimed = cursor.fetchone()
+        if not claimed:
+            return 0
+        cursor.execute(_SQLITE_FOLD, [timezone.now(), upper])
+        cursor.execute(_SQLITE_FLAG, [upper])
+        if cursor.rowcount != claimed:  # cannot happen with one writer; fail loudly if it does
+            raise RuntimeError(f"usage_aggregate: flagged {cursor.rowcount} of {claimed} records")
+        return claimed
+
+
+def usage_aggregate(*, batch_size: int = AGGREGATE_BATCH, max_seconds: float | None = None) -> int:
+    """Fold every not-yet-aggregated UsageRecord into DailyUsage; returns how many it folded.
+
+    Each batch commits on its own, so a run stopped midway (time limit, crash) leaves every
+    record either folded and flagged or untouched. Safe to run twice, or twice at once.
+    """
+    fold = _fold_batch_postgresql if connection.vendor == "postgresql" else _fold_batch_sqlite
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    total = 0
+    while True:
+        folded = fold(batch_size)
+        total += folded
+        if folded < batch_size:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("usage_aggregate: time budget spent, the next run continues")
+            break
+    if total:
+        log.info("usage_aggregate: folded %d records", total)
+    return total
+
+
+def usage_prune(*, older_than_days: int, batch_size: int = PRUNE_BATCH) -> int:
+    """Delete records older than the cut-off, in bounded batches; ledgers are kept.
+
+    Only records already folded into a ledger are deleted, so pruning never loses usage even
+    if aggregation has fallen behind.
+    """
+    if older_than_days < 1:
+        raise ValueError("older_than_days must be at least 1")
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = UsageRecord.objects.filter(created_at__lt=cutoff, aggregated=True).order_by("id")
+    total = 0
+    while True:
+        # Short transactions: a DELETE of a few thousand rows by primary key, then the next.
+        with transaction.atomic():
+            deleted, _ = UsageRecord.objects.filter(pk__in=old.values("pk")[:batch_size]).delete()
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        log.info("usage_prune: deleted %d records older than %d days", total, older_than_days)
+    return total
