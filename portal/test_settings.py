@@ -19,3 +19,6 @@ from portal.settings import *  # noqa: E402, F403
 
 DEBUG = False
 CATALOG_CHECK_SECONDS = 0.0
+# Pages render without a collectstatic manifest in tests.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True

@@ -17,5 +17,7 @@ urlpatterns = [
     path("openapi.json", SpectacularAPIView.as_view(), name="openapi-schema"),
 ]
 
+handler400 = "portal.views.bad_request"
+handler403 = "portal.views.permission_denied"
 handler404 = "portal.views.not_found"
 handler500 = "portal.views.server_error"

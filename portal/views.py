@@ -9,7 +9,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from portal.errors import ApiError, NotFound, error_response
+from portal.errors import ApiError, InvalidRequest, NotFound, error_response
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,21 @@ def not_found(request, exception=None):
     if _is_api(request):
         return error_response(NotFound(f"No route {request.method} {request.path}. See /docs."))
     return render(request, "404.html", status=404)
+
+
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return error_response(InvalidRequest("The request was malformed (bad host, headers or "
+                                             "encoding).", code="bad_request"))
+    return render(request, "400.html", status=400)
+
+
+def permission_denied(request, exception=None):
+    if _is_api(request):
+        err = ApiError("You may not access this resource.", code="permission_denied")
+        err.status, err.type = 403, "permission_error"
+        return error_response(err)
+    return render(request, "403.html", status=403)
 
 
 def server_error(request):
