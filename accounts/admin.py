@@ -1,0 +1,260 @@
+"""The operator console for customers and plans.
+
+Both change lists stay at a fixed number of queries however many rows they show: users come
+with their plan in one join, plans with their user count in one aggregate.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
+
+from accounts.models import Plan, User
+from accounts.services import user_set_plan
+
+UNLIMITED_HELP = "Empty = unlimited."
+LIMIT_HELP = {
+    "requests_per_minute": "Requests per minute, per customer. " + UNLIMITED_HELP,
+    "tokens_per_minute": "Prompt + completion tokens per minute. " + UNLIMITED_HELP,
+    "requests_per_day": "Requests per UTC day. " + UNLIMITED_HELP,
+    "tokens_per_day": "Tokens per UTC day. " + UNLIMITED_HELP,
+    "requests_per_month": "Requests per calendar month (UTC). " + UNLIMITED_HELP,
+    "tokens_per_month": "Tokens per calendar month (UTC). " + UNLIMITED_HELP,
+    "max_concurrent_requests": "Requests in flight at once (open streams count). " + UNLIMITED_HELP,
+}
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+class UserCreationAdminForm(AdminUserCreationForm):
+    class Meta:
+        model = User
+        fields = ("email", "plan")
+
+    def clean_email(self) -> str:
+        # The manager stores emails lower-cased; the admin must not create a case twin.
+        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("A user with this email address already exists.")
+        return email
+
+
+class UserChangeAdminForm(UserChangeForm):
+    class Meta:
+        model = User
+        fields = (
+            "email",
+            "password",
+            "plan",
+            "first_name",
+            "last_name",
+            "is_active",
+            "is_staff",
+            "is_superuser",
+            "groups",
+            "user_permissions",
+        )
+
+    def clean_email(self) -> str:
+        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        twins = User.objects.filter(email__iexact=email).exclude(pk=self.instance.pk)
+        if twins.exists():
+            raise forms.ValidationError("A user with this email address already exists.")
+        return email
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = UserChangeAdminForm
+    add_form = UserCreationAdminForm
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        (
+            "Plan",
+            {
+                "fields": ("plan",),
+                "description": "Empty = the default plan. Limits apply from the next request.",
+            },
+        ),
+        ("Personal info", {"fields": ("first_name", "last_name")}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "plan", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    list_display = ("email", "plan", "is_staff", "is_active", "date_joined")
+    list_filter = ("plan", "is_staff", "is_superuser", "is_active")
+    list_select_related = ("plan",)
+    search_fields = ("email",)
+    ordering = ("email",)
+    readonly_fields = ("last_login", "date_joined")
+    show_full_result_count = False  # no second COUNT(*) on a big table for every search
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not self.has_change_permission(request):
+            return actions
+        # One "move to plan" action per plan: plans are few, and this keeps bulk moves to a
+        # single UPDATE through the same service as everything else.
+        for plan in Plan.objects.order_by("name").only("pk", "name"):
+            name = f"set_plan_{plan.pk}"
+            actions[name] = (
+                _set_plan_action(plan),
+                name,
+                f"Move selected users to plan “{plan.name}”",
+            )
+        return actions
+
+
+def _set_plan_action(plan: Plan):
+    def action(modeladmin, request, queryset):
+        count = user_set_plan(users=queryset, plan=plan)
+        modeladmin.message_user(
+            request, f"Moved {count} user(s) to plan “{plan.name}”.", messages.SUCCESS
+        )
+
+    return action
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+class PlanAdminForm(forms.ModelForm):
+    models = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        widget=FilteredSelectMultiple("models", is_stacked=False),
+        help_text="Used only when “all models” is off: the models this plan may call.",
+    )
+
+    class Meta:
+        model = Plan
+        fields = ("name", "description", "is_default", *Plan.LIMIT_FIELDS, "all_models")
+
+    def __init__(self, *args, **kwargs):
+        from catalog.models import CatalogModel
+
+        super().__init__(*args, **kwargs)
+        self.fields["models"].queryset = CatalogModel.objects.order_by("public_id")
+        if self.instance.pk:
+            self.fields["models"].initial = list(self.instance.models.values_list("pk", flat=True))
+        for name, text in LIMIT_HELP.items():
+            self.fields[name].help_text = text
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("is_default"):
+            other = Plan.objects.filter(is_default=True).exclude(pk=self.instance.pk).first()
+            if other is not None:
+                self.add_error(
+                    "is_default",
+                    f"“{other.name}” is the default plan already; untick it there first.",
+                )
+        return cleaned
+
+    def _save_m2m(self):
+        super()._save_m2m()
+        # The relation lives on CatalogModel.plans; setting it from here sends the same
+        # m2m_changed signal, so the routing table is rebuilt after commit.
+        self.instance.models.set(self.cleaned_data["models"])
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    form = PlanAdminForm
+    list_display = (
+        "name",
+        "is_default",
+        "rpm",
+        "tpm",
+        "requests_day",
+        "tokens_day",
+        "requests_month",
+        "tokens_month",
+        "concurrent",
+        "all_models",
+        "user_count",
+    )
+    list_filter = ("is_default", "all_models")
+    search_fields = ("name", "description")
+    ordering = ("name",)
+    empty_value_display = "unlimited"
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "is_default")}),
+        (
+            "Rates",
+            {
+                "fields": ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests"),
+                "description": "Empty = unlimited. A key may narrow its owner's rates.",
+            },
+        ),
+        (
+            "Quotas",
+            {
+                "fields": (
+                    "requests_per_day",
+                    "tokens_per_day",
+                    "requests_per_month",
+                    "tokens_per_month",
+                ),
+                "description": "Empty = unlimited.",
+            },
+        ),
+        ("Models", {"fields": ("all_models", "models")}),
+        ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(user_count=Count("users"))
+
+    # Short column titles: the full names make the list wider than most screens.
+    @admin.display(description="RPM", ordering="requests_per_minute")
+    def rpm(self, plan: Plan):
+        return plan.requests_per_minute
+
+    @admin.display(description="TPM", ordering="tokens_per_minute")
+    def tpm(self, plan: Plan):
+        return plan.tokens_per_minute
+
+    @admin.display(description="requests/day", ordering="requests_per_day")
+    def requests_day(self, plan: Plan):
+        return plan.requests_per_day
+
+    @admin.display(description="tokens/day", ordering="tokens_per_day")
+    def tokens_day(self, plan: Plan):
+        return plan.tokens_per_day
+
+    @admin.display(description="requests/month", ordering="requests_per_month")
+    def requests_month(self, plan: Plan):
+        return plan.requests_per_month
+
+    @admin.display(description="tokens/month", ordering="tokens_per_month")
+    def tokens_month(self, plan: Plan):
+        return plan.tokens_per_month
+
+    @admin.display(description="concurrent", ordering="max_concurrent_requests")
+    def concurrent(self, plan: Plan):
+        return plan.max_concurrent_requests
+
+    @admin.display(description="users", ordering="user_count")
+    def user_count(self, plan: Plan):
+        url = reverse("admin:accounts_user_changelist") + f"?plan__id__exact={plan.pk}"
+        return format_html('<a href="{}">{}</a>', url, plan.user_count)

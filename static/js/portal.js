@@ -1,0 +1,121 @@
+/*
+ * Small shared behaviour for every portal page (loaded with `defer` by base.html).
+ *
+ * Copy to clipboard:
+ *   <pre id="snippet">…</pre><button type="button" data-copy="#snippet">Copy</button>
+ *     copies the text of the element the selector names (the value of an input/textarea);
+ *   <button type="button" data-copy-text="literal text">Copy</button> copies the literal.
+ *   The button says "Copied" for two seconds and a polite live region announces it.
+ *   Other scripts can call window.portal.copyText(text) -> Promise.
+ *
+ * Menu: on narrow screens the main nav folds behind the "Menu" button.
+ */
+(function () {
+  "use strict";
+
+  document.documentElement.classList.remove("no-js");
+  document.documentElement.classList.add("js");
+
+  var liveRegion = null;
+
+  function announce(text) {
+    if (!liveRegion) {
+      liveRegion = document.createElement("div");
+      liveRegion.className = "sr-only";
+      liveRegion.setAttribute("aria-live", "polite");
+      document.body.appendChild(liveRegion);
+    }
+    liveRegion.textContent = "";
+    // A fresh text node after clearing makes screen readers repeat identical messages.
+    window.setTimeout(function () { liveRegion.textContent = text; }, 50);
+  }
+
+  function fallbackCopy(text) {
+    // navigator.clipboard needs a secure context; plain-HTTP deployments land here.
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.top = "-1000px";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    var selection = document.getSelection();
+    var previous = selection && selection.rangeCount ? selection.getRangeAt(0) : null;
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    if (previous && selection) { selection.removeAllRanges(); selection.addRange(previous); }
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy failed"));
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () { return fallbackCopy(text); });
+    }
+    return fallbackCopy(text);
+  }
+
+  function textFor(button) {
+    if (button.hasAttribute("data-copy-text")) { return button.getAttribute("data-copy-text"); }
+    var target = null;
+    try { target = document.querySelector(button.getAttribute("data-copy")); } catch (e) { target = null; }
+    if (!target) { return null; }
+    if (target.tagName === "INPUT" || target.tagName === "TEXTAREA") { return target.value; }
+    return target.textContent.replace(/^\n+|\s+$/g, "");
+  }
+
+  function flash(button, label) {
+    if (!button.hasAttribute("data-label")) { button.setAttribute("data-label", button.textContent); }
+    button.textContent = label;
+    if (label === "Copied") { button.setAttribute("data-copied", ""); }
+    window.clearTimeout(button._portalTimer);
+    button._portalTimer = window.setTimeout(function () {
+      button.textContent = button.getAttribute("data-label");
+      button.removeAttribute("data-copied");
+    }, 2000);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy], [data-copy-text]");
+    if (!button) { return; }
+    event.preventDefault();
+    var text = textFor(button);
+    if (text === null) { return; }
+    copyText(text).then(function () {
+      flash(button, "Copied");
+      announce("Copied to the clipboard");
+    }, function () {
+      flash(button, "Copy failed");
+      announce("Copy failed: select the text and copy it by hand");
+    });
+  });
+
+  function setupMenu() {
+    var toggle = document.querySelector(".menu-toggle");
+    var nav = toggle && document.getElementById(toggle.getAttribute("aria-controls"));
+    if (!toggle || !nav) { return; }
+    toggle.hidden = false;
+    toggle.addEventListener("click", function () {
+      var open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", String(open));
+      nav.classList.toggle("open", open);
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && nav.classList.contains("open")) {
+        toggle.setAttribute("aria-expanded", "false");
+        nav.classList.remove("open");
+        toggle.focus();
+      }
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setupMenu);
+  } else {
+    setupMenu();
+  }
+
+  window.portal = window.portal || {};
+  window.portal.copyText = copyText;
+})();
