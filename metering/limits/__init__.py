@@ -1,0 +1,278 @@
+"""Plans, rate limits and quotas: the admission of one /v1/ request and its settlement.
+
+    adm = limits_admit(principal=principal, plan=plan, reserve_tokens=n, request_id=rid)
+    ...                                  # answer the request, with adm.headers
+    adm.settle(total_tokens=actual)      # in a finally: however the request ended
+
+Per user (plan): requests and tokens per minute (sliding one-minute windows), per UTC day and
+per UTC month, and requests in flight. Per key: its own requests and tokens per minute, which
+narrow the plan (both counters apply). None is unlimited. Tokens are reserved at admission and
+settled to the real count, so a quota is overrun by at most what was in flight.
+
+Backend: Redis (one EVALSHA per admission) when REDIS_URL is set, else this process's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from metering.limits.base import (
+    DEFAULT_LEASE_SECONDS,
+    BackendUnavailable,
+    Limits,
+    LimitsBackend,
+    Outcome,
+    Periods,
+    Ticket,
+    key_base,
+    rate_headers,
+    rejection,
+    user_base,
+)
+from portal.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Admission",
+    "BackendUnavailable",
+    "LimitsBackend",
+    "get_backend",
+    "limits_admit",
+    "limits_status",
+]
+
+_backends: dict[str | None, LimitsBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def get_backend() -> LimitsBackend:
+    """Redis when REDIS_URL is set, else one in-process backend shared by this process."""
+    url = settings.REDIS_URL
+    backend = _backends.get(url)
+    if backend is None:
+        with _backends_lock:
+            backend = _backends.get(url)
+            if backend is None:
+                if url:
+                    from metering.limits.redis_backend import RedisBackend
+                    from portal.redis import get_redis
+
+                    backend = RedisBackend(get_redis())
+                else:
+                    from metering.limits.memory_backend import MemoryBackend
+
+                    backend = MemoryBackend()
+                _backends[url] = backend
+    return backend
+
+
+class Admission:
+    """An admitted request: its headers, and `settle` to call once it has ended."""
+
+    __slots__ = (
+        "_backend",
+        "_lock",
+        "_now_ms",
+        "_settled",
+        "headers",
+        "request_id",
+        "reserved",
+        "ticket",
+    )
+
+    def __init__(
+        self,
+        *,
+        backend: LimitsBackend | None,
+        ticket: Ticket | None,
+        reserved: int,
+        headers: dict[str, str],
+        request_id: str,
+        now_ms: int | None = None,
+    ):
+        self._backend = backend
+        self.ticket = ticket
+        self.reserved = reserved
+        self.headers = headers
+        self.request_id = request_id
+        self._now_ms = now_ms
+        self._settled = False
+        self._lock = threading.Lock()
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def settle(self, *, total_tokens: int, _now_ms: int | None = None) -> None:
+        """Release the in-flight slot and count `total_tokens` instead of the reservation.
+        Idempotent, and never raises: it runs in finally blocks and generator cleanups."""
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = True
+        if self._backend is None or self.ticket is None:  # admitted open while Redis was down
+            return
+        now_ms = _now_ms if _now_ms is not None else self._now_ms
+        try:
+            self._backend.settle(
+                ticket=self.ticket,
+                reserved=self.reserved,
+                actual=max(0, int(total_tokens or 0)),
+                now_ms=now_ms,
+            )
+        except BackendUnavailable as exc:
+            # The in-flight lease frees the slot on its own; the reservation stays counted
+            # (conservative) until `limits_rebuild` or the next period.
+            log.warning("limits settle failed for %s: %s", self.request_id, exc)
+        except Exception:
+            log.exception("limits settle failed for %s", self.request_id)
+
+
+def _ticket(
+    *, owner_id: int, key_id: int | None, member: str, limits: Limits, now_ms: int
+) -> Ticket:
+    tracks = (
+        ("c" if limits.conc is not None else "")
+        + ("p" if limits.p_tpm is not None else "")
+        + ("k" if limits.k_tpm is not None else "")
+    )
+    return Ticket(
+        user_base=user_base(owner_id),
+        key_base=key_base(owner_id, key_id),
+        member=member,
+        periods=Periods.at(now_ms),
+        tracks=tracks,
+    )
+
+
+def limits_admit(
+    *,
+    principal,
+    plan,
+    reserve_tokens: int,
+    request_id: str,
+    backend: LimitsBackend | None = None,
+    lease_seconds: int | None = None,
+    _now_ms: int | None = None,
+) -> Admission:
+    """Admit one request or raise RateLimited / QuotaExceeded (429) or ServiceUnavailable (503).
+
+    One backend call and no database query: `principal` and `plan` come from caches."""
+    backend = backend or get_backend()
+    limits = Limits.of(principal=principal, plan=plan)
+    reserve = max(0, int(reserve_tokens or 0))
+    lease = lease_seconds or getattr(
+        settings, "LIMITS_INFLIGHT_LEASE_SECONDS", DEFAULT_LEASE_SECONDS
+    )
+    # Calendar periods come from this clock (see redis_backend); the windows from the backend's.
+    clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
+    ticket = _ticket(
+        owner_id=principal.owner_id,
+        key_id=principal.key_id,
+        member=f"{request_id}:{secrets.token_hex(4)}",
+        limits=limits,
+        now_ms=clock_ms,
+    )
+    try:
+        outcome = backend.admit(
+            ticket=ticket,
+            limits=limits,
+            reserve=reserve,
+            lease_ms=int(lease * 1000),
+            now_ms=_now_ms,
+        )
+    except BackendUnavailable as exc:
+        if getattr(settings, "LIMITS_FAIL_OPEN", False):
+            log.warning("limits backend unavailable, admitting without limits (fail open): %s", exc)
+            return Admission(
+                backend=None, ticket=None, reserved=reserve, headers={}, request_id=request_id
+            )
+        log.error("limits backend unavailable, refusing (fail closed): %s", exc)
+        raise ServiceUnavailable(
+            "The service cannot check your rate limits right now, so it is not accepting "
+            "requests. Please retry in a few seconds.",
+            headers={"Retry-After": "5"},
+        ) from exc
+    if not outcome.admitted:
+        raise rejection(limits, outcome, reserve=reserve)
+    return Admission(
+        backend=backend,
+        ticket=ticket,
+        reserved=reserve,
+        headers=rate_headers(limits, outcome),
+        request_id=request_id,
+        now_ms=_now_ms,
+    )
+
+
+def limits_status(
+    *,
+    principal=None,
+    plan,
+    owner_id: int | None = None,
+    backend: LimitsBackend | None = None,
+    _now_ms: int | None = None,
+) -> dict:
+    """Each limit's `limit`, `used`, `remaining` and `reset_at` (UTC), admitting nothing.
+
+    `principal` is an API key's principal (its caps count); pass `owner_id` instead for a
+    user without a key in hand (the dashboard). Raises BackendUnavailable when Redis is down.
+    Per-minute `used` for a plan and a key cap: the tighter of the two."""
+    backend = backend or get_backend()
+    if principal is None:
+        if owner_id is None:
+            raise TypeError("limits_status needs a principal or an owner_id")
+        limits = Limits.of(principal=None, plan=plan)
+        key_id = None
+    else:
+        owner_id = principal.owner_id
+        limits = Limits.of(principal=principal, plan=plan)
+        key_id = principal.key_id
+    clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
+    ticket = _ticket(owner_id=owner_id, key_id=key_id, member="", limits=limits, now_ms=clock_ms)
+    outcome = backend.admit(
+        ticket=ticket, limits=limits, reserve=0, lease_ms=0, now_ms=_now_ms, dry=True
+    )
+    return _status(limits, outcome, ticket.periods)
+
+
+def _status(limits: Limits, outcome: Outcome, periods: Periods) -> dict:
+    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
+
+    def entry(limit, used, reset_at):
+        remaining = None if limit is None else max(0, limit - used)
+        return {"limit": limit, "used": used, "remaining": remaining, "reset_at": reset_at}
+
+    def window(names):
+        candidates = [
+            (max(0, getattr(limits, n) - outcome.used[n]), n)
+            for n in names
+            if getattr(limits, n) is not None
+        ]
+        if not candidates:
+            return entry(None, None, None)
+        name = min(candidates)[1]
+        return entry(
+            getattr(limits, name),
+            outcome.used[name],
+            now + timedelta(milliseconds=outcome.reset_ms.get(name, 0)),
+        )
+
+    return {
+        "requests_per_minute": window(("p_rpm", "k_rpm")),
+        "tokens_per_minute": window(("p_tpm", "k_tpm")),
+        "requests_per_day": entry(limits.rpd, outcome.used["rpd"], periods.day_end),
+        "tokens_per_day": entry(limits.tpd, outcome.used["tpd"], periods.day_end),
+        "requests_per_month": entry(limits.rpmo, outcome.used["rpmo"], periods.month_end),
+        "tokens_per_month": entry(limits.tpmo, outcome.used["tpmo"], periods.month_end),
+        "max_concurrent_requests": entry(
+            limits.conc, outcome.inflight if limits.conc is not None else None, None
+        ),
+    }

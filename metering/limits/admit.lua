@@ -1,0 +1,164 @@
+-- Admission: every limit checked, and only if all pass, every counter moved. One EVALSHA.
+--
+-- KEYS[1] user base (plan counters), KEYS[2] key base (key caps); both carry the user's hash tag.
+-- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
+--       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
+--       8 day expire-at (s), 9 month expire-at (s),
+--       10..18 limits p_rpm k_rpm p_tpm k_tpm rpd tpd rpmo tpmo conc (-1 = unlimited),
+--       19 dry ('1': read only, for the status page)
+--
+-- Sliding logs: a request (or its token reservation) counts from its admission time t while
+-- t > now - window, so any window-long interval holds at most `limit` admissions.
+-- Returns {admitted, now_ms, inflight, failed (csv),
+--          then for each window p_rpm k_rpm p_tpm k_tpm: used, reset_ms, retry_ms,
+--          then rpd tpd rpmo tpmo used}
+
+local ub, kb = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[1])
+if not now then
+  -- One clock for every web process: their own clocks may drift apart, the server's is one.
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local member = ARGV[2]
+local reserve = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+local W = tonumber(ARGV[5])
+local day, month = ARGV[6], ARGV[7]
+local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
+local names = {'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm', 'rpd', 'tpd', 'rpmo', 'tpmo', 'conc'}
+local lim = {}
+for i, n in ipairs(names) do lim[n] = tonumber(ARGV[9 + i]) end
+local dry = ARGV[19] == '1'
+local cutoff = now - W
+local live = '(' .. cutoff
+
+local base = {p_rpm = ub, k_rpm = kb, p_tpm = ub, k_tpm = kb}
+local used, reset, retry, failed = {}, {}, {}, {}
+
+local function newest_reset(z)
+  local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) > cutoff then return tonumber(last[2]) + W - now end
+  return 0
+end
+
+local function requests_window(n)
+  local z = base[n] .. ':rpm'
+  if not dry then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
+  local count = redis.call('ZCOUNT', z, live, '+inf')
+  used[n], reset[n], retry[n] = count, newest_reset(z), 0
+  if count >= lim[n] then
+    -- it fits again when the (count - limit + 1)-th oldest admission leaves the window
+    local e = redis.call('ZRANGEBYSCORE', z, live, '+inf', 'WITHSCORES', 'LIMIT', count - lim[n], 1)
+    retry[n] = e[2] and (tonumber(e[2]) + W - now) or W  -- a limit of 0: never frees
+    failed[#failed + 1] = n
+  end
+end
+
+local function tokens_window(n)
+  local z, h, s = base[n] .. ':tpm', base[n] .. ':tpm:t', base[n] .. ':tpm:s'
+  local total = 0
+  if dry then
+    local members = redis.call('ZRANGEBYSCORE', z, live, '+inf')
+    for _, m in ipairs(members) do total = total + (tonumber(redis.call('HGET', h, m)) or 0) end
+  else
+    -- a running sum, so an admission costs O(expired) and not O(requests in the window)
+    local expired = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+    if #expired > 0 then
+      local gone = 0
+      for _, m in ipairs(expired) do
+        gone = gone + (tonumber(redis.call('HGET', h, m)) or 0)
+        redis.call('HDEL', h, m)
+      end
+      redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+      if gone > 0 then redis.call('DECRBY', s, gone) end
+    end
+    total = math.max(0, tonumber(redis.call('GET', s)) or 0)
+  end
+  used[n], reset[n], retry[n] = total, newest_reset(z), 0
+  if total >= lim[n] or total + reserve > lim[n] then
+    failed[#failed + 1] = n
+    if reserve > lim[n] then
+      retry[n] = -1  -- never fits
+    else
+      local need, freed = total + reserve - lim[n], 0
+      local entries = redis.call('ZRANGEBYSCORE', z, live, '+inf', 'WITHSCORES')
+      retry[n] = W
+      for i = 1, #entries, 2 do
+        freed = freed + (tonumber(redis.call('HGET', h, entries[i])) or 0)
+        if freed >= need then
+          retry[n] = tonumber(entries[i + 1]) + W - now
+          break
+        end
+      end
+    end
+  end
+end
+
+local periods = {
+  rpd = ub .. ':rd:' .. day, tpd = ub .. ':td:' .. day,
+  rpmo = ub .. ':rm:' .. month, tpmo = ub .. ':tm:' .. month,
+}
+local cost = {rpd = 1, tpd = reserve, rpmo = 1, tpmo = reserve}
+
+-- in-flight slots: a sorted set of admissions scored by a deadline, so a slot whose process
+-- died without settling frees itself when its lease ends
+local inflight_key = ub .. ':inflight'
+local inflight = 0
+if lim.conc >= 0 then
+  if not dry then redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now) end
+  inflight = redis.call('ZCOUNT', inflight_key, '(' .. now, '+inf')
+  if inflight >= lim.conc then failed[#failed + 1] = 'conc' end
+end
+for _, n in ipairs({'p_rpm', 'k_rpm'}) do if lim[n] >= 0 then requests_window(n) end end
+for _, n in ipairs({'p_tpm', 'k_tpm'}) do if lim[n] >= 0 then tokens_window(n) end end
+for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do
+  local v = math.max(0, tonumber(redis.call('GET', periods[n])) or 0)
+  used[n] = v
+  if lim[n] >= 0 and (v >= lim[n] or v + cost[n] > lim[n]) then failed[#failed + 1] = n end
+end
+
+local admitted = (#failed == 0) and not dry
+if admitted then
+  local ttl = W + 1000
+  if lim.conc >= 0 then
+    redis.call('ZADD', inflight_key, now + lease, member)
+    redis.call('PEXPIRE', inflight_key, lease + 1000)
+    inflight = inflight + 1
+  end
+  for _, n in ipairs({'p_rpm', 'k_rpm'}) do
+    if lim[n] >= 0 then
+      local z = base[n] .. ':rpm'
+      redis.call('ZADD', z, now, member)
+      redis.call('PEXPIRE', z, ttl)
+      used[n], reset[n] = used[n] + 1, W
+    end
+  end
+  for _, n in ipairs({'p_tpm', 'k_tpm'}) do
+    -- nothing reserved, nothing logged: a settle above zero logs its tokens when it comes
+    if lim[n] >= 0 and reserve > 0 then
+      local z, h, s = base[n] .. ':tpm', base[n] .. ':tpm:t', base[n] .. ':tpm:s'
+      redis.call('ZADD', z, now, member)
+      redis.call('HSET', h, member, reserve)
+      redis.call('INCRBY', s, reserve)
+      for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, ttl) end
+      used[n], reset[n] = used[n] + reserve, W
+    end
+  end
+  -- day and month counters move even when unlimited: a plan change mid-month then starts
+  -- from the true count, and the status page can show usage
+  for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do
+    redis.call('INCRBY', periods[n], cost[n])
+    redis.call('EXPIREAT', periods[n], (n == 'rpd' or n == 'tpd') and day_exp or month_exp)
+    used[n] = used[n] + cost[n]
+  end
+end
+
+local out = {admitted and 1 or 0, now, inflight, table.concat(failed, ',')}
+for _, n in ipairs({'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}) do
+  out[#out + 1] = used[n] or 0
+  out[#out + 1] = reset[n] or 0
+  out[#out + 1] = retry[n] or 0
+end
+for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do out[#out + 1] = used[n] end
+return out

@@ -1,0 +1,276 @@
+"""What both limit backends share: the limit set of a request, key names, the outcome of an
+admission, and how an outcome becomes OpenAI's headers or a 429.
+
+A backend only counts and decides (atomically); everything a customer reads (messages,
+headers, Retry-After) is made here once, so Redis and the in-process backend answer alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from portal.errors import QuotaExceeded, RateLimited
+
+WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
+DEFAULT_LEASE_SECONDS = 900  # an in-flight slot not released by then belonged to a dead process
+UNLIMITED = -1
+
+# The nine limits, in the order the Lua script receives them.
+LIMIT_NAMES = ("p_rpm", "k_rpm", "p_tpm", "k_tpm", "rpd", "tpd", "rpmo", "tpmo", "conc")
+WINDOW_NAMES = ("p_rpm", "k_rpm", "p_tpm", "k_tpm")
+PERIOD_NAMES = ("rpd", "tpd", "rpmo", "tpmo")
+
+
+class BackendUnavailable(Exception):
+    """The counters cannot be reached (Redis down); the caller fails open or closed."""
+
+
+class LimitsBackend:
+    """Counts and decides. `admit` checks every limit and, only if all pass, counts the request;
+    `settle` releases the slot and replaces the reservation; `status` reads without writing."""
+
+    name = "base"
+
+    def admit(
+        self,
+        *,
+        ticket: Ticket,
+        limits: Limits,
+        reserve: int,
+        lease_ms: int,
+        now_ms: int | None,
+        dry: bool = False,
+    ) -> Outcome:
+        raise NotImplementedError
+
+    def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Effective limits of one request; None is unlimited (that check is skipped)."""
+
+    plan_name: str | None
+    p_rpm: int | None = None
+    k_rpm: int | None = None
+    p_tpm: int | None = None
+    k_tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    rpmo: int | None = None
+    tpmo: int | None = None
+    conc: int | None = None
+
+    @classmethod
+    def of(cls, *, principal, plan) -> Limits:
+        # Key caps narrow the plan: both counters apply (per user and per key). No plan at all
+        # means no plan limits; the key's own caps still hold.
+        get = (lambda name: getattr(plan, name)) if plan is not None else (lambda name: None)
+        return cls(
+            plan_name=getattr(plan, "name", None),
+            p_rpm=get("requests_per_minute"),
+            p_tpm=get("tokens_per_minute"),
+            k_rpm=getattr(principal, "requests_per_minute", None),
+            k_tpm=getattr(principal, "tokens_per_minute", None),
+            rpd=get("requests_per_day"),
+            tpd=get("tokens_per_day"),
+            rpmo=get("requests_per_month"),
+            tpmo=get("tokens_per_month"),
+            conc=get("max_concurrent_requests"),
+        )
+
+    def as_args(self) -> list[int]:
+        return [
+            UNLIMITED if getattr(self, n) is None else int(getattr(self, n)) for n in LIMIT_NAMES
+        ]
+
+
+def key_prefix() -> str:
+    prefix = getattr(settings, "LIMITS_KEY_PREFIX", None)
+    if not prefix:
+        prefix = settings.CACHES.get("default", {}).get("KEY_PREFIX") or "portal"
+    return f"{prefix}:lim"
+
+
+def user_base(owner_id: int) -> str:
+    # The braces are a Cluster hash tag: every key of one user (and of the user's keys) lands
+    # in the same slot, so one script can touch them all.
+    return f"{key_prefix()}:{{u{owner_id}}}"
+
+
+def key_base(owner_id: int, key_id: int | None) -> str:
+    return f"{user_base(owner_id)}:k{key_id if key_id is not None else 0}"
+
+
+@dataclass(frozen=True, slots=True)
+class Periods:
+    """The UTC calendar day and month a request counts in, and when they end."""
+
+    day: str
+    month: str
+    day_end: datetime
+    month_end: datetime
+
+    @classmethod
+    def at(cls, now_ms: int) -> Periods:
+        now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month_start = day_start.replace(day=1)
+        month_end = (month_start + timedelta(days=32)).replace(day=1)
+        return cls(
+            day=now.strftime("%Y%m%d"),
+            month=now.strftime("%Y%m"),
+            day_end=day_start + timedelta(days=1),
+            month_end=month_end,
+        )
+
+    @property
+    def day_expire_at(self) -> int:
+        # Kept one day past the boundary so a request admitted at 23:59 settles into its day.
+        return int(self.day_end.timestamp()) + 86_400
+
+    @property
+    def month_expire_at(self) -> int:
+        return int(self.month_end.timestamp()) + 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Everything settle needs to undo or correct what admit did, and nothing else."""
+
+    user_base: str
+    key_base: str
+    member: str  # unique per admission: the request id plus a nonce
+    periods: Periods
+    tracks: str  # letters: c = in-flight slot, p = plan TPM log, k = key TPM log
+
+
+@dataclass(slots=True)
+class Outcome:
+    admitted: bool
+    now_ms: int
+    inflight: int = 0
+    used: dict[str, int] = field(default_factory=dict)  # every limit name -> count
+    reset_ms: dict[str, int] = field(default_factory=dict)  # windows: until the window is empty
+    retry_ms: dict[str, int] = field(default_factory=dict)  # windows: until this one fits, -1 never
+    failed: tuple[str, ...] = ()
+
+
+# --- turning an outcome into headers and errors ------------------------------------------------
+
+
+def format_reset(ms: int) -> str:
+    """OpenAI's reset format: '20ms', '1.5s', '6m0s', '1h2m3s'."""
+    ms = max(0, int(ms))
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{round(ms / 1000, 3):g}s"
+    seconds = math.ceil(ms / 1000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes}m{seconds}s" if hours else f"{minutes}m{seconds}s"
+
+
+def _binding(
+    limits: Limits, outcome: Outcome, names: tuple[str, str]
+) -> tuple[int, int, int] | None:
+    """(limit, remaining, reset_ms) of whichever of the plan/key windows is tighter."""
+    best = None
+    for name in names:
+        limit = getattr(limits, name)
+        if limit is None:
+            continue
+        remaining = max(0, limit - outcome.used.get(name, 0))
+        candidate = (remaining, limit, outcome.reset_ms.get(name, 0))
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return None
+    remaining, limit, reset = best
+    return limit, remaining, reset
+
+
+def rate_headers(limits: Limits, outcome: Outcome) -> dict[str, str]:
+    """The x-ratelimit-* headers. A trio is left out when no per-minute limit of its kind applies:
+    there is nothing true to say about a limit that does not exist."""
+    headers: dict[str, str] = {}
+    for kind, names in (("requests", ("p_rpm", "k_rpm")), ("tokens", ("p_tpm", "k_tpm"))):
+        bound = _binding(limits, outcome, names)
+        if bound is None:
+            continue
+        limit, remaining, reset = bound
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
+    return headers
+
+
+def _whose(limits: Limits, name: str) -> str:
+    if name.startswith("k_"):
+        return "for this API key"
+    return f"for your plan '{limits.plan_name}'"
+
+
+def rejection(limits: Limits, outcome: Outcome, *, reserve: int) -> RateLimited | QuotaExceeded:
+    """The error for a refused admission: the limit that keeps the caller waiting longest."""
+    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
+    periods = Periods.at(outcome.now_ms)
+    waits: dict[str, int] = {}
+    for name in outcome.failed:
+        if name in outcome.retry_ms:
+            retry = outcome.retry_ms[name]
+            waits[name] = WINDOW_MS if retry < 0 else retry
+        elif name in ("rpd", "tpd"):
+            waits[name] = int((periods.day_end - now).total_seconds() * 1000)
+        elif name in ("rpmo", "tpmo"):
+            waits[name] = int((periods.month_end - now).total_seconds() * 1000)
+        else:  # concurrency: a slot frees when any request ends; nothing better to promise
+            waits[name] = 1000
+    name = max(waits, key=lambda n: waits[n])
+    wait_ms = max(1, waits[name])
+    retry_after = max(1, math.ceil(wait_ms / 1000))
+    headers = {**rate_headers(limits, outcome), "Retry-After": str(retry_after)}
+    limit = getattr(limits, name)
+    used = outcome.used.get(name, 0)
+    whose = _whose(limits, name)
+    if name == "conc":
+        return RateLimited(
+            f"Too many concurrent requests: {limit} at a time {whose}. Retry when one of your "
+            f"requests in flight has finished (after about {retry_after}s).",
+            headers=headers,
+        )
+    if name in ("p_rpm", "k_rpm"):
+        return RateLimited(
+            f"Rate limit reached: {limit} requests per minute {whose}. Retry after {retry_after}s.",
+            headers=headers,
+        )
+    if name in ("p_tpm", "k_tpm"):
+        if outcome.retry_ms.get(name, 0) < 0:
+            return RateLimited(
+                f"Request too large: it reserves {reserve} tokens (max_tokens plus the prompt), "
+                f"more than the limit of {limit} tokens per minute {whose}. Lower max_tokens.",
+                headers=headers,
+            )
+        return RateLimited(
+            f"Rate limit reached: {limit} tokens per minute {whose} ({used} used or reserved, "
+            f"this request reserves {reserve}). Retry after {retry_after}s.",
+            headers=headers,
+        )
+    unit = "requests" if name in ("rpd", "rpmo") else "tokens"
+    span, end = ("day", periods.day_end) if name in ("rpd", "tpd") else ("month", periods.month_end)
+    resets = f"It resets at {end:%Y-%m-%d %H:%M} UTC (in {format_reset(wait_ms)})."
+    if unit == "tokens" and reserve > limit:
+        return QuotaExceeded(
+            f"Request too large: it reserves {reserve} tokens, more than your whole quota of "
+            f"{limit} tokens per {span} {whose}. Lower max_tokens.",
+            headers=headers,
+        )
+    return QuotaExceeded(
+        f"Quota reached: {limit} {unit} per {span} {whose} ({used} used). {resets}", headers=headers
+    )

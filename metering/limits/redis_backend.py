@@ -1,0 +1,113 @@
+"""Limits in Redis: shared by every web process, exact under concurrency.
+
+Admission is one EVALSHA of admit.lua (checks, then increments only if all pass); settling is
+one EVALSHA of settle.lua. redis-py's Script reloads the script on NOSCRIPT (after a Redis
+restart or SCRIPT FLUSH) and retries once.
+
+Clock: the sliding windows and in-flight leases use the Redis server's TIME inside the script,
+so every web process measures the window on one clock (process clocks drift; a window measured
+on two clocks is not exact). The calendar day and month come from the web process clock: their
+key names must be known to settle, and a node a second off only moves a request at midnight
+into the neighbouring day, where that day's count is still exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+from metering.limits.base import (
+    PERIOD_NAMES,
+    WINDOW_MS,
+    WINDOW_NAMES,
+    BackendUnavailable,
+    Limits,
+    LimitsBackend,
+    Outcome,
+    Ticket,
+)
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).resolve().parent
+ADMIT_LUA = (_HERE / "admit.lua").read_text()
+SETTLE_LUA = (_HERE / "settle.lua").read_text()
+
+
+class RedisBackend(LimitsBackend):
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, *, window_ms: int = WINDOW_MS):
+        self.client = client
+        self.window_ms = window_ms
+        self._admit = client.register_script(ADMIT_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+
+    def _run(self, script, keys, args):
+        try:
+            return script(keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
+        except redis.RedisError as exc:  # READONLY, OOM, LOADING...: unusable all the same
+            log.exception("limits script failed")
+            raise BackendUnavailable(f"Redis error: {exc}") from exc
+
+    def admit(
+        self,
+        *,
+        ticket: Ticket,
+        limits: Limits,
+        reserve: int,
+        lease_ms: int,
+        now_ms: int | None,
+        dry: bool = False,
+    ) -> Outcome:
+        p = ticket.periods
+        args = [
+            "" if now_ms is None else now_ms,
+            ticket.member,
+            reserve,
+            lease_ms,
+            self.window_ms,
+            p.day,
+            p.month,
+            p.day_expire_at,
+            p.month_expire_at,
+            *limits.as_args(),
+            "1" if dry else "0",
+        ]
+        raw = self._run(self._admit, [ticket.user_base, ticket.key_base], args)
+        failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
+        outcome = Outcome(
+            admitted=bool(raw[0]),
+            now_ms=int(raw[1]),
+            inflight=int(raw[2]),
+            failed=tuple(f for f in failed.split(",") if f),
+        )
+        values = raw[4:]
+        for i, name in enumerate(WINDOW_NAMES):
+            used, reset, retry = values[3 * i : 3 * i + 3]
+            outcome.used[name], outcome.reset_ms[name] = int(used), int(reset)
+            outcome.retry_ms[name] = int(retry)
+        for i, name in enumerate(PERIOD_NAMES):
+            outcome.used[name] = int(values[12 + i])
+        outcome.used["conc"] = outcome.inflight
+        return outcome
+
+    def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+        p = ticket.periods
+        args = [
+            "" if now_ms is None else now_ms,
+            ticket.member,
+            reserved,
+            actual,
+            self.window_ms,
+            p.day,
+            p.month,
+            p.day_expire_at,
+            p.month_expire_at,
+            ticket.tracks or "-",
+        ]
+        self._run(self._settle, [ticket.user_base, ticket.key_base], args)

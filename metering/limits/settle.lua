@@ -1,0 +1,49 @@
+-- Settle: release the in-flight slot and replace the token reservation by the real count.
+--
+-- KEYS[1] user base, KEYS[2] key base.
+-- ARGV: 1 now_ms ('' = server TIME), 2 member, 3 reserved, 4 actual, 5 window_ms, 6 day,
+--       7 month, 8 day expire-at (s), 9 month expire-at (s), 10 tracks (c, p, k letters)
+
+local ub, kb = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local member = ARGV[2]
+local delta = tonumber(ARGV[4]) - tonumber(ARGV[3])
+local W = tonumber(ARGV[5])
+local day, month = ARGV[6], ARGV[7]
+local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
+local tracks = ARGV[10]
+
+if string.find(tracks, 'c', 1, true) then redis.call('ZREM', ub .. ':inflight', member) end
+
+local function adjust(key, expire_at)
+  if delta == 0 then return end
+  if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0) end
+  redis.call('EXPIREAT', key, expire_at)
+end
+-- the day and month the request was admitted in, even if it ends after midnight
+adjust(ub .. ':td:' .. day, day_exp)
+adjust(ub .. ':tm:' .. month, month_exp)
+
+local function tokens_window(b)
+  local z, h, s = b .. ':tpm', b .. ':tpm:t', b .. ':tpm:s'
+  if redis.call('HEXISTS', h, member) == 1 then
+    if delta ~= 0 then
+      redis.call('HINCRBY', h, member, delta)
+      if redis.call('INCRBY', s, delta) < 0 then redis.call('SET', s, 0) end
+    end
+  elseif delta > 0 then
+    -- the reservation already left the window (a long request): the overrun counts from now
+    local m = member .. ':over'
+    redis.call('ZADD', z, now, m)
+    redis.call('HSET', h, m, delta)
+    redis.call('INCRBY', s, delta)
+    for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, W + 1000) end
+  end
+end
+if string.find(tracks, 'p', 1, true) then tokens_window(ub) end
+if string.find(tracks, 'k', 1, true) then tokens_window(kb) end
+return 1

@@ -1,0 +1,118 @@
+"""Rebuild the limit counters in Redis from the usage records, after Redis lost its data.
+
+UsageRecord is the source of truth. Today's and this month's requests and tokens per user
+(requests refused by a limit do not count) become the day and month counters; the last
+minute's records refill the per-minute windows of users and keys. Safe to run any number of
+times: a counter is only raised to the database's count, never lowered (it may hold requests
+admitted since Redis came back that have no record yet), unless --force.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from metering.limits.base import WINDOW_MS, Periods, key_base, user_base
+from metering.models import UsageRecord
+from portal.redis import get_redis
+
+# Raise a counter to at least the value given (or set it with force), and set its expiry.
+SET_AT_LEAST = """
+local cur = tonumber(redis.call('GET', KEYS[1])) or 0
+local v = tonumber(ARGV[1])
+if ARGV[3] == '1' or v > cur then redis.call('SET', KEYS[1], v) end
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+# Put one finished request back into a per-minute window, once (keyed by its request id).
+ADD_TO_WINDOW = """
+local b, m, at, tokens, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if not redis.call('ZSCORE', b .. ':rpm', m) then
+  redis.call('ZADD', b .. ':rpm', at, m)
+end
+if not redis.call('ZSCORE', b .. ':tpm', m) then
+  redis.call('ZADD', b .. ':tpm', at, m)
+  redis.call('HSET', b .. ':tpm:t', m, tokens)
+  redis.call('INCRBY', b .. ':tpm:s', tokens)
+end
+for _, k in ipairs({b .. ':rpm', b .. ':tpm', b .. ':tpm:t', b .. ':tpm:s'}) do
+  redis.call('PEXPIRE', k, ttl)
+end
+return 1
+"""
+
+
+class Command(BaseCommand):
+    help = "Rebuild the day, month and per-minute limit counters in Redis from UsageRecord."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Overwrite the day and month counters even when Redis holds "
+            "more than the database (drops in-flight reservations).",
+        )
+
+    def handle(self, *args, force: bool = False, **options):
+        client = get_redis()
+        if client is None:
+            self.stdout.write(
+                "No REDIS_URL: limits live in each server process's memory; "
+                "there is nothing to rebuild."
+            )
+            return
+        now = timezone.now()
+        periods = Periods.at(int(now.timestamp() * 1000))
+        day_start = periods.day_end - timedelta(days=1)
+        month_start = day_start.replace(day=1)
+        counted = UsageRecord.objects.exclude(outcome=UsageRecord.Outcome.RATE_LIMITED)
+
+        set_at_least = client.register_script(SET_AT_LEAST)
+        add_to_window = client.register_script(ADD_TO_WINDOW)
+        pipe = client.pipeline(transaction=False)
+        users = set()
+        for since, span, expire_at in (
+            (day_start, "d", periods.day_expire_at),
+            (month_start, "m", periods.month_expire_at),
+        ):
+            suffix = periods.day if span == "d" else periods.month
+            rows = (
+                counted.filter(created_at__gte=since)
+                .order_by()
+                .values("user_id")
+                .annotate(n=Count("id"), tokens=Sum("total_tokens"))
+            )
+            for row in rows:
+                base = user_base(row["user_id"])
+                users.add(row["user_id"])
+                for kind, value in (("r", row["n"]), ("t", row["tokens"] or 0)):
+                    set_at_least(
+                        keys=[f"{base}:{kind}{span}:{suffix}"],
+                        args=[value, expire_at, "1" if force else "0"],
+                        client=pipe,
+                    )
+
+        window_start = now - timedelta(milliseconds=WINDOW_MS)
+        recent = (
+            counted.filter(created_at__gt=window_start)
+            .order_by()
+            .values_list("request_id", "user_id", "key_id", "total_tokens", "created_at")
+        )
+        in_window = 0
+        for request_id, user_id, key_id, tokens, created_at in recent.iterator():
+            at = int(created_at.timestamp() * 1000)
+            member = f"{request_id}:rebuilt"
+            for base in (user_base(user_id), key_base(user_id, key_id)):
+                add_to_window(keys=[base], args=[member, at, tokens, WINDOW_MS + 1000], client=pipe)
+            in_window += 1
+        pipe.execute()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Rebuilt day ({periods.day}) and month ({periods.month}) counters for "
+                f"{len(users)} user(s) and {in_window} request(s) of the last minute."
+            )
+        )

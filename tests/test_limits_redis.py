@@ -1,0 +1,152 @@
+"""The Redis backend on the hot path: one round trip and no database query per admission,
+survives a script cache flush, and fails closed (503) or, when configured, open."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from metering.limits import get_backend, limits_admit
+from metering.limits.memory_backend import MemoryBackend
+from metering.limits.redis_backend import RedisBackend
+from portal.errors import ServiceUnavailable
+from tests.test_limits_support import make_plan, principal
+
+PLAN = make_plan(
+    requests_per_minute=100,
+    tokens_per_minute=10_000,
+    requests_per_day=1000,
+    tokens_per_day=100_000,
+    requests_per_month=10_000,
+    tokens_per_month=10**6,
+    max_concurrent_requests=5,
+)
+
+
+class CountingRedis(redis.Redis):
+    """The shared pool, with every command sent recorded."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.commands: list[str] = []
+
+    def execute_command(self, *args, **options):
+        self.commands.append(str(args[0]).upper())
+        return super().execute_command(*args, **options)
+
+
+@pytest.fixture
+def counting(settings):
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL (CI sets it)")
+    from portal.redis import get_redis
+
+    return CountingRedis(connection_pool=get_redis().connection_pool)
+
+
+def unreachable_client() -> redis.Redis:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@pytest.fixture
+def unreachable():
+    return RedisBackend(unreachable_client())
+
+
+def test_an_admission_is_one_redis_round_trip_and_no_database_query(
+    counting, db, django_assert_num_queries
+):
+    backend = RedisBackend(counting)
+    limits_admit(
+        principal=principal(rpm=50, tpm=5000),
+        plan=PLAN,
+        reserve_tokens=10,
+        request_id="warm",
+        backend=backend,
+    ).settle(total_tokens=5)
+    counting.commands.clear()
+    with django_assert_num_queries(0):
+        adm = limits_admit(
+            principal=principal(rpm=50, tpm=5000),
+            plan=PLAN,
+            reserve_tokens=100,
+            request_id="r1",
+            backend=backend,
+        )
+    assert counting.commands == ["EVALSHA"]
+    counting.commands.clear()
+    with django_assert_num_queries(0):
+        adm.settle(total_tokens=42)
+    assert counting.commands == ["EVALSHA"]
+
+
+def test_the_scripts_are_reloaded_after_redis_forgets_them(counting):
+    backend = RedisBackend(counting)
+    limits_admit(
+        principal=principal(), plan=PLAN, reserve_tokens=1, request_id="a", backend=backend
+    )
+    counting.script_flush()  # a Redis restart loses the script cache
+    counting.commands.clear()
+    adm = limits_admit(
+        principal=principal(), plan=PLAN, reserve_tokens=1, request_id="b", backend=backend
+    )
+    assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]
+    counting.script_flush()
+    adm.settle(total_tokens=1)
+    assert counting.commands[-3:] == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]
+
+
+def test_unreachable_redis_fails_closed_with_a_clear_503(unreachable, settings):
+    settings.LIMITS_FAIL_OPEN = False
+    with pytest.raises(ServiceUnavailable) as refused:
+        limits_admit(
+            principal=principal(), plan=PLAN, reserve_tokens=1, request_id="r", backend=unreachable
+        )
+    err = refused.value
+    assert err.status == 503 and err.code == "service_unavailable"
+    assert "cannot check your rate limits" in err.message
+    assert err.headers["Retry-After"]
+
+
+def test_unreachable_redis_admits_with_a_warning_when_fail_open(unreachable, settings, caplog):
+    settings.LIMITS_FAIL_OPEN = True
+    with caplog.at_level(logging.WARNING, logger="metering.limits"):
+        adm = limits_admit(
+            principal=principal(), plan=PLAN, reserve_tokens=1, request_id="r", backend=unreachable
+        )
+    assert adm.headers == {}
+    assert "fail open" in caplog.text
+    adm.settle(total_tokens=1)  # nothing to release, and no error
+
+
+def test_settle_never_raises_when_redis_went_away_meanwhile(counting, caplog):
+    backend = RedisBackend(counting)
+    adm = limits_admit(
+        principal=principal(), plan=PLAN, reserve_tokens=1, request_id="r", backend=backend
+    )
+    adm._backend = RedisBackend(unreachable_client())
+    with caplog.at_level(logging.WARNING, logger="metering.limits"):
+        adm.settle(total_tokens=1)
+    assert "settle failed" in caplog.text
+
+
+def test_the_backend_is_redis_with_redis_url_and_memory_without(settings):
+    settings.REDIS_URL = None
+    assert isinstance(get_backend(), MemoryBackend)
+    assert get_backend() is get_backend()  # one per process: the counters must be shared
+    settings.REDIS_URL = "redis://127.0.0.1:6379/4"
+    assert isinstance(get_backend(), RedisBackend)
