@@ -30,6 +30,7 @@ from inference.validation import CompletionRequest, parse_chat
 from metering.limits import Admission, limits_admit
 from metering.models import UsageRecord
 from metering.recording import Usage, usage_record_write
+from portal import metrics  # issue 8: metrics
 from portal.errors import (
     ApiError,
     InvalidRequest,
@@ -74,15 +75,20 @@ class Call:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def end(self, *, outcome: str, status: int, error_code: str = "",
-            release_connection: bool = False) -> None:
+    def end(self, *, outcome: str, status: int, error_code: str = "") -> None:
         self.usage.outcome = outcome
         self.usage.http_status = status
         self.usage.error_code = error_code
         self.usage.latency_ms = self.elapsed_ms()
+        u = self.usage  # issue 8: metrics (model "-" until the catalog resolved it)
+        metrics.request_ended(model=u.model if u.pool else "-", endpoint=u.endpoint,
+                              outcome=outcome, streamed=u.streamed,
+                              seconds=time.monotonic() - self.started, ttfb_ms=u.ttfb_ms,
+                              prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens)
         try:
-            usage_record_write(self.usage, release_connection=release_connection)
+            usage_record_write(self.usage)
         except Exception:
+            metrics.USAGE_WRITE_FAILURES.inc()  # issue 8: metrics
             # Never let metering turn an answered request into a 500; the failure is logged
             # with the request id so it can be replayed (see README "What to monitor").
             log.exception("usage record could not be written",
@@ -267,6 +273,7 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
         finish = None
         prompt_t = completion_t = None
         outcome, status, code = Outcome.OK, 200, ""
+        metrics.STREAMS_IN_FLIGHT.inc()  # issue 8: metrics (dec in the finally below)
         try:
             if writer.chat:
                 yield writer.role()
@@ -319,9 +326,10 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
                                "you received is incomplete. Retry the request.", code=code)
             yield writer.done()
         finally:
+            metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
             up.close()
             admission.settle(total_tokens=call.usage.total_tokens)
-            call.end(outcome=outcome, status=status, error_code=code, release_connection=True)
+            call.end(outcome=outcome, status=status, error_code=code)
 
     response = StreamingHttpResponse(generate(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

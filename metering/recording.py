@@ -2,22 +2,37 @@
 
 Called when a request ends, however it ends. Under gevent every greenlet would hold its own
 database connection; with psycopg's pool (settings.DATABASES) the write borrows one of at most
-DB_POOL_MAX_SIZE connections and gives it back when Django closes it, so the number of
-PostgreSQL connections stays bounded whatever the number of open streams.
+DB_POOL_MAX_SIZE connections and gives it back when Django closes it at request_finished
+(which, for a stream, fires when the server closes the response after the generator's last
+`finally`), so the number of PostgreSQL connections stays bounded whatever the number of open
+streams: a stream holds no connection while it streams.
+
+If the database cannot take the record (PostgreSQL restarting, the pool exhausted), it is
+spooled rather than lost: to a Redis list shared by every host, or, if Redis is down too, to
+an fsync'ed file in var/usage-spool/. `usage_spool_drain` (beat, every 30 s, and before each
+aggregation) moves spooled records into the table; the request id keeps it idempotent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from django.db import IntegrityError, close_old_connections, transaction
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from metering.models import UsageRecord
 
 log = logging.getLogger(__name__)
+
+SPOOL_KEY = "usage:spool"
+DRAIN_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -44,18 +59,92 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def row(self) -> dict:
+        values = asdict(self)
+        values["total_tokens"] = self.total_tokens
+        return values
 
-def usage_record_write(usage: Usage, *, release_connection: bool = False) -> bool:
-    """Store the record; False if one with this request id exists already (never a double)."""
-    values = asdict(usage)
-    values["total_tokens"] = usage.total_tokens
+
+def usage_record_write(usage: Usage) -> bool:
+    """Store the record (or spool it); False if one with this request id exists already."""
     try:
         with transaction.atomic():
-            UsageRecord.objects.create(**values)
+            UsageRecord.objects.create(**usage.row())
         return True
     except IntegrityError:
         return False
-    finally:
-        if release_connection:
-            # Streams end outside Django's request cycle: give the pooled connection back now.
-            close_old_connections()
+    except DatabaseError as exc:
+        if transaction.get_connection().in_atomic_block:
+            raise  # inside someone's transaction: theirs to handle
+        log.warning("usage record spooled: database unavailable (%s)", exc.__class__.__name__,
+                    extra={"usage_request_id": usage.request_id})
+        _spool(usage)
+        return True
+
+
+def _spool_dir() -> Path:
+    return Path(getattr(settings, "USAGE_SPOOL_DIR", settings.BASE_DIR / "var" / "usage-spool"))
+
+
+def _spool(usage: Usage) -> None:
+    line = json.dumps(usage.row(), default=str)
+    from portal.redis import get_redis
+
+    client = get_redis()
+    if client is not None:
+        try:
+            client.rpush(SPOOL_KEY, line)
+            return
+        except Exception as exc:  # noqa: BLE001 - fall through to the local file
+            log.warning("usage spool: Redis unavailable too (%s)", exc.__class__.__name__)
+    directory = _spool_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{os.getpid()}.jsonl", "a") as spool:
+        spool.write(line + "\n")
+        spool.flush()
+        os.fsync(spool.fileno())
+
+
+def _insert(lines: list[str]) -> int:
+    rows = []
+    for line in lines:
+        data = json.loads(line)
+        data["created_at"] = parse_datetime(data["created_at"])
+        rows.append(UsageRecord(**data))
+    with transaction.atomic():
+        created = UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(created)
+
+
+def usage_spool_drain() -> int:
+    """Move spooled records into the table (safe to run anywhere, twice, or at once)."""
+    moved = 0
+    from portal.redis import get_redis
+
+    client = get_redis()
+    if client is not None:
+        while True:
+            # Peek, insert, then trim: a crash between the two re-inserts (ignored as a
+            # duplicate) rather than losing the batch.
+            lines = [b.decode() for b in client.lrange(SPOOL_KEY, 0, DRAIN_BATCH - 1)]
+            if not lines:
+                break
+            _insert(lines)
+            client.ltrim(SPOOL_KEY, len(lines), -1)
+            moved += len(lines)
+    directory = _spool_dir()
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.jsonl")):
+            claimed = path.with_suffix(f".draining-{os.getpid()}")
+            try:
+                path.rename(claimed)  # atomic: one drainer per file
+            except FileNotFoundError:
+                continue
+            lines = [line for line in claimed.read_text().splitlines() if line.strip()]
+            for start in range(0, len(lines), DRAIN_BATCH):
+                _insert(lines[start:start + DRAIN_BATCH])
+            claimed.unlink()
+            moved += len(lines)
+    if moved:
+        log.info("usage spool drained", extra={"records": moved})
+    return moved

@@ -16,6 +16,9 @@ AGGREGATE_BUDGET_SECONDS = 45
     name="metering.tasks.aggregate_usage", ignore_result=True, soft_time_limit=110, time_limit=120
 )
 def aggregate_usage() -> int:
+    from metering.recording import usage_spool_drain
+
+    usage_spool_drain()  # records spooled during a database outage are folded in this run
     return usage_aggregate(max_seconds=AGGREGATE_BUDGET_SECONDS)
 
 
@@ -24,3 +27,13 @@ def aggregate_usage() -> int:
 )
 def prune_usage() -> int:
     return usage_prune(older_than_days=settings.USAGE_RETENTION_DAYS)
+
+
+@shared_task(
+    name="metering.tasks.drain_usage_spool", ignore_result=True, soft_time_limit=50, time_limit=60
+)
+def drain_usage_spool() -> int:
+    """Records spooled while the database was unavailable go into the table."""
+    from metering.recording import usage_spool_drain
+
+    return usage_spool_drain()

@@ -63,6 +63,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Refuse oversized/malformed requests to /v1/ and /api/ before any body read (issue 9).
+    "portal.api_guard.ApiGuardMiddleware",
+    "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -143,6 +146,7 @@ CELERY_BEAT_SCHEDULE = {
     "aggregate-usage": {"task": "metering.tasks.aggregate_usage", "schedule": 60.0},
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
+    "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
 }
 
 # --- limits ---------------------------------------------------------------------------------
@@ -270,3 +274,15 @@ if TESTING:
 
 # How often (seconds) a process checks the catalog's version stamp in the shared cache.
 CATALOG_CHECK_SECONDS = float(env_int("CATALOG_CHECK_MS", 1000, minimum=0)) / 1000
+
+# --- serving and metrics (issue 8: production serving and performance) ----------------------
+# /metrics wants `Authorization: Bearer <METRICS_TOKEN>` when set; unset, only direct loopback
+# clients may scrape it (see portal/metrics.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN") or None
+
+# --- issue 9: bad input and security (helper "security") -------------------------------------
+# DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["portal.api_guard.JSONParser"]
+# The preload directive is what `check --deploy` asks for; it does nothing until the domain is
+# submitted to hstspreload.org. Set SECURE_HSTS_PRELOAD=0 if subdomains may not be HTTPS-only.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)

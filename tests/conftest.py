@@ -14,9 +14,13 @@ from tests.routersim import RouterSim
 def _clean_cache():
     """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
     cache.clear()
+    from apikeys import services as apikey_services
     from catalog import routing
+    from metering import limits
 
     routing._table = None
+    limits._backends.clear()  # the in-process limits of the embedded default
+    apikey_services._last_used_local.clear()
     yield
     cache.clear()
 
