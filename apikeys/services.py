@@ -23,7 +23,9 @@ from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
 
-ENTRY_TTL = 3600  # seconds; changes rewrite the entry, the TTL only bounds memory
+# Changes rewrite the entry after commit; the TTL bounds how long an entry could stay stale if
+# Redis was unreachable at that moment (the change then logs an error).
+ENTRY_TTL = 300
 MISSING_TTL = 60  # negative cache: garbage keys cannot hammer the database
 LAST_USED_EVERY = 60  # seconds: at most one last_used write per key per minute
 AUTH_FAILURES_PER_MINUTE = 30  # per client IP, then 429
@@ -147,7 +149,12 @@ def apikey_update(*, key: ApiKey, name=_UNCHANGED, expires_at=_UNCHANGED,
 
 def apikey_refresh_cache(*, public_id: str) -> None:
     """Rewrite the cached entry from the database (after a change has committed)."""
-    cache.set(_entry_key(public_id), _load_entry(public_id), ENTRY_TTL)
+    entry = _load_entry(public_id)
+    try:
+        cache.set(_entry_key(public_id), entry, ENTRY_TTL)
+    except Exception:  # noqa: BLE001 - the change is committed; say loudly that it lags
+        log.error("key cache not refreshed (cache unavailable): the change reaches other "
+                  "processes within %ss", ENTRY_TTL, extra={"key_prefix": public_id})
 
 
 def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
@@ -200,11 +207,17 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     entry = None
     if public_id is not None:
         cache_key = _entry_key(public_id)
-        entry = cache.get(cache_key)
-        if entry is None:
+        try:
+            entry = cache.get(cache_key)
+        except Exception:  # noqa: BLE001 - the shared cache is down: the database decides
+            log.warning("key cache unavailable, reading the key from the database")
             entry = _load_entry(public_id)
-            # add, not set: a change committed meanwhile has written a fresher entry.
-            cache.add(cache_key, entry, MISSING_TTL if entry == _MISSING else ENTRY_TTL)
+        else:
+            if entry is None:
+                entry = _load_entry(public_id)
+                # add, not set: a change committed meanwhile has written a fresher entry.
+                _cache_quietly(cache.add, cache_key, entry,
+                               MISSING_TTL if entry == _MISSING else ENTRY_TTL)
     now = time.time()
     if (
         not isinstance(entry, dict)
@@ -228,15 +241,25 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     )
 
 
+def _cache_quietly(operation, *args):
+    try:
+        return operation(*args)
+    except Exception:  # noqa: BLE001 - a cache outage must not fail the request
+        log.warning("shared cache unavailable (%s)", getattr(operation, "__name__", "op"))
+        return None
+
+
 def _count_failure(ip: str | None) -> None:
     if not ip:
         return
     bucket = f"authfail:{ip}:{int(time.time() // 60)}"
-    cache.add(bucket, 0, 120)
+    _cache_quietly(cache.add, bucket, 0, 120)
     try:
         failures = cache.incr(bucket)
     except ValueError:  # expired between add and incr
         failures = 1
+    except Exception:  # noqa: BLE001 - cache down: no throttle rather than a 500
+        return
     if failures > AUTH_FAILURES_PER_MINUTE:
         retry = 60 - int(time.time() % 60)
         raise RateLimited(
@@ -249,7 +272,7 @@ def _touch_last_used(key_id: int, now: float) -> None:
     if now - _last_used_local.get(key_id, 0.0) < LAST_USED_EVERY:
         return
     _last_used_local[key_id] = now
-    if cache.add(f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
+    if _cache_quietly(cache.add, f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 
@@ -261,3 +284,41 @@ def _rehash(key_id: int, raw_key: str) -> None:
     ApiKey.objects.filter(pk=key_id).update(secret_hash=keyformat.hash_key(raw_key),
                                             hash_version=keyformat.current_hash_version())
     apikey_refresh_cache(public_id=key.public_id)
+
+
+# --- the playground (issue 7) -----------------------------------------------------------------
+
+PLAYGROUND_KEY_NAME = "Playground"
+
+
+def apikey_playground_principal(*, user) -> KeyPrincipal:
+    """The principal the portal's playground calls /v1's pipeline with, for this user.
+
+    The playground runs under a real key of the user's, named "Playground", so its calls are
+    limited and metered like any other and show up per key on the usage page. The key is made
+    on first use (and again if the user revoked it); its raw secret is thrown away at once:
+    the browser never holds a key, the server builds the principal from the database row.
+    """
+    from accounts.models import User
+
+    def _active():
+        return (ApiKey.objects.for_owner(user).active().filter(name=PLAYGROUND_KEY_NAME)
+                .prefetch_related("allowed_models").order_by("-created_at").first())
+
+    key = _active()
+    if key is None:
+        with transaction.atomic():
+            # Lock the owner's row so two first requests at once make one key, not two.
+            User.objects.select_for_update().filter(pk=user.pk).first()
+            key = _active()
+            if key is None:
+                apikey_create(owner=user, name=PLAYGROUND_KEY_NAME, actor=user,
+                              actor_label="playground")
+                key = _active()
+    allowed = sorted(m.public_id for m in key.allowed_models.all())
+    return KeyPrincipal(
+        key_id=key.pk, public_id=key.public_id, owner_id=user.pk, owner_email=user.email,
+        plan_id=user.plan_id, allowed_models=frozenset(allowed) if allowed else None,
+        requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute,
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+    )

@@ -10,3 +10,11 @@ urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="v1-chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="v1-completions"),
 ]
+
+from inference import pages  # noqa: E402 - issue 7: the docs and playground pages
+
+urlpatterns += [
+    path("docs", pages.docs_page, name="docs"),
+    path("playground", pages.playground_page, name="playground"),
+    path("playground/chat", pages.playground_chat, name="playground-chat"),
+]

@@ -1,0 +1,240 @@
+/*
+ * The playground: a multi-turn chat that streams through POST /playground/chat.
+ *
+ * The page's session and CSRF token authenticate the call (no API key in the browser); the
+ * server answers with the same server-sent events as /v1/chat/completions with stream=true.
+ * Model output is only ever put into the page with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var form = document.getElementById("playground");
+  if (!form) { return; }
+
+  var log = document.getElementById("pg-log");
+  var empty = document.getElementById("pg-empty");
+  var errorBox = document.getElementById("pg-error");
+  var message = document.getElementById("pg-message");
+  var system = document.getElementById("pg-system");
+  var model = document.getElementById("pg-model");
+  var maxTokens = document.getElementById("pg-max-tokens");
+  var temperature = document.getElementById("pg-temperature");
+  var send = document.getElementById("pg-send");
+  var stop = document.getElementById("pg-stop");
+  var clear = document.getElementById("pg-clear");
+  var status = document.getElementById("pg-status");
+  var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+
+  var history = [];
+  var controller = null;
+
+  function showError(text) {
+    errorBox.textContent = text;
+    errorBox.hidden = false;
+  }
+
+  function clearError() {
+    errorBox.textContent = "";
+    errorBox.hidden = true;
+  }
+
+  function bubble(role, text) {
+    if (empty) { empty.hidden = true; }
+    var item = document.createElement("div");
+    item.className = "chat-msg " + role;
+    var who = document.createElement("div");
+    who.className = "chat-who";
+    who.textContent = role === "user" ? "You" : "Assistant";
+    var body = document.createElement("div");
+    body.className = "chat-text";
+    body.textContent = text;
+    item.appendChild(who);
+    item.appendChild(body);
+    log.appendChild(item);
+    log.scrollTop = log.scrollHeight;
+    return body;
+  }
+
+  function busy(on) {
+    send.disabled = on;
+    stop.hidden = !on;
+    model.disabled = on;
+  }
+
+  function numberOrNull(input) {
+    var value = input.value.trim();
+    if (value === "") { return null; }
+    var n = Number(value);
+    return isFinite(n) ? n : NaN;
+  }
+
+  function errorText(payload, fallback) {
+    if (payload && payload.error && payload.error.message) {
+      return payload.error.message + (payload.error.code ? " (" + payload.error.code + ")" : "");
+    }
+    return fallback;
+  }
+
+  // Reads the event stream; calls onDelta(text) per content piece. Resolves with the usage
+  // (or null), rejects with an Error carrying the server's message.
+  function readStream(response, onDelta) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var usage = null;
+    var finished = false;
+
+    function handle(block) {
+      var data = [];
+      block.split(/\r?\n/).forEach(function (line) {
+        if (line.indexOf("data:") === 0) { data.push(line.slice(5).replace(/^ /, "")); }
+      });
+      if (!data.length) { return; } // a comment (keep-alive)
+      var text = data.join("\n");
+      if (text === "[DONE]") { finished = true; return; }
+      var chunk;
+      try { chunk = JSON.parse(text); } catch (e) { return; }
+      if (chunk.error) { throw new Error(errorText(chunk, "The answer broke off.")); }
+      if (chunk.usage) { usage = chunk.usage; }
+      var choice = chunk.choices && chunk.choices[0];
+      if (choice && choice.delta && typeof choice.delta.content === "string" && choice.delta.content) {
+        onDelta(choice.delta.content);
+      }
+    }
+
+    function pump() {
+      return reader.read().then(function (result) {
+        if (result.done) {
+          if (buffer.trim()) { handle(buffer); }
+          if (!finished) { throw new Error("The connection closed before the answer was complete."); }
+          return usage;
+        }
+        buffer += decoder.decode(result.value, { stream: true });
+        var parts = buffer.split(/\r?\n\r?\n/);
+        buffer = parts.pop();
+        for (var i = 0; i < parts.length; i++) {
+          handle(parts[i]);
+          if (finished) { reader.cancel().catch(function () {}); return usage; }
+        }
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  function submit() {
+    var text = message.value.trim();
+    if (!text || controller) { return; }
+    clearError();
+    var max = numberOrNull(maxTokens);
+    var temp = numberOrNull(temperature);
+    if (Number.isNaN(max) || (max !== null && (max < 1 || max > Number(maxTokens.max)))) {
+      showError("Max tokens must be a whole number from 1 to " + maxTokens.max + ".");
+      maxTokens.focus();
+      return;
+    }
+    if (Number.isNaN(temp) || (temp !== null && (temp < 0 || temp > 2))) {
+      showError("Temperature must be a number from 0 to 2.");
+      temperature.focus();
+      return;
+    }
+
+    var messages = [];
+    if (system.value.trim()) { messages.push({ role: "system", content: system.value.trim() }); }
+    messages = messages.concat(history, [{ role: "user", content: text }]);
+    var userBubble = bubble("user", text);
+    var answer = bubble("assistant", "");
+    answer.parentNode.classList.add("streaming");
+    message.value = "";
+    var received = "";
+    busy(true);
+    status.textContent = "Waiting for the model…";
+    controller = new AbortController();
+
+    fetch(form.action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "text/event-stream" },
+      body: JSON.stringify({ model: model.value, messages: messages, max_tokens: max, temperature: temp }),
+      signal: controller.signal
+    }).then(function (response) {
+      var type = response.headers.get("Content-Type") || "";
+      if (!response.ok || type.indexOf("text/event-stream") === -1) {
+        return response.text().then(function (body) {
+          var payload = null;
+          try { payload = JSON.parse(body); } catch (e) { payload = null; }
+          var fallback = response.status === 403
+            ? "Your session expired or the page is stale: reload the page and try again."
+            : "The request failed (HTTP " + response.status + ").";
+          throw new Error(errorText(payload, fallback));
+        });
+      }
+      status.textContent = "Streaming…";
+      return readStream(response, function (piece) {
+        received += piece;
+        answer.textContent = received;
+        log.scrollTop = log.scrollHeight;
+      });
+    }).then(function (usage) {
+      history.push({ role: "user", content: text }, { role: "assistant", content: received });
+      status.textContent = usage ? "Done · " + usage.total_tokens + " tokens" : "Done";
+    }).catch(function (error) {
+      if (error.name === "AbortError") {
+        status.textContent = "Stopped.";
+        if (received) { history.push({ role: "user", content: text }, { role: "assistant", content: received }); }
+        return;
+      }
+      status.textContent = "";
+      if (!received) {
+        // Nothing came back: take the turn back so the message can be sent again.
+        userBubble.parentNode.remove();
+        answer.parentNode.remove();
+        message.value = text;
+        if (empty && !log.querySelector(".chat-msg")) { empty.hidden = false; }
+      } else {
+        history.push({ role: "user", content: text }, { role: "assistant", content: received });
+      }
+      showError(error.message || "The request failed.");
+    }).finally(function () {
+      answer.parentNode && answer.parentNode.classList.remove("streaming");
+      controller = null;
+      busy(false);
+      message.focus();
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    submit();
+  });
+
+  message.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+
+  stop.addEventListener("click", function () {
+    if (controller) { controller.abort(); }
+  });
+
+  clear.addEventListener("click", function () {
+    if (controller) { controller.abort(); }
+    history = [];
+    Array.prototype.slice.call(log.querySelectorAll(".chat-msg")).forEach(function (node) { node.remove(); });
+    if (empty) { empty.hidden = false; }
+    clearError();
+    status.textContent = "";
+    message.focus();
+  });
+
+  model.addEventListener("change", function () {
+    var option = model.options[model.selectedIndex];
+    var limit = option.getAttribute("data-max-tokens");
+    if (limit) {
+      maxTokens.max = limit;
+      if (Number(maxTokens.value) > Number(limit)) { maxTokens.value = limit; }
+    }
+  });
+})();

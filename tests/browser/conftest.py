@@ -1,0 +1,106 @@
+"""Browser tests: Playwright for Python driving Debian's Chromium (/usr/bin/chromium, which CI
+installs through apt; never `playwright install`) against pytest-django's live server.
+
+Screenshots go to `screenshots/` at the repository root (git-ignored; the README names it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def _async_unsafe_allowed():
+    # Playwright's sync API keeps an event loop on the test thread; the ORM calls the test
+    # makes itself (fixtures, outbox, aggregation) are still plain synchronous code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="session")
+def browser(_async_unsafe_allowed):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM} (CI installs Debian's `chromium` "
+            "package; set CHROMIUM_PATH to use another build)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser, live_server):
+    ctx = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+    # Without clipboard permissions (an older Chromium) the test reads the shown text instead.
+    with contextlib.suppress(Exception):
+        ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context):
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    yield page
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# The innermost elements that stick out past the right edge of the viewport.
+_OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth;
+  return [...document.querySelectorAll("body *")]
+    .filter(el => el.getBoundingClientRect().right > width + 1)
+    .filter(el => ![...el.children].some(c => c.getBoundingClientRect().right > width + 1))
+    .filter(el => !el.closest(".table-wrap, pre"))
+    .slice(0, 5)
+    .map(el => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+         + (el.className ? "." + String(el.className).trim().split(/\\s+/).join(".") : ""));
+}"""
+
+
+@pytest.fixture
+def screenshot():
+    """screenshot(page, name, fits_phone=True): the page at desktop and phone widths, full
+    length; fits_phone asserts that nothing makes the phone page scroll sideways."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    def take(page, name: str, *, fits_phone: bool = True) -> None:
+        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(size)
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+            if label == "phone" and fits_phone:
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 1, (
+                    f"{name} scrolls sideways on a phone ({overflow}px): "
+                    f"{page.evaluate(_OVERFLOWING)}"
+                )
+        page.set_viewport_size(DESKTOP)
+
+    return take
