@@ -95,15 +95,24 @@ def routing_table() -> RoutingTable:
     table = _table
     if table is not None and now - _checked_at < settings.CATALOG_CHECK_SECONDS:
         return table
-    version = cache.get(VERSION_KEY)
+    try:
+        version = cache.get(VERSION_KEY)
+    except Exception:  # noqa: BLE001 - cache down: keep serving the table we have
+        if table is not None:
+            _checked_at = now
+            return table
+        return build_routing_table(None)
     if table is not None and version is not None and version == table.version:
         _checked_at = now
         return table
     with _lock:
         if version is None:
             version = uuid.uuid4().hex
-            if not cache.add(VERSION_KEY, version, None):
-                version = cache.get(VERSION_KEY)
+            try:
+                if not cache.add(VERSION_KEY, version, None):
+                    version = cache.get(VERSION_KEY)
+            except Exception:  # noqa: BLE001
+                version = None
         _table = build_routing_table(version)
         _checked_at = now
         return _table
@@ -112,8 +121,13 @@ def routing_table() -> RoutingTable:
 def bump_version() -> None:
     """Tell every process that the catalog changed (call after commit)."""
     global _checked_at
-    cache.set(VERSION_KEY, uuid.uuid4().hex, None)
     _checked_at = 0.0
+    try:
+        cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+    except Exception:  # noqa: BLE001 - other processes catch up when the cache is back
+        import logging
+
+        logging.getLogger(__name__).warning("catalog version not bumped: cache unavailable")
 
 
 def build_routing_table(version: str | None) -> RoutingTable:

@@ -29,7 +29,7 @@ from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
 from metering.limits import Admission, limits_admit
 from metering.models import UsageRecord
-from metering.recording import Usage, usage_record_write
+from metering.recording import Usage, journal_entry, usage_record_write
 from portal import metrics  # issue 8: metrics
 from portal.errors import (
     ApiError,
@@ -155,7 +155,8 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
 
     try:
         admission = limits_admit(principal=principal, plan=plan,
-                                 reserve_tokens=prompt_tokens + max_tokens, request_id=request_id)
+                                 reserve_tokens=prompt_tokens + max_tokens, request_id=request_id,
+                                 journal=journal_entry(call.usage, prompt_tokens=prompt_tokens))
     except ApiError as error:
         return call.fail(error, headers=getattr(error, "headers", None))
 

@@ -32,6 +32,8 @@ from metering.models import UsageRecord
 log = logging.getLogger(__name__)
 
 SPOOL_KEY = "usage:spool"
+JOURNAL_KEY = "usage:journal"  # written by metering/limits/admit.lua, cleared by settle.lua
+JOURNAL_DUE_KEY = "usage:journal:due"
 DRAIN_BATCH = 500
 
 
@@ -106,14 +108,18 @@ def _spool(usage: Usage) -> None:
 
 
 def _insert(lines: list[str]) -> int:
-    rows = []
+    """Insert records not already in the table; returns how many were new."""
+    rows = {}
     for line in lines:
         data = json.loads(line)
         data["created_at"] = parse_datetime(data["created_at"])
-        rows.append(UsageRecord(**data))
+        rows[data["request_id"]] = UsageRecord(**data)
     with transaction.atomic():
-        created = UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(created)
+        existing = set(UsageRecord.objects.filter(request_id__in=list(rows))
+                       .values_list("request_id", flat=True))
+        new = [row for rid, row in rows.items() if rid not in existing]
+        UsageRecord.objects.bulk_create(new, ignore_conflicts=True)
+    return len(new)
 
 
 def usage_spool_drain() -> int:
@@ -129,9 +135,8 @@ def usage_spool_drain() -> int:
             lines = [b.decode() for b in client.lrange(SPOOL_KEY, 0, DRAIN_BATCH - 1)]
             if not lines:
                 break
-            _insert(lines)
+            moved += _insert(lines)
             client.ltrim(SPOOL_KEY, len(lines), -1)
-            moved += len(lines)
     directory = _spool_dir()
     if directory.is_dir():
         for path in sorted(directory.glob("*.jsonl")):
@@ -142,9 +147,46 @@ def usage_spool_drain() -> int:
                 continue
             lines = [line for line in claimed.read_text().splitlines() if line.strip()]
             for start in range(0, len(lines), DRAIN_BATCH):
-                _insert(lines[start:start + DRAIN_BATCH])
+                moved += _insert(lines[start:start + DRAIN_BATCH])
             claimed.unlink()
-            moved += len(lines)
     if moved:
         log.info("usage spool drained", extra={"records": moved})
     return moved
+
+
+def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
+    """The record to write if the process serving this request dies before it ends (SIGKILL,
+    OOM): admission stores it in Redis, settling removes it, and `usage_journal_reconcile`
+    writes the ones whose lease ran out. The tokens are the prompt estimate; what was streamed
+    before the process died is unknown."""
+    row = usage.row()
+    row.update(outcome=UsageRecord.Outcome.CANCELLED, http_status=499, error_code="request_lost",
+               tokens_estimated=True, prompt_tokens=prompt_tokens, completion_tokens=0,
+               total_tokens=prompt_tokens)
+    return json.dumps(row, default=str)
+
+
+def usage_journal_reconcile() -> int:
+    """Write a record for every admitted request whose process died before settling."""
+    from portal.redis import get_redis
+
+    client = get_redis()
+    if client is None:
+        return 0
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    written = 0
+    while True:
+        members = client.zrangebyscore(JOURNAL_DUE_KEY, "-inf", now_ms, start=0, num=DRAIN_BATCH)
+        if not members:
+            break
+        lines = [line.decode() for line in client.hmget(JOURNAL_KEY, members) if line]
+        if lines:
+            written += _insert(lines)  # a record the request wrote itself wins (same id)
+        pipe = client.pipeline(transaction=False)
+        pipe.hdel(JOURNAL_KEY, *members)
+        pipe.zrem(JOURNAL_DUE_KEY, *members)
+        pipe.execute()
+    if written:
+        log.warning("usage journal: wrote %d records of requests whose process died", written)
+    return written

@@ -33,7 +33,8 @@ def prune_usage() -> int:
     name="metering.tasks.drain_usage_spool", ignore_result=True, soft_time_limit=50, time_limit=60
 )
 def drain_usage_spool() -> int:
-    """Records spooled while the database was unavailable go into the table."""
-    from metering.recording import usage_spool_drain
+    """Records spooled while the database was unavailable go into the table, and requests whose
+    process died before they ended get their record from the admission journal."""
+    from metering.recording import usage_journal_reconcile, usage_spool_drain
 
-    return usage_spool_drain()
+    return usage_spool_drain() + usage_journal_reconcile()

@@ -152,6 +152,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- limits ---------------------------------------------------------------------------------
 # When Redis is unreachable the API fails closed (503) unless this is on; pages keep working.
 LIMITS_FAIL_OPEN = env_bool("LIMITS_FAIL_OPEN", False)
+# An admitted request not settled by then belonged to a process that died: its concurrency slot
+# frees itself and its usage record is written from the admission journal.
+LIMITS_INFLIGHT_LEASE_SECONDS = env_int("LIMITS_INFLIGHT_LEASE_SECONDS", 900, minimum=1)
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 

@@ -160,6 +160,7 @@ def limits_admit(
     request_id: str,
     backend: LimitsBackend | None = None,
     lease_seconds: int | None = None,
+    journal: str = "",
     _now_ms: int | None = None,
 ) -> Admission:
     """Admit one request or raise RateLimited / QuotaExceeded (429) or ServiceUnavailable (503).
@@ -187,6 +188,7 @@ def limits_admit(
             reserve=reserve,
             lease_ms=int(lease * 1000),
             now_ms=_now_ms,
+            journal=journal,
         )
     except BackendUnavailable as exc:
         if getattr(settings, "LIMITS_FAIL_OPEN", False):

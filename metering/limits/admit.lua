@@ -5,7 +5,9 @@
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),
 --       10..18 limits p_rpm k_rpm p_tpm k_tpm rpd tpd rpmo tpmo conc (-1 = unlimited),
---       19 dry ('1': read only, for the status page)
+--       19 dry ('1': read only, for the status page),
+--       20 journal: the usage record as known at admission ('' = none), kept until settle so
+--          a request whose process died is still recorded (metering.recording reconciles)
 --
 -- Sliding logs: a request (or its token reservation) counts from its admission time t while
 -- t > now - window, so any window-long interval holds at most `limit` admissions.
@@ -152,6 +154,11 @@ if admitted then
     redis.call('EXPIREAT', periods[n], (n == 'rpd' or n == 'tpd') and day_exp or month_exp)
     used[n] = used[n] + cost[n]
   end
+end
+
+if admitted and ARGV[20] and ARGV[20] ~= '' then
+  redis.call('HSET', 'usage:journal', member, ARGV[20])
+  redis.call('ZADD', 'usage:journal:due', now + lease, member)
 end
 
 local out = {admitted and 1 or 0, now, inflight, table.concat(failed, ',')}

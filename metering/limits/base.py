@@ -44,6 +44,7 @@ class LimitsBackend:
         lease_ms: int,
         now_ms: int | None,
         dry: bool = False,
+        journal: str = "",
     ) -> Outcome:
         raise NotImplementedError
 

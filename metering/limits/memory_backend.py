@@ -81,6 +81,7 @@ class MemoryBackend(LimitsBackend):
         lease_ms: int,
         now_ms: int | None,
         dry: bool = False,
+        journal: str = "",
     ) -> Outcome:
         with self._lock:
             now = int(time.time() * 1000) if now_ms is None else now_ms

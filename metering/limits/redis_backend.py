@@ -63,6 +63,7 @@ class RedisBackend(LimitsBackend):
         lease_ms: int,
         now_ms: int | None,
         dry: bool = False,
+        journal: str = "",
     ) -> Outcome:
         p = ticket.periods
         args = [
@@ -77,6 +78,7 @@ class RedisBackend(LimitsBackend):
             p.month_expire_at,
             *limits.as_args(),
             "1" if dry else "0",
+            journal,
         ]
         raw = self._run(self._admit, [ticket.user_base, ticket.key_base], args)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])

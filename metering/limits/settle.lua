@@ -18,6 +18,9 @@ local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
 local tracks = ARGV[10]
 
 if string.find(tracks, 'c', 1, true) then redis.call('ZREM', ub .. ':inflight', member) end
+-- the request ended in a live process, which writes its own usage record
+redis.call('HDEL', 'usage:journal', member)
+redis.call('ZREM', 'usage:journal:due', member)
 
 local function adjust(key, expire_at)
   if delta == 0 then return end

@@ -1,0 +1,362 @@
+"""Faults survived, with real processes: the portal under gunicorn (gevent), routers that die,
+workers killed, Redis and PostgreSQL restarted, Celery away for a while. For each: what the
+client gets, and that usage records equal the requests that passed authentication.
+
+Needs PostgreSQL and Redis (CI has both); skipped on the embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from tests.routersim import REPO_ROOT, RouterSim
+from tests.servehelpers import MODEL, Gunicorn, _base_env, free_port, manage, served_database
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres")
+        or not os.environ.get("REDIS_URL"),
+        reason="fault tests run real processes on PostgreSQL and Redis (CI sets both)"),
+]
+
+
+def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
+    """The served catalog's model on a pool of its own holding only `sim` (routers of earlier
+    tests stay in their pools), and a user with a key: (database url, raw key)."""
+    db = served_database()
+    pool = email.split("@")[0]
+    config = {"plans": [{"name": "served", "models": ["*"], "default": True}],
+              "pools": [{"name": pool, "routers": [{"url": sim.url, "session_id": 1,
+                                                    "token": sim.token}]}],
+              "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    try:
+        manage("apply_config", handle.name, database_url=db)
+    finally:
+        os.unlink(handle.name)
+    key = manage("apikey_create", "--email", email, "--name", "k", "--create-user",
+                 database_url=db).strip()
+    return db, key
+
+
+def _records(db_url: str, where: str = "TRUE", params=()) -> list[dict]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        return conn.execute(f"SELECT * FROM metering_usagerecord WHERE {where}", params).fetchall()
+
+
+def _stream(url: str, key: str, **body):
+    payload = {"model": MODEL, "stream": True,
+               "messages": [{"role": "user", "content": "tell me a story"}], **body}
+    return requests.post(f"{url}/v1/chat/completions", json=payload, stream=True, timeout=30,
+                         headers={"Authorization": f"Bearer {key}"})
+
+
+def _events(lines):
+    for line in lines:
+        if line.startswith(b"data: "):
+            data = line[6:]
+            yield "[DONE]" if data == b"[DONE]" else json.loads(data)
+
+
+def _chat(url: str, key: str) -> requests.Response:
+    return requests.post(f"{url}/v1/chat/completions", timeout=30,
+                         headers={"Authorization": f"Bearer {key}"},
+                         json={"model": MODEL, "max_tokens": 3,
+                               "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_router_killed_mid_stream_ends_in_error_chunk_and_bills_what_was_delivered():
+    sim = RouterSim("--chunks", "200", "--chunk-delay-ms", "30")
+    db, key = provision(sim, email="fault-router@example.com")
+    server = Gunicorn(database_url=db)
+    try:
+        response = _stream(server.url, key)
+        events = _events(response.iter_lines())
+        received = [next(events) for _ in range(4)]  # role + 3 content chunks
+        sim.stop()  # the router process dies mid-stream
+        rest = list(events)
+    finally:
+        server.stop()
+        sim.stop()
+    assert received[1]["choices"][0]["delta"]["content"] == " word0"
+    assert rest[-1] == "[DONE]"
+    assert rest[-2]["choices"][0]["finish_reason"] == "error"
+    assert rest[-2]["error"]["code"] == "upstream_error"
+    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]])
+    assert record["outcome"] == "upstream_error" and record["streamed"]
+    assert record["completion_tokens"] > 0 and record["tokens_estimated"]
+
+
+def test_all_routers_down_is_503_and_recorded():
+    sim = RouterSim()
+    db, key = provision(sim, email="fault-down@example.com")
+    server = Gunicorn(database_url=db)
+    try:
+        assert _chat(server.url, key).status_code == 200
+        sim.stop()
+        started = time.monotonic()
+        down = _chat(server.url, key)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert down.status_code == 503 and elapsed < 5
+    assert down.json()["error"]["code"] == "upstream_unavailable"
+    (record,) = _records(db, "request_id = %s", [down.headers["x-request-id"]])
+    assert (record["outcome"], record["total_tokens"]) == ("upstream_error", 0)
+
+
+def test_worker_killed_mid_stream_is_recorded_from_the_admission_journal():
+    sim = RouterSim("--chunks", "300", "--chunk-delay-ms", "30")
+    db, key = provision(sim, email="fault-sigkill@example.com")
+    server = Gunicorn(database_url=db, LIMITS_INFLIGHT_LEASE_SECONDS="2")
+    try:
+        response = _stream(server.url, key)
+        request_id = response.headers["x-request-id"]
+        events = _events(response.iter_lines())
+        for _ in range(3):
+            next(events)
+        (worker,) = server.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            list(events)
+        assert _records(db, "request_id = %s", [request_id]) == []  # the worker wrote nothing
+        time.sleep(2.5)  # the admission's lease runs out
+        manage("metering_reconcile", database_url=db)
+        manage("metering_reconcile", database_url=db)  # twice: still one record
+        (record,) = _records(db, "request_id = %s", [request_id])
+        assert (record["outcome"], record["error_code"]) == ("cancelled", "request_lost")
+        assert record["prompt_tokens"] > 0 and record["tokens_estimated"]
+        # gunicorn replaced the worker: service goes on.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if _chat(server.url, key).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def test_sigterm_lets_open_streams_finish_and_records_them():
+    sim = RouterSim("--chunks", "40", "--chunk-delay-ms", "50")
+    db, key = provision(sim, email="fault-sigterm@example.com")
+    server = Gunicorn(database_url=db, GRACEFUL_TIMEOUT="30")
+    try:
+        response = _stream(server.url, key)
+        events = _events(response.iter_lines())
+        first = [next(events) for _ in range(3)]
+        server.terminate()
+        time.sleep(2)  # a gevent worker notices the signal within its 1 s heartbeat
+        with pytest.raises(requests.ConnectionError):
+            _chat(server.url, key)  # no longer accepting
+        rest = list(events)
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+        sim.stop()
+    text = "".join(e["choices"][0]["delta"].get("content") or ""
+                   for e in first + rest[:-1] if isinstance(e, dict) and e["choices"])
+    assert text == "".join(f" word{i}" for i in range(40))
+    assert rest[-1] == "[DONE]"
+    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]])
+    assert (record["outcome"], record["completion_tokens"]) == ("ok", 40)
+
+
+def _load(url: str, key: str, seconds: float, threads: int = 4) -> list[requests.Response | str]:
+    results: list = []
+    stop_at = time.monotonic() + seconds
+
+    def run():
+        session = requests.Session()
+        while time.monotonic() < stop_at:
+            try:
+                results.append(session.post(
+                    f"{url}/v1/chat/completions", timeout=15,
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": MODEL, "max_tokens": 2,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            except requests.RequestException as exc:
+                results.append(exc.__class__.__name__)
+            time.sleep(0.02)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    return results, workers
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                         check=False).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "private redis did not start"
+        time.sleep(0.05)
+    return process
+
+
+def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
+    sim = RouterSim()
+    db, key = provision(sim, email="fault-redis@example.com")
+    port = free_port()
+    redis_proc = _redis_server(port)
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    server = Gunicorn(database_url=db, workers=2, REDIS_URL=redis_url)
+    try:
+        results, workers = _load(server.url, key, seconds=6)
+        time.sleep(1.5)
+        redis_proc.kill()  # SIGKILL: Redis and all its counters are gone
+        redis_proc.wait()
+        time.sleep(1.5)
+        redis_proc = _redis_server(port)
+        for worker in workers:
+            worker.join()
+    finally:
+        server.stop()
+        sim.stop()
+        redis_proc.kill()
+    responses = [r for r in results if not isinstance(r, str)]
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {200, 503}, statuses
+    assert 200 in statuses and 503 in statuses  # the outage was seen, and service came back
+    for r in responses:
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "service_unavailable"
+    assert all(r.headers.get("x-request-id") for r in responses)
+    assert not [r for r in results if isinstance(r, str)]
+    ids = [r.headers["x-request-id"] for r in responses]
+    records = _records(db, "request_id = ANY(%s)", [ids])
+    assert len(records) == len(ids)  # one record per answered request, none lost, none doubled
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of this test's own, so it can be stopped and started."""
+    bindir = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+    if not (bindir / "initdb").exists() or os.geteuid() != 0:
+        pytest.skip("needs PostgreSQL's server binaries and root to run them as postgres")
+    data = Path(tempfile.mkdtemp(prefix="pg-fault-"))
+    shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*cmd):
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
+                       capture_output=True, timeout=120)
+
+    as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    opts = f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def start():
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "start",
+                    "-l", str(data / "log"))
+
+    def stop():
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+    start()
+    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
+                    "CREATE DATABASE portal"], check=True, capture_output=True)
+    url = f"postgres://postgres@127.0.0.1:{port}/portal"
+    manage("migrate", "--noinput", database_url=url)
+    yield {"url": url, "start": start, "stop": stop}
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(data),
+                    "-m", "immediate", "stop"], capture_output=True, check=False)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgres):
+    sim = RouterSim()
+    db = private_postgres["url"]
+    config = {"plans": [{"name": "p", "models": ["*"], "default": True}],
+              "pools": [{"name": "default", "routers": [{"url": sim.url, "session_id": 1,
+                                                         "token": sim.token}]}],
+              "models": [{"id": MODEL, "pool": "default"}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    manage("apply_config", handle.name, database_url=db)
+    key = manage("apikey_create", "--email", "fault-pg@example.com", "--name", "k",
+                 "--create-user", database_url=db).strip()
+    server = Gunicorn(database_url=db, workers=2)
+    try:
+        for _ in range(4):  # warm both workers' key and catalog caches
+            assert _chat(server.url, key).status_code == 200
+        results, workers = _load(server.url, key, seconds=6)
+        time.sleep(1.5)
+        private_postgres["stop"]()
+        time.sleep(2)
+        private_postgres["start"]()
+        for worker in workers:
+            worker.join()
+        manage("metering_reconcile", database_url=db)
+    finally:
+        server.stop()
+        sim.stop()
+    responses = [r for r in results if not isinstance(r, str)]
+    # The hot path needs no database: customers saw no error at all while it was down.
+    assert {r.status_code for r in responses} == {200}
+    assert not [r for r in results if isinstance(r, str)]
+    ids = [r.headers["x-request-id"] for r in responses]
+    assert len(_records(db, "request_id = ANY(%s)", [ids])) == len(ids)
+
+
+def test_celery_away_for_a_while_then_catches_up_exactly():
+    sim = RouterSim()
+    db, key = provision(sim, email="fault-celery@example.com")
+    server = Gunicorn(database_url=db)
+    env = {**_base_env(), "DATABASE_URL": db}
+    try:
+        for _ in range(5):
+            assert _chat(server.url, key).status_code == 200
+        # Beat fires while no worker runs: the task waits in the broker.
+        subprocess.run([sys.executable, "manage.py", "shell", "-c",
+                        "from metering.tasks import aggregate_usage; aggregate_usage.delay()"],
+                       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=60)
+        for _ in range(5):
+            assert _chat(server.url, key).status_code == 200
+        pending = _records(db, "NOT aggregated")
+        assert len(pending) >= 10
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "portal",
+                                   "worker", "--pool", "solo", "--loglevel", "WARNING"],
+                                  cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while _records(db, "NOT aggregated") and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    finally:
+        server.stop()
+        sim.stop()
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        ledger = conn.execute("SELECT sum(requests), sum(total_tokens) FROM metering_dailyusage"
+                              ).fetchone()
+        records = conn.execute("SELECT count(*), sum(total_tokens) FROM metering_usagerecord"
+                               ).fetchone()
+    assert tuple(map(int, ledger)) == tuple(map(int, records))
