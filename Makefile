@@ -19,6 +19,7 @@ venv: $(STAMP)
 # The embedded default: SQLite, local-memory cache, eager Celery, a router simulator beside it.
 run: export DEBUG ?= 1
 run: export ROUTER_SIM_URL ?= http://127.0.0.1:$(SIM_PORT)
+run: export PORTAL_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --router-url $(ROUTER_SIM_URL)
