@@ -7,6 +7,9 @@ portal.errors' handler in the OpenAI shape. Keys are always looked up through
 
 from __future__ import annotations
 
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -45,6 +48,7 @@ class ApiKeyListCreateApi(APIView):
         request=ApiKeyCreateInputSerializer,
         responses={201: ApiKeyCreatedSerializer},
     )
+    @method_decorator(ratelimit(key="user", rate="20/m", method="POST", block=True))
     def post(self, request):
         payload = ApiKeyCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)

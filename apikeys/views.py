@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
+from django_ratelimit.decorators import ratelimit
 
 from apikeys.authentication import client_ip
 from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
@@ -69,9 +70,12 @@ def _page(
     return render(request, "apikeys/keys.html", context, status=status)
 
 
+# django-ratelimit guards the forms: a person creates a few keys, a script hammering the
+# page is refused (429, portal.views.ratelimited).
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@ratelimit(key="user", rate="20/m", method="POST", block=True)
 def keys_page(request):
     if request.method == "GET":
         return _page(request, form=ApiKeyCreateForm())
@@ -107,6 +111,7 @@ def keys_page(request):
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@ratelimit(key="user", rate="30/m", method="POST", block=True)
 def key_revoke(request, key_id: int):
     key = apikey_get_for_owner(owner=request.user, key_id=key_id)
     if key.revoked_at is not None:

@@ -132,6 +132,11 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         return InvalidRequest(message, param=param)
+    from django_ratelimit.exceptions import Ratelimited
+
+    if isinstance(exc, Ratelimited):
+        return RateLimited("Too many requests; wait a minute and retry.",
+                           headers={"Retry-After": "60"})
     if isinstance(exc, Http404 | drf_exceptions.NotFound):
         return NotFound("Not found.")
     if isinstance(exc, PermissionDenied | drf_exceptions.PermissionDenied):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from portal.errors import ApiError, InvalidRequest, NotFound, error_response
+from portal.errors import ApiError, InvalidRequest, NotFound, error_response, to_api_error
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,35 @@ def not_found(request, exception=None):
 
 def bad_request(request, exception=None):
     if _is_api(request):
-        return error_response(InvalidRequest("The request was malformed (bad host, headers or "
-                                             "encoding).", code="bad_request"))
+        # Django routes RequestDataTooBig (raised on reading request.body) here as a 400.
+        error = to_api_error(exception) if isinstance(exception, RequestDataTooBig) else None
+        return error_response(error or InvalidRequest("The request was malformed (bad host, "
+                                                      "headers or encoding).", code="bad_request"))
     return render(request, "400.html", status=400)
 
 
 def permission_denied(request, exception=None):
+    from django_ratelimit.exceptions import Ratelimited
+
+    if isinstance(exception, Ratelimited):
+        return ratelimited(request, exception)
     if _is_api(request):
         err = ApiError("You may not access this resource.", code="permission_denied")
         err.status, err.type = 403, "permission_error"
         return error_response(err)
     return render(request, "403.html", status=403)
+
+
+def ratelimited(request, exception=None):
+    """django-ratelimit's refusals (portal forms, playground): 429, not its default 403."""
+    from portal.errors import RateLimited
+
+    if _is_api(request) or request.headers.get("Accept", "").startswith("application/json"):
+        return error_response(RateLimited("Too many requests; wait a minute and retry.",
+                                          headers={"Retry-After": "60"}))
+    response = render(request, "429.html", status=429)
+    response["Retry-After"] = "60"
+    return response
 
 
 def server_error(request):

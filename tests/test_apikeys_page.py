@@ -152,3 +152,12 @@ def test_create_needs_a_csrf_token(alice):
 
 def test_other_methods_are_refused(as_alice):
     assert as_alice.put("/keys").status_code == 405
+
+
+@pytest.mark.django_db
+def test_key_creation_form_is_rate_limited(client, alice):
+    """django-ratelimit guards the portal's forms: a script hammering /keys gets 429."""
+    client.force_login(alice)
+    statuses = [client.post("/keys", {"name": f"k{i}"}).status_code for i in range(22)]
+    assert 429 in statuses
+    assert statuses.index(429) >= 20
