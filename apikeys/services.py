@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from apikeys import keyformat
 from apikeys.models import ApiKey, ApiKeyEvent
+from portal.db import release_connection
 from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
@@ -212,9 +213,11 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         except Exception:  # noqa: BLE001 - the shared cache is down: the database decides
             log.warning("key cache unavailable, reading the key from the database")
             entry = _load_entry(public_id)
+            release_connection()
         else:
             if entry is None:
                 entry = _load_entry(public_id)
+                release_connection()
                 # add, not set: a change committed meanwhile has written a fresher entry.
                 _cache_quietly(cache.add, cache_key, entry,
                                MISSING_TTL if entry == _MISSING else ENTRY_TTL)
@@ -274,6 +277,7 @@ def _touch_last_used(key_id: int, now: float) -> None:
     _last_used_local[key_id] = now
     if _cache_quietly(cache.add, f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+        release_connection()
 
 
 def _rehash(key_id: int, raw_key: str) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 
+from portal.db import release_connection
+
 VERSION_KEY = "catalog:version"
 
 
@@ -115,6 +117,7 @@ def routing_table() -> RoutingTable:
                 version = None
         _table = build_routing_table(version)
         _checked_at = now
+        release_connection()
         return _table
 
 
