@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 
 from apikeys.services import KeyPrincipal
@@ -45,7 +46,6 @@ from portal.errors import (
 
 log = logging.getLogger(__name__)
 
-KEEP_ALIVE_SECONDS = 10.0
 Outcome = UsageRecord.Outcome
 
 
@@ -280,7 +280,7 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
                 yield writer.role()
             while True:
                 try:
-                    item = events.get(timeout=KEEP_ALIVE_SECONDS)
+                    item = events.get(timeout=settings.STREAM_KEEPALIVE_SECONDS)
                 except queue.Empty:
                     yield writer.keep_alive()
                     continue

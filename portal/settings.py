@@ -275,6 +275,10 @@ TESTING = env_bool("PORTAL_TESTING", False)
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# A stream waiting on a slow router sends an SSE comment this often, so proxies and clients
+# do not time the connection out before the first token.
+STREAM_KEEPALIVE_SECONDS = env_int("STREAM_KEEPALIVE_MS", 10_000, minimum=100) / 1000
+
 # How often (seconds) a process checks the catalog's version stamp in the shared cache.
 CATALOG_CHECK_SECONDS = float(env_int("CATALOG_CHECK_MS", 1000, minimum=0)) / 1000
 
