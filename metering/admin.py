@@ -98,9 +98,8 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "http_status",
         "total_tokens",
         "latency_ms",
-        "aggregated",
     )
-    list_filter = ("outcome", "streamed", "aggregated")
+    list_filter = ("outcome", "streamed")
     list_select_related = ("user", "key")
     search_fields = ("request_id",)
     search_help_text = "An exact request id (the x-request-id response header)."

@@ -3,7 +3,7 @@
 Totals are the ledgers plus the records not folded into them yet, read in ONE statement
 (`UNION ALL`): one snapshot, so a record is counted either in its ledger or as pending, never
 both and never neither, even while aggregation commits. Pending records are at most a minute
-or two of traffic and are found through the partial index on not-aggregated rows.
+or two of traffic and are found through the small UsagePending table.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
         SELECT {day_expr}, key_id, model, 1, CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END,
                prompt_tokens, completion_tokens, total_tokens
         FROM metering_usagerecord
-        WHERE user_id = %s AND NOT aggregated AND created_at >= %s
+        WHERE id IN (SELECT record_id FROM metering_usagepending)
+          AND user_id = %s AND created_at >= %s
     """  # noqa: S608 - day_expr is one of two constants, values are parameters
     with connection.cursor() as cursor:
         cursor.execute(sql, [user_id, since, user_id, _midnight(since)])

@@ -1,9 +1,10 @@
 """Usage writes: fold UsageRecords into DailyUsage ledgers, prune old records.
 
 Aggregation is claim-and-fold in one transaction per batch. A record is folded exactly once
-because the statement that adds it to a ledger is the one that flags it `aggregated`; on
-PostgreSQL the claim takes row locks with SKIP LOCKED, so concurrent runs take disjoint rows
-and a record committed late (ids commit out of order) is simply picked up by a later run.
+because the statement that adds it to a ledger is the one that deletes its UsagePending row
+(added by a trigger when the record was inserted); on PostgreSQL the claim takes row locks
+with SKIP LOCKED, so concurrent runs take disjoint rows, and a record committed late (ids
+commit out of order) is simply picked up by a later run.
 
 Ledger semantics: every authenticated request has a record, and every record counts as a
 request in its day's ledger; `errors` counts the records whose outcome is not "ok" (so a
@@ -20,7 +21,7 @@ from datetime import timedelta
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from metering.models import UsageRecord
+from metering.models import UsagePending, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +47,19 @@ _ON_CONFLICT = """
 # it to the ledgers. ORDER BY on the insert makes concurrent runs lock ledger rows in the same
 # order, which keeps them from deadlocking on each other.
 _PG_FOLD = f"""
-WITH batch AS (
-    UPDATE metering_usagerecord SET aggregated = true
-    WHERE id IN (
-        SELECT id FROM metering_usagerecord
-        WHERE NOT aggregated
-        ORDER BY id
+WITH claimed AS (
+    DELETE FROM metering_usagepending
+    WHERE record_id IN (
+        SELECT record_id FROM metering_usagepending
+        ORDER BY record_id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING created_at, user_id, key_id, model, outcome,
-              prompt_tokens, completion_tokens, total_tokens
+    RETURNING record_id
+), batch AS (
+    SELECT r.created_at, r.user_id, r.key_id, r.model, r.outcome,
+           r.prompt_tokens, r.completion_tokens, r.total_tokens
+    FROM metering_usagerecord r JOIN claimed c ON r.id = c.record_id
 ), folded AS (
     INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
     SELECT (created_at AT TIME ZONE 'UTC')::date, user_id, key_id, model,
@@ -68,14 +71,14 @@ WITH batch AS (
     {_ON_CONFLICT}
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM folded)
+SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM folded)
 """  # noqa: S608 - built from constants; values are parameters
 
 # SQLite has a single writer and Django opens its transactions IMMEDIATE (settings), so the
 # three statements below see and change the same rows with no other writer in between.
 _SQLITE_BOUND = """
-SELECT max(id), count(*) FROM (
-    SELECT id FROM metering_usagerecord WHERE NOT aggregated ORDER BY id LIMIT %s
+SELECT max(record_id), count(*) FROM (
+    SELECT record_id FROM metering_usagepending ORDER BY record_id LIMIT %s
 )
 """
 # `WHERE true` is needed: without it SQLite parses ON CONFLICT as a join constraint.
@@ -85,11 +88,11 @@ SELECT date(created_at), user_id, key_id, model,
        count(*), sum(outcome <> 'ok'),
        sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), %s
 FROM metering_usagerecord
-WHERE NOT aggregated AND id <= %s AND true
+WHERE id IN (SELECT record_id FROM metering_usagepending WHERE record_id <= %s) AND true
 GROUP BY 1, 2, 3, 4
 {_ON_CONFLICT}
 """  # noqa: S608 - built from constants; values are parameters
-_SQLITE_FLAG = "UPDATE metering_usagerecord SET aggregated = 1 WHERE NOT aggregated AND id <= %s"
+_SQLITE_FLAG = "DELETE FROM metering_usagepending WHERE record_id <= %s"
 
 
 def _fold_batch_postgresql(limit: int) -> int:
@@ -118,7 +121,8 @@ def _fold_batch_sqlite(limit: int) -> int:
         cursor.execute(_SQLITE_FOLD, [timezone.now(), upper])
         cursor.execute(_SQLITE_FLAG, [upper])
         if cursor.rowcount != claimed:  # cannot happen with one writer; fail loudly if it does
-            raise RuntimeError(f"usage_aggregate: flagged {cursor.rowcount} of {claimed} records")
+            raise RuntimeError(
+                f"usage_aggregate: cleared {cursor.rowcount} of {claimed} pending records")
         return claimed
 
 
@@ -153,7 +157,8 @@ def usage_prune(*, older_than_days: int, batch_size: int = PRUNE_BATCH) -> int:
     if older_than_days < 1:
         raise ValueError("older_than_days must be at least 1")
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    old = UsageRecord.objects.filter(created_at__lt=cutoff, aggregated=True).order_by("id")
+    old = (UsageRecord.objects.filter(created_at__lt=cutoff)
+           .exclude(pk__in=UsagePending.objects.values("record_id")).order_by("id"))
     total = 0
     while True:
         # Short transactions: a DELETE of a few thousand rows by primary key, then the next.

@@ -12,7 +12,7 @@ from django.db import connection, connections
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
-from metering.models import DailyUsage, UsageRecord
+from metering.models import DailyUsage, UsagePending, UsageRecord
 from metering.services import usage_aggregate
 from metering.tasks import aggregate_usage
 
@@ -110,7 +110,7 @@ def test_ledger_totals_equal_the_sum_of_records(owners):
     ledgers = _ledgers()
     assert ledgers == _expected()
     assert sum(v[0] for v in ledgers.values()) == 700
-    assert not UsageRecord.objects.filter(aggregated=False).exists()
+    assert not UsagePending.objects.exists()
 
 
 def test_rate_limited_requests_count_as_requests_and_errors(alice, alice_key):
@@ -170,7 +170,7 @@ def test_records_added_later_are_folded_in_incrementally(owners):
 def test_time_budget_stops_between_batches_and_the_next_run_continues(owners):
     _make_records(owners, 100)
     assert usage_aggregate(batch_size=10, max_seconds=1e-9) == 10
-    assert UsageRecord.objects.filter(aggregated=False).count() == 90
+    assert UsagePending.objects.count() == 90
     assert usage_aggregate(batch_size=10) == 90
     assert _ledgers() == _expected()
 
@@ -222,4 +222,4 @@ def test_concurrent_aggregations_do_not_double_count(make_user, make_key):
     assert not errors
     assert sum(results) == 6000
     assert _ledgers() == expected
-    assert not UsageRecord.objects.filter(aggregated=False).exists()
+    assert not UsagePending.objects.exists()
