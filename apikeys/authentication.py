@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 
 from apikeys.services import apikey_authenticate
@@ -9,7 +10,15 @@ from portal.errors import InvalidApiKey
 
 
 def client_ip(request) -> str | None:
-    # Behind a proxy, gunicorn's forwarded_allow_ips + the proxy's header give REMOTE_ADDR.
+    """The client's address for throttles: behind TRUSTED_PROXY_COUNT proxies, the address the
+    outermost trusted proxy saw (X-Forwarded-For, counted from the right, so a client cannot
+    choose it); otherwise REMOTE_ADDR."""
+    count = settings.TRUSTED_PROXY_COUNT
+    if count:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                if h.strip()]
+        if len(hops) >= count:
+            return hops[-count]
     return request.META.get("REMOTE_ADDR")
 
 

@@ -62,10 +62,22 @@ def _model(body: dict) -> str:
     model = body.get("model")
     if model is None:
         raise InvalidRequest("You must provide a model parameter.", param="model")
-    if not isinstance(model, str) or not model.strip() or len(model) > 128:
+    if not isinstance(model, str) or not model.strip() or len(model) > 128 or not _printable(model):
         raise InvalidRequest("'model' must be a model id string such as "
                              "'cortensor/llama-3.1-8b' (see GET /v1/models).", param="model")
     return model
+
+
+def _printable(text: str) -> bool:
+    """No control characters and valid UTF-8 (JSON allows lone surrogates such as \\ud800):
+    the model id is stored with the usage record, and PostgreSQL refuses both."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(body: dict, name: str, lo: float, hi: float) -> float | None:
@@ -111,17 +123,18 @@ def _sampling(body: dict) -> Sampling:
         stops: list[str] = []
     elif isinstance(stop, str):
         stops = [stop] if stop else []
+    elif isinstance(stop, list) and len(stop) > MAX_STOP:
+        raise InvalidRequest(f"'stop' takes at most {MAX_STOP} sequences.", param="stop")
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        if len(stop) > MAX_STOP:
-            raise InvalidRequest(f"'stop' takes at most {MAX_STOP} sequences.", param="stop")
         stops = [s for s in stop if s]
     else:
-        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.",
+                             param="stop")
     user = body.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > 256):
         raise InvalidRequest("'user' must be a string of at most 256 characters.", param="user")
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise InvalidRequest("Only n=1 is supported: send one request per completion.", param="n")
     for name, message in _UNSUPPORTED.items():
         value = body.get(name)
@@ -202,14 +215,16 @@ def _messages(body: dict) -> list[tuple[str, str]]:
                                  param=f"messages[{index}]")
         role = message.get("role")
         if role == "tool" or role == "function" or message.get("tool_calls"):
-            raise InvalidRequest("Tool messages are not supported.", param=f"messages[{index}].role",
+            raise InvalidRequest("Tool messages are not supported.",
+                                 param=f"messages[{index}].role",
                                  code="unsupported_parameter")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequest("'role' must be one of 'system', 'user' or 'assistant'.",
                                  param=f"messages[{index}].role")
         content = message.get("content")
         if content is None:
-            raise InvalidRequest("Each message needs 'content'.", param=f"messages[{index}].content")
+            raise InvalidRequest("Each message needs 'content'.",
+                                 param=f"messages[{index}].content")
         result.append(("system" if role == "developer" else role, _content(content, index)))
     return result
 
@@ -249,7 +264,7 @@ def parse_completion(body) -> CompletionRequest:
         raise InvalidRequest("'suffix' is not supported.", param="suffix",
                              code="unsupported_parameter")
     best_of = body.get("best_of")
-    if best_of not in (None, 1):
+    if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
         raise InvalidRequest("Only best_of=1 is supported.", param="best_of")
     return CompletionRequest(model=model, endpoint="completions", messages=None, prompt=prompt,
                              sampling=sampling, stream=stream, include_usage=include_usage,

@@ -7,8 +7,9 @@ from rest_framework.views import APIView
 
 from apikeys.authentication import ApiKeyAuthentication
 from catalog.routing import ModelInfo, routing_table
-from inference import validation
+from inference import schema, validation
 from inference.services import completion_serve, resolve_model
+from portal.api_guard import JSONParser
 
 
 class V1View(APIView):
@@ -17,6 +18,7 @@ class V1View(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list = []
     throttle_classes: list = []
+    parser_classes = [JSONParser]
 
 
 def model_object(model: ModelInfo) -> dict:
@@ -33,6 +35,7 @@ def model_object(model: ModelInfo) -> dict:
 
 
 class ModelListView(V1View):
+    @schema.models_list
     def get(self, request):
         principal = request.user
         table = routing_table()
@@ -43,18 +46,21 @@ class ModelListView(V1View):
 
 
 class ModelDetailView(V1View):
+    @schema.models_retrieve
     def get(self, request, model_id: str):
         model, _ = resolve_model(request.user, model_id)
         return JsonResponse(model_object(model))
 
 
 class ChatCompletionsView(V1View):
+    @schema.chat_completions_create
     def post(self, request):
         return completion_serve(request_id=request._request.request_id, principal=request.user,
                                 creq_parse=validation.parse_chat, body_getter=lambda: request.data)
 
 
 class CompletionsView(V1View):
+    @schema.completions_create
     def post(self, request):
         return completion_serve(request_id=request._request.request_id, principal=request.user,
                                 creq_parse=validation.parse_completion,

@@ -121,8 +121,9 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.ParseError):
         return InvalidRequest(f"We could not parse the JSON body of your request: {exc.detail}")
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return InvalidRequest("Send the request body as JSON with 'Content-Type: application/json'.",
-                              code="unsupported_media_type")
+        return InvalidRequest(
+            "Send the request body as JSON with 'Content-Type: application/json'.",
+            code="unsupported_media_type")
     if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
         return InvalidApiKey()
     if isinstance(exc, drf_exceptions.MethodNotAllowed):

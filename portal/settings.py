@@ -185,6 +185,9 @@ ACCOUNT_RATE_LIMITS = {
 }
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_ADAPTER = "accounts.mfa_adapter.MFAAdapter"
+MFA_SECRET = env_str("MFA_SECRET") or APIKEY_HASH_SECRET  # encrypts TOTP keys at rest
+MFA_SECRET_FALLBACKS = env_list("MFA_SECRET_FALLBACKS", [])
 MFA_TOTP_ISSUER = "Cortensor Portal"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -218,6 +221,11 @@ SPECTACULAR_SETTINGS = {
 
 # --- HTTP, security -------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
+# Proxies in front of the portal that append to X-Forwarded-For (0: clients connect directly).
+# The per-address throttles (failed API keys, allauth's log-in limits) use the address the
+# outermost trusted proxy saw.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]

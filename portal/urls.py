@@ -1,8 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from allauth.account.decorators import secure_admin_login
+from drf_spectacular.views import SpectacularJSONAPIView
 
 from portal import views
+from portal.metrics import metrics_view
+
+# The admin logs in through allauth: its rate limits and, for staff who enabled it, MFA.
+admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("", include("accounts.urls")),
@@ -14,7 +19,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
-    path("openapi.json", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("metrics", metrics_view, name="metrics"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
 ]
 
 handler400 = "portal.views.bad_request"

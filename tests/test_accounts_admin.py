@@ -69,10 +69,15 @@ def test_anonymous_visitors_are_sent_to_the_admin_login(client, plan):
     assert response["Location"] == f"/admin/login/?next={USERS}"
 
 
-def test_staff_log_in_to_the_admin_with_their_email(client, staff):
+def test_staff_log_in_to_the_admin_through_the_portal_login(client, staff):
+    # The admin's own login page hands over to allauth's (rate limits, MFA stage).
+    response = client.get("/admin/login/?next=/admin/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
     response = client.post(
-        "/admin/login/?next=/admin/",
-        {"username": "staff@example.com", "password": "correct horse battery", "next": "/admin/"},
+        "/accounts/login/?next=/admin/",
+        {"login": "staff@example.com", "password": "correct horse battery"},
     )
 
     assert response.status_code == 302

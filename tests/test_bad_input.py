@@ -1,0 +1,713 @@
+"""Bad input to /v1/ is refused with a 4xx in OpenAI's error shape, and changes nothing.
+
+Never a 500 and never an HTML page. A request that fails authentication leaves no trace; an
+authenticated one leaves exactly one usage record (outcome client_error, by design) and
+consumes no limit. What the test client cannot send (invalid UTF-8 on the wire, wrong
+Content-Length, chunked bodies, oversized headers, a bad Host) goes over a raw socket to the
+live server.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+
+from apikeys import keyformat
+from apikeys.services import apikey_authenticate
+from catalog.routing import routing_table
+from metering.limits import limits_status
+from metering.models import UsageRecord
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+MODEL = "cortensor/llama-3.1-8b"
+CHAT_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+COMPLETION_BODY = {"model": MODEL, "prompt": "Once upon", "max_tokens": 4}
+
+
+@pytest.fixture(autouse=True)
+def _plain_static(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+# --- what "refused, nothing changed" means ---------------------------------------------------
+
+
+def assert_openai_error(
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    expected: int | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> dict:
+    text = body.decode("utf-8", "replace")
+    assert 400 <= status < 500, f"{status}: {text[:300]}"
+    if expected is not None:
+        assert status == expected, text[:300]
+    assert content_type.startswith("application/json"), (content_type, text[:300])
+    assert "<html" not in text.lower()
+    data = json.loads(body)
+    assert set(data) == {"error"}
+    error = data["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and len(error["message"]) >= 15, error
+    assert isinstance(error["type"], str) and error["type"]
+    assert isinstance(error["code"], str) and error["code"]
+    if code is not None:
+        assert error["code"] == code, error
+    if param is not None:
+        assert error["param"] is not None and error["param"].startswith(param), error
+    return error
+
+
+def refused(response, **kwargs) -> dict:
+    return assert_openai_error(
+        response.status_code, response.get("Content-Type", ""), response.content, **kwargs
+    )
+
+
+@dataclass
+class Ledger:
+    """Usage records and limit counters before a request, to compare with after it."""
+
+    principal: object
+    plan: object
+    records: int
+    counters: dict
+
+    @staticmethod
+    def used(principal, plan) -> dict:
+        status = limits_status(principal=principal, plan=plan)
+        return {name: entry["used"] for name, entry in status.items()}
+
+    def assert_untouched(self):
+        assert UsageRecord.objects.count() == self.records
+        assert self.used(self.principal, self.plan) == self.counters
+
+    def assert_one_client_error(self, status: int, request_id: str, code: str):
+        records = list(UsageRecord.objects.order_by("pk")[self.records :])
+        assert len(records) == 1, records
+        record = records[0]
+        assert record.outcome == UsageRecord.Outcome.CLIENT_ERROR
+        assert record.http_status == status
+        assert record.error_code == code
+        assert record.request_id == request_id
+        assert record.total_tokens == 0
+        assert self.used(self.principal, self.plan) == self.counters
+
+
+@pytest.fixture
+def ledger(catalog, alice_key):
+    _, raw = alice_key
+    principal = apikey_authenticate(raw_key=raw, ip=None)
+    plan = routing_table().plan_for(principal.plan_id)
+    return Ledger(
+        principal=principal,
+        plan=plan,
+        records=UsageRecord.objects.count(),
+        counters=Ledger.used(principal, plan),
+    )
+
+
+@pytest.fixture
+def api(client, alice_key, ledger):
+    """POST/GET as alice; each call asserts the refusal and exactly one client_error record."""
+    _, raw = alice_key
+
+    class Api:
+        def send(self, method, path, data=None, content_type="application/json", **extra):
+            extra.setdefault("HTTP_AUTHORIZATION", f"Bearer {raw}")
+            if method == "get":
+                return client.get(path, **extra)
+            return getattr(client, method)(path, data=data, content_type=content_type, **extra)
+
+        def refuse(self, method, path, data=None, content_type="application/json", **kwargs):
+            expect = {k: kwargs.pop(k) for k in ("expected", "code", "param") if k in kwargs}
+            response = self.send(method, path, data, content_type, **kwargs)
+            error = refused(response, **expect)
+            ledger.assert_one_client_error(
+                response.status_code, response["x-request-id"], error["code"]
+            )
+            ledger.records += 1
+            return error
+
+    return Api()
+
+
+def with_field(base: dict, path: tuple, value) -> dict:
+    body = copy.deepcopy(base)
+    target = body
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return body
+
+
+# --- the body ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b'{"model": ',
+        b"nul",
+        b"[1,]",
+        b"{'model': 'x'}",
+        b'{"model": NaN}',
+        b'{"a": Infinity}',
+        b"\x00\x01",
+        b'{"model": "a"} trailing',
+        b"1" * 5000,
+    ],
+    ids=[
+        "open",
+        "cut",
+        "nul",
+        "trailing-comma",
+        "single-quotes",
+        "nan",
+        "infinity",
+        "binary",
+        "trailing-data",
+        "huge-int",
+    ],
+)
+def test_malformed_json(api, path, raw):
+    error = api.refuse("post", path, raw, expected=400)
+    assert "JSON" in error["message"] or "object" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/octet-stream",
+    ],
+)
+def test_wrong_content_type(api, content_type):
+    error = api.refuse(
+        "post",
+        CHAT,
+        json.dumps(CHAT_BODY).encode(),
+        content_type=content_type,
+        expected=400,
+        code="unsupported_media_type",
+    )
+    assert "application/json" in error["message"]
+
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_empty_body(api, path):
+    api.refuse("post", path, b"", expected=400, param="model")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[], [CHAT_BODY], "text", 42, True, None],
+    ids=["array", "array-of-object", "string", "number", "bool", "null"],
+)
+def test_body_that_is_not_an_object(api, body):
+    error = api.refuse("post", CHAT, json.dumps(body).encode(), expected=400)
+    assert "object" in error["message"]
+
+
+def test_body_over_the_limit_is_413_before_anything_is_read(client, alice_key, ledger):
+    _, raw = alice_key
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body = json.dumps({**CHAT_BODY, "padding": "x" * limit}).encode()
+    assert len(body) > limit
+
+    response = client.post(
+        CHAT, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}"
+    )
+
+    error = refused(response, expected=413, code="request_too_large")
+    assert str(limit) in error["message"]
+    ledger.assert_untouched()  # refused at the door: nothing read, nothing metered
+
+
+def test_body_at_the_limit_is_read(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    body = json.dumps({**CHAT_BODY, "model": "nope/x"}).encode()
+    body = body[:-1] + b', "pad": "' + b"x" * (4096 - len(body) - 11) + b'"}'
+    assert len(body) == 4096
+    api.refuse("post", CHAT, body, expected=404, code="model_not_found")
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize(
+    "opener,closer", [(b"[", b"]"), (b'{"a":', b"}")], ids=["arrays", "objects"]
+)
+def test_deep_nesting_is_a_400_not_a_recursion_error(api, depth, opener, closer):
+    nested = opener * depth + b"1" + closer * depth
+    body = b'{"model": "' + MODEL.encode() + b'", "messages": ' + nested + b"}"
+    api.refuse("post", CHAT, body, expected=400)
+
+
+def test_deep_nesting_as_the_whole_body(api):
+    api.refuse("post", COMPLETIONS, b"[" * 100_000 + b"]" * 100_000, expected=400)
+
+
+@pytest.mark.parametrize("count", [2049, 20_000])
+def test_huge_number_of_messages(api, count):
+    body = {**CHAT_BODY, "messages": [{"role": "user", "content": ""}] * count}
+    error = api.refuse("post", CHAT, json.dumps(body).encode(), expected=400, param="messages")
+    assert str(count) in error["message"]
+
+
+@pytest.mark.parametrize(
+    "path,field,value",
+    [
+        (CHAT, "stop", ["x"] * 50_000),
+        (COMPLETIONS, "prompt", ["x"] * 50_000),
+        (
+            CHAT,
+            "messages",
+            [{"role": "user", "content": [{"type": "text", "text": "x"}] * 20_000}, []],
+        ),
+    ],
+    ids=["stop", "prompt", "content-parts"],
+)
+def test_huge_arrays_in_other_fields(api, path, field, value):
+    body = {**(CHAT_BODY if path == CHAT else COMPLETION_BODY), field: value}
+    api.refuse("post", path, json.dumps(body).encode(), expected=400, param=field)
+
+
+# --- wrong types in every field -----------------------------------------------------------------
+
+# Values of every JSON type; each field below lists those that are wrong for it.
+T, ONE, NEG, F, S, E, L, D, LI, DI, BIG = (
+    True,
+    1,
+    -1,
+    1.5,
+    "x",
+    "",
+    [],
+    {},
+    [1],
+    {"a": 1},
+    10**30,
+)
+
+CHAT_WRONG = {
+    ("model",): [T, ONE, F, E, L, D, LI, " ", "a" * 129, "a\x00b", "\ud800", "nope/x"],
+    ("messages",): [T, ONE, F, S, E, L, D, LI, DI],
+    ("messages", 0): [T, ONE, F, S, L, D, LI, DI],
+    ("messages", 0, "role"): [T, ONE, F, S, E, L, D, LI, DI, "tool", "function"],
+    ("messages", 0, "content"): [
+        T,
+        ONE,
+        F,
+        D,
+        LI,
+        DI,
+        [{"type": "image_url"}],
+        [{"type": 1}],
+        [{"type": "text", "text": 1}],
+        None,
+    ],
+    ("max_tokens",): [T, F, S, E, L, D, NEG, 0, BIG, 2**63, 1025],
+    ("max_completion_tokens",): [T, F, S, L, D, NEG, 0, BIG],
+    ("temperature",): [T, S, L, D, NEG, 2.5, BIG],
+    ("top_p",): [T, S, L, D, NEG, F],
+    ("presence_penalty",): [T, S, L, D, 3, BIG],
+    ("frequency_penalty",): [T, S, L, D, -3, BIG],
+    ("seed",): [T, F, S, L, D, BIG],
+    ("stop",): [T, ONE, F, D, LI, ["a", 1], ["a"] * 5],
+    ("user",): [T, ONE, F, L, D, "u" * 257],
+    ("n",): [T, 2, 0, NEG, F, S, L, D],
+    ("stream",): [ONE, F, S, E, L, D, LI],
+    ("stream_options",): [T, ONE, F, S, L, LI],
+    ("logprobs",): [T, ONE, S, LI, DI],
+    ("response_format",): [T, ONE, S, D, DI, {"type": "json_object"}],
+    ("tools",): [T, ONE, S, LI, DI],
+    ("tool_choice",): [T, ONE, S],
+    ("functions",): [LI, DI],
+    ("audio",): [T, DI],
+}
+COMPLETION_WRONG = {
+    ("model",): [T, ONE, F, E, L, D, LI, "nope/x"],
+    ("prompt",): [T, ONE, F, L, D, LI, ["a", "b"], [1], None],
+    ("max_tokens",): [T, F, S, L, D, NEG, 0, BIG],
+    ("temperature",): [T, S, L, D, NEG, BIG],
+    ("stop",): [T, ONE, D, LI],
+    ("stream",): [ONE, S, L, D],
+    ("echo",): [ONE, F, S, L, D],
+    ("suffix",): [T, ONE, S, LI],
+    ("best_of",): [T, 2, 0, S, L],
+    ("n",): [T, 2, S],
+    ("logprobs",): [T, 5, S],
+}
+
+
+def _cases(table):
+    for path, values in table.items():
+        for value in values:
+            yield pytest.param(path, value, id=f"{'.'.join(map(str, path))}={value!r:.20}")
+
+
+def _expected_param(path: tuple) -> str:
+    param = str(path[0])
+    for part in path[1:]:
+        param += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return param
+
+
+@pytest.mark.parametrize("path,value", list(_cases(CHAT_WRONG)))
+def test_chat_wrong_type(api, path, value):
+    base = CHAT_BODY
+    if path == ("stream_options",):
+        base = {**CHAT_BODY, "stream": True}  # stream_options alone is refused for that reason
+    body = with_field(base, path, value)
+    api.refuse("post", CHAT, json.dumps(body).encode(), param=_expected_param(path))
+
+
+@pytest.mark.parametrize("path,value", list(_cases(COMPLETION_WRONG)))
+def test_completion_wrong_type(api, path, value):
+    body = with_field(COMPLETION_BODY, path, value)
+    api.refuse("post", COMPLETIONS, json.dumps(body).encode(), param=_expected_param(path))
+
+
+@pytest.mark.parametrize("value", [-1, 0, 10**9, 10**100, 1e308, 2**63, "100", 1025])
+def test_negative_or_absurd_max_tokens(api, value):
+    body = {**CHAT_BODY, "max_tokens": value}
+    error = api.refuse("post", CHAT, json.dumps(body).encode(), expected=400, param="max_tokens")
+    assert "max_tokens" in error["message"]
+
+
+def test_context_overflow_is_a_400(api):
+    body = {**COMPLETION_BODY, "prompt": "word " * 20_000, "max_tokens": 1024}
+    api.refuse(
+        "post", COMPLETIONS, json.dumps(body).encode(), expected=400, code="context_length_exceeded"
+    )
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "nope",
+        "cortensor/unknown",
+        "../../etc/passwd",
+        "a" * 128,
+        "модель",
+        "cortensor/llama-3.1-8b ",
+    ],
+)
+def test_unknown_model(api, model):
+    body = {**CHAT_BODY, "model": model}
+    error = api.refuse(
+        "post", CHAT, json.dumps(body).encode(), expected=404, code="model_not_found", param="model"
+    )
+    assert "/v1/models" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/nope",
+        "/v1/models/cortensor/unknown",
+        "/v1/models/%00",
+        "/v1/models/" + "a" * 300,
+        "/v1/nothing",
+        "/v1/models/",
+        "/v1/chat/completions/",
+    ],
+)
+def test_unknown_model_or_route_is_json_404(client, alice_key, ledger, path):
+    _, raw = alice_key
+    response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    refused(response, expected=404)
+    ledger.assert_untouched()  # GETs are not metered
+
+
+@pytest.mark.parametrize(
+    "method,path", [("get", CHAT), ("put", "/v1/models"), ("delete", COMPLETIONS), ("patch", CHAT)]
+)
+def test_wrong_method_is_json_405(client, alice_key, ledger, method, path):
+    _, raw = alice_key
+    response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    refused(response, expected=405, code="method_not_allowed")
+    ledger.assert_untouched()
+
+
+# --- keys of every wrong shape -----------------------------------------------------------------
+
+
+def _unknown_key() -> str:
+    return keyformat.new_key(keyformat.new_public_id())
+
+
+BAD_AUTHORIZATION = {
+    "empty": lambda raw: "",
+    "bearer-alone": lambda raw: "Bearer",
+    "bearer-space": lambda raw: "Bearer ",
+    "basic": lambda raw: "Basic x",
+    "basic-key": lambda raw: f"Basic {raw}",
+    "token-scheme": lambda raw: f"Token {raw}",
+    "no-scheme": lambda raw: raw,
+    "unicode": lambda raw: "Bearer ключ-🔑",
+    "unicode-right-length": lambda raw: "Bearer " + "ж" * len(raw),
+    "10kb": lambda raw: "Bearer " + "k" * 10_240,
+    "prefix-wrong-length": lambda raw: f"Bearer {raw}x",
+    "prefix-short": lambda raw: "Bearer ctsk_abc",
+    "unknown-id": lambda raw: f"Bearer {_unknown_key()}",
+    "wrong-secret": lambda raw: f"Bearer {keyformat.new_key(raw.split('_')[1])}",
+    "two-keys": lambda raw: f"Bearer {raw} {raw}",
+    "sql": lambda raw: "Bearer ' OR 1=1 --",
+    "nul": lambda raw: f"Bearer {raw[:-1]}\x00",
+}
+
+
+@pytest.mark.parametrize("shape", list(BAD_AUTHORIZATION))
+@pytest.mark.parametrize("path", [CHAT, "/v1/models", "/v1/usage"])
+def test_keys_of_every_wrong_shape(client, alice_key, ledger, shape, path):
+    _, raw = alice_key
+    header = BAD_AUTHORIZATION[shape](raw)
+    if path == CHAT:
+        response = client.post(
+            path, CHAT_BODY, content_type="application/json", HTTP_AUTHORIZATION=header
+        )
+    else:
+        response = client.get(path, HTTP_AUTHORIZATION=header)
+    refused(response, expected=401, code="invalid_api_key")
+    ledger.assert_untouched()
+
+
+def test_no_authorization_header_with_a_bad_body(client, ledger):
+    response = client.post(CHAT, b"{", content_type="application/json")
+    refused(response, expected=401, code="invalid_api_key")
+    ledger.assert_untouched()
+
+
+# --- on the wire: what the test client cannot send ----------------------------------------------
+
+
+@dataclass
+class Raw:
+    status: int
+    headers: dict
+    body: bytes
+
+    def refused(self, **kwargs) -> dict:
+        return assert_openai_error(
+            self.status, self.headers.get("content-type", ""), self.body, **kwargs
+        )
+
+
+def raw_http(server, request: bytes, *, half_close: bool = False) -> Raw:
+    host, port = server.thread.host, server.thread.port
+    with socket.create_connection((host, port), timeout=20) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Raw(status=int(status_line.split()[1]), headers=headers, body=body)
+
+
+def request_bytes(
+    method: str,
+    path: bytes,
+    *,
+    headers: list[bytes] = (),
+    body: bytes = b"",
+    length: bytes | None = None,
+    host: bytes = b"localhost",
+) -> bytes:
+    """An HTTP/1.1 request; Content-Length is the body's unless `length` says otherwise
+    (b"": no Content-Length header at all)."""
+    lines = [
+        method.encode() + b" " + path + b" HTTP/1.1",
+        b"Host: " + host,
+        b"Connection: close",
+        *headers,
+    ]
+    if length is None and body:
+        length = str(len(body)).encode()
+    if length:
+        lines.append(b"Content-Length: " + length)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@pytest.fixture
+def wire(transactional_db, live_server, catalog, alice_key):
+    """The live server, alice's Authorization header line, and a ledger to compare with."""
+    _, raw = alice_key
+    principal = apikey_authenticate(raw_key=raw, ip=None)
+    plan = routing_table().plan_for(principal.plan_id)
+    ledger = Ledger(
+        principal=principal,
+        plan=plan,
+        records=UsageRecord.objects.count(),
+        counters=Ledger.used(principal, plan),
+    )
+    return live_server, b"Authorization: Bearer " + raw.encode(), ledger
+
+
+JSON_TYPE = b"Content-Type: application/json"
+
+
+def test_invalid_utf8_body(wire):
+    server, auth, ledger = wire
+    body = (
+        b'{"model": "'
+        + MODEL.encode()
+        + b'", "messages": [{"role": "user", "content": "\xff\xfe\xc3("}]}'
+    )
+    response = raw_http(
+        server, request_bytes("POST", CHAT.encode(), headers=[auth, JSON_TYPE], body=body)
+    )
+    error = response.refused(expected=400)
+    assert "JSON" in error["message"]
+    ledger.assert_one_client_error(400, response.headers["x-request-id"], error["code"])
+
+
+def test_invalid_utf8_in_the_key_and_the_path(wire):
+    server, auth, ledger = wire
+    bad_key = raw_http(
+        server, request_bytes("GET", b"/v1/models", headers=[b"Authorization: Bearer \xff\xfe\x80"])
+    )
+    bad_path = raw_http(server, request_bytes("GET", b"/v1/models/\xff\xfe", headers=[auth]))
+    bad_key.refused(expected=401, code="invalid_api_key")
+    bad_path.refused(expected=404)
+    ledger.assert_untouched()
+
+
+def test_unicode_key_on_the_wire(wire):
+    server, _, ledger = wire
+    response = raw_http(
+        server,
+        request_bytes("GET", b"/v1/models", headers=["Authorization: Bearer ключ🔑".encode()]),
+    )
+    response.refused(expected=401, code="invalid_api_key")
+    ledger.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"X-Padding: " + b"a" * 40_000],
+        [b"Authorization: Bearer " + b"k" * 20_000],
+        [f"X-Pad-{i}: ".encode() + b"a" * 700 for i in range(60)],
+    ],
+    ids=["one-huge-header", "huge-key", "many-headers"],
+)
+def test_oversized_headers_are_431(wire, headers):
+    server, auth, ledger = wire
+    extra = headers if headers[0].startswith(b"Authorization") else [auth, *headers]
+    response = raw_http(
+        server,
+        request_bytes(
+            "POST", CHAT.encode(), headers=[*extra, JSON_TYPE], body=json.dumps(CHAT_BODY).encode()
+        ),
+    )
+    response.refused(expected=431, code="headers_too_large")
+    ledger.assert_untouched()
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3", b"0x10"])
+def test_malformed_content_length(wire, length):
+    server, auth, ledger = wire
+    response = raw_http(
+        server,
+        request_bytes(
+            "POST",
+            CHAT.encode(),
+            headers=[auth, JSON_TYPE],
+            body=json.dumps(CHAT_BODY).encode(),
+            length=length,
+        ),
+    )
+    response.refused(expected=400, code="invalid_content_length")
+    ledger.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    "sent,claimed", [(1.0, 0.5), (0.5, 1.0)], ids=["shorter-than-the-body", "longer-than-the-body"]
+)
+def test_content_length_that_does_not_match_the_body(wire, sent, claimed):
+    """Claimed short: the JSON is cut there. Claimed long: the client stops sending half-way
+    and closes its side; either way the server parses what it has, refuses it, and does
+    not hang."""
+    server, auth, ledger = wire
+    body = json.dumps(CHAT_BODY).encode()
+    response = raw_http(
+        server,
+        request_bytes(
+            "POST",
+            CHAT.encode(),
+            headers=[auth, JSON_TYPE],
+            body=body[: int(len(body) * sent)],
+            length=str(int(len(body) * claimed)).encode(),
+        ),
+        half_close=True,
+    )
+    error = response.refused(expected=400)
+    assert "JSON" in error["message"]
+    ledger.assert_one_client_error(400, response.headers["x-request-id"], error["code"])
+
+
+def test_content_length_over_the_limit_is_413_unread(wire):
+    server, auth, ledger = wire
+    claimed = str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE * 100).encode()
+    response = raw_http(
+        server,
+        request_bytes("POST", CHAT.encode(), headers=[auth, JSON_TYPE], body=b"{}", length=claimed),
+        half_close=True,
+    )
+    response.refused(expected=413, code="request_too_large")
+    ledger.assert_untouched()
+
+
+def test_chunked_body_is_411(wire):
+    server, auth, ledger = wire
+    body = json.dumps(CHAT_BODY).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    response = raw_http(
+        server,
+        request_bytes(
+            "POST",
+            CHAT.encode(),
+            headers=[auth, JSON_TYPE, b"Transfer-Encoding: chunked"],
+            body=chunked,
+            length=b"",
+        ),
+        half_close=True,
+    )
+    response.refused(expected=411, code="length_required")
+    ledger.assert_untouched()
+
+
+def test_bad_host_header_is_json_400(wire):
+    server, auth, ledger = wire
+    response = raw_http(
+        server, request_bytes("GET", b"/v1/models", headers=[auth], host=b"evil.example.com")
+    )
+    response.refused(expected=400)
+    ledger.assert_untouched()

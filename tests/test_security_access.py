@@ -1,0 +1,135 @@
+"""Who gets in: multi-factor authentication is available and enforced at log-in, the admin is
+for staff only, and weak passwords are refused at sign-up."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal.auth import (
+    TOTP,
+    format_hotp_value,
+    generate_totp_secret,
+    hotp_value,
+)
+from django.test import Client
+
+from accounts.models import User
+
+PASSWORD = "correct horse battery"  # tests/conftest.py's make_user default
+
+
+@pytest.fixture(autouse=True)
+def _plain_static(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def _with_totp(user) -> str:
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    return secret
+
+
+def _code(secret: str) -> str:
+    return format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+
+
+# --- multi-factor -------------------------------------------------------------------------------
+
+
+def test_mfa_pages_are_available_to_every_customer(client, alice):
+    client.force_login(alice)
+    index = client.get("/accounts/2fa/")
+    assert index.status_code == 200
+    assert "/accounts/2fa/totp/activate/" in index.content.decode()
+
+
+def test_mfa_pages_need_a_login(client, db):
+    response = client.get("/accounts/2fa/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_with_totp_the_password_alone_does_not_log_in(client, alice):
+    secret = _with_totp(alice)
+
+    response = client.post("/accounts/login/", {"login": alice.email, "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/2fa/authenticate/")
+    assert client.get("/keys").status_code == 302  # not logged in yet
+    done = client.post("/accounts/2fa/authenticate/", {"code": _code(secret)})
+    assert done.status_code == 302
+    assert client.get("/keys").status_code == 200
+
+
+def test_a_wrong_code_does_not_log_in(client, alice):
+    secret = _with_totp(alice)
+    client.post("/accounts/login/", {"login": alice.email, "password": PASSWORD})
+    wrong = str((int(_code(secret)) + 1) % 1_000_000).zfill(6)
+
+    response = client.post("/accounts/2fa/authenticate/", {"code": wrong})
+
+    assert response.status_code == 200  # the form again, with an error
+    assert client.get("/keys").status_code == 302
+
+
+def test_totp_secret_is_not_shown_back(client, alice):
+    secret = _with_totp(alice)
+    client.force_login(alice)
+    for path in ("/accounts/2fa/", "/accounts/2fa/recovery-codes/"):
+        assert secret not in client.get(path).content.decode()
+    assert Authenticator.objects.filter(user=alice).exists()
+
+
+# --- the admin ----------------------------------------------------------------------------------
+
+
+def test_customers_cannot_log_in_to_the_admin(client, alice):
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": alice.email, "password": PASSWORD}
+    )
+    # The form again with an error (or, with allauth's secure_admin_login, the portal log-in).
+    assert response.status_code in {200, 302}
+    assert response.get("Location", "").split("?")[0] != "/admin/"
+    assert client.get("/admin/").status_code == 302
+
+
+def test_staff_with_mfa_cannot_enter_the_admin_with_the_password_alone(staff):
+    _with_totp(staff)
+    client = Client()
+    client.post("/admin/login/?next=/admin/", {"username": staff.email, "password": PASSWORD})
+    assert client.get("/admin/").status_code == 302
+
+
+# --- passwords ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["password1", "12345678901", "short7!", "weakling.alice", "qwertyuiop"],
+    ids=["common", "numeric", "too-short", "like-the-email", "keyboard"],
+)
+def test_weak_passwords_are_refused_at_sign_up(client, plan, password):
+    response = client.post(
+        "/accounts/signup/",
+        {"email": "weakling.alice@example.com", "password1": password, "password2": password},
+    )
+
+    assert response.status_code == 200  # the form again
+    assert not User.objects.filter(email="weakling.alice@example.com").exists()
+    assert "password" in response.content.decode().lower()
+
+
+def test_a_strong_password_is_accepted(client, plan):
+    strong = "violet tractor umbrella 42"
+    response = client.post(
+        "/accounts/signup/",
+        {"email": "strong@example.com", "password1": strong, "password2": strong},
+    )
+    assert response.status_code == 302
+    assert User.objects.filter(email="strong@example.com").exists()
