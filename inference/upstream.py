@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 from catalog.routing import ModelInfo, RouterInfo
 from inference import balancer
 from inference.router_api import api_for
+from portal import metrics  # issue 8: metrics
 from portal.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,19 @@ class Upstream:
 
 
 def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeout: float):
-    return session().post(
-        url, json=payload, stream=stream,
-        headers={"Authorization": f"Bearer {router.token}", "Accept":
-                 "text/event-stream" if stream else "application/json"},
-        timeout=(router.connect_timeout, read_timeout),
-    )
+    started = time.monotonic()  # issue 8: metrics
+    result = "error"
+    try:
+        response = session().post(
+            url, json=payload, stream=stream,
+            headers={"Authorization": f"Bearer {router.token}", "Accept":
+                     "text/event-stream" if stream else "application/json"},
+            timeout=(router.connect_timeout, read_timeout),
+        )
+        result = str(response.status_code)
+        return response
+    finally:  # issue 8: metrics
+        metrics.UPSTREAM_LATENCY.labels(str(router.id), result).observe(time.monotonic() - started)
 
 
 def _open_one(router: RouterInfo, model: ModelInfo, payload: dict, stream: bool) -> requests.Response:

@@ -1,0 +1,111 @@
+"""Logs in production are JSON lines carrying the request id, and never carry an API key,
+a router key, a prompt or a completion."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+
+import pytest
+
+from portal.logging import JsonFormatter, RequestIdFilter
+from portal.request_context import set_request_id
+from tests.routersim import RouterSim
+from tests.servehelpers import MODEL, Gunicorn, provision
+
+PROMPT_CANARY = "PROMPT-CANARY-4f1e9c"
+ROUTER_TOKEN = "router-secret-token-9d2b"
+# A well-formed key nobody has: it is looked up, then refused.
+FORGED_KEY = "ctsk_abcdefghijkl_" + "Q" * 43
+
+
+def _record(message: str, **extra) -> logging.LogRecord:
+    record = logging.LogRecord("portal.test", logging.WARNING, __file__, 1, message, (), None)
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_json_formatter_carries_the_request_id_and_extras():
+    set_request_id("req_0123456789abcdef01234567")
+    try:
+        record = _record("router failed", router_id=3, reason="HTTP 503")
+        RequestIdFilter().filter(record)
+    finally:
+        set_request_id(None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["request_id"] == "req_0123456789abcdef01234567"
+    assert entry["msg"] == "router failed"
+    assert entry["level"] == "WARNING"
+    assert entry["router_id"] == 3 and entry["reason"] == "HTTP 503"
+
+
+def test_outside_a_request_the_request_id_is_a_dash():
+    record = _record("beat tick")
+    RequestIdFilter().filter(record)
+    assert json.loads(JsonFormatter().format(record))["request_id"] == "-"
+
+
+def test_an_exception_is_one_json_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    RequestIdFilter().filter(record)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert "ValueError: boom" in json.loads(line)["exc"]
+
+
+@pytest.fixture(scope="module")
+def served_json():
+    sim = RouterSim("--token", ROUTER_TOKEN, "--chunks", "4")
+    database_url, key = provision(sim, email="logs@example.com")
+    # LOG_FORMAT unset: JSON is the production default (DEBUG off).
+    server = Gunicorn(database_url=database_url, workers=1, LOG_LEVEL="INFO")
+    yield server, key, sim
+    server.stop()
+    sim.stop()
+
+
+def _post(url: str, key: str, body: dict) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers["x-request-id"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["x-request-id"], error.read().decode()
+
+
+def test_requests_through_gunicorn_log_json_lines_without_secrets(served_json):
+    server, key, _ = served_json
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT_CANARY}]}
+    status, request_id, answer = _post(server.url, key, body)
+    assert status == 200
+    completion = json.loads(answer)["choices"][0]["message"]["content"].strip()
+    assert completion
+    streamed = _post(server.url, key, {**body, "stream": True})
+    assert streamed[0] == 200
+    refused = _post(server.url, FORGED_KEY, body)
+    assert refused[0] == 401
+    server.stop()  # flush and close: every line is in the file now
+
+    lines = [line for line in server.output().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is JSON, gunicorn's own too
+    assert {"ts", "level", "logger", "request_id", "msg"} <= set(entries[0])
+    by_request = {e["request_id"]: e for e in entries if e["logger"] == "gunicorn.access"}
+    for rid, code in ((request_id, 200), (streamed[1], 200), (refused[1], 401)):
+        assert rid.startswith("req_")
+        assert by_request[rid]["status"] == code
+        assert by_request[rid]["path"] == "/v1/chat/completions"
+    text = "\n".join(lines)
+    for secret in (key, key.split("_")[2], FORGED_KEY, ROUTER_TOKEN, PROMPT_CANARY, completion):
+        assert secret not in text

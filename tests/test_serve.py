@@ -1,0 +1,205 @@
+"""`make serve`: gunicorn with gevent workers from gunicorn.conf.py. gevent patches each worker
+before the app loads, so one worker holds many slow streams at once (requests to the router,
+redis-py and psycopg all yield while they wait), and SIGTERM lets open streams finish."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from bench.sse import many_streams
+from tests.routersim import REPO_ROOT, RouterSim
+from tests.servehelpers import MODEL, Gunicorn, provision
+
+ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+def _conf(**env: str) -> dict:
+    code = (
+        "import json, runpy; c = runpy.run_path('gunicorn.conf.py'); print(json.dumps({k: c[k] "
+        "for k in ('bind', 'workers', 'worker_class', 'worker_connections', 'timeout', "
+        "'graceful_timeout', 'preload_app', 'accesslog')}))"
+    )
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"WEB_CONCURRENCY", "PORT", "HOST", "GRACEFUL_TIMEOUT"}
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_config_defaults_are_two_gevent_workers_on_port_8000():
+    conf = _conf()
+    assert conf["worker_class"] == "gevent"
+    assert conf["workers"] == 2
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["preload_app"] is False  # gevent must patch before the app is imported
+    assert conf["graceful_timeout"] > 0 and conf["worker_connections"] >= 1000
+
+
+def test_config_reads_the_environment():
+    conf = _conf(
+        WEB_CONCURRENCY="5",
+        PORT="9123",
+        HOST="127.0.0.1",
+        GRACEFUL_TIMEOUT="7",
+        WORKER_CONNECTIONS="300",
+    )
+    assert conf["workers"] == 5
+    assert conf["bind"] == "127.0.0.1:9123"
+    assert conf["graceful_timeout"] == 7
+    assert conf["worker_connections"] == 300
+
+
+def _usage_count(database_url: str, email: str) -> int:
+    query = (
+        "SELECT count(*) FROM metering_usagerecord r JOIN accounts_user u "
+        "ON u.id = r.user_id WHERE u.email = %s"
+    )
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(urlparse(database_url).path) as conn:
+            return conn.execute(query.replace("%s", "?"), [email]).fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query, [email]).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def slow_one_worker():
+    # Each stream takes ~1 s upstream: 5 chunks 200 ms apart.
+    sim = RouterSim("--chunks", "5", "--chunk-delay-ms", "200")
+    database_url, key = provision(sim, email="serve@example.com")
+    server = Gunicorn(database_url=database_url, workers=1)
+    yield server, key, database_url
+    server.stop()
+    sim.stop()
+
+
+def test_one_worker_holds_200_slow_streams_at_once(slow_one_worker):
+    server, key, database_url = slow_one_worker
+    assert len(server.worker_pids()) == 1
+    before = _usage_count(database_url, "serve@example.com")
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    ).encode()
+    started = time.monotonic()
+    results = asyncio.run(
+        many_streams(
+            "127.0.0.1",
+            server.port,
+            "/v1/chat/completions",
+            {"Authorization": f"Bearer {key}"},
+            body,
+            count=200,
+            ramp_seconds=0.5,
+        )
+    )
+    elapsed = time.monotonic() - started
+    errors = [r.error for r in results if not r.ok]
+    assert errors == []
+    assert all(r.tokens == 5 for r in results)
+    # One at a time would take 200 s; concurrently it is ~1 s plus the ramp and overheads.
+    assert elapsed < 15, elapsed
+    # Every stream's usage record was written through the pooled database connections.
+    deadline = time.monotonic() + 10
+    while _usage_count(database_url, "serve@example.com") < before + 200:
+        assert time.monotonic() < deadline, "usage records missing"
+        time.sleep(0.1)
+    assert _usage_count(database_url, "serve@example.com") == before + 200
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg only runs on PostgreSQL")
+def test_psycopg_yields_to_other_greenlets_under_gevent(slow_one_worker):
+    _, _, database_url = slow_one_worker
+    # What a gevent worker does: patch first, then load Django and query from many greenlets.
+    code = """
+from gevent import monkey; monkey.patch_all()
+import os, threading, time, django
+django.setup()
+from django.db import connection
+def sleepy():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.5)")
+    connection.close()
+threads = [threading.Thread(target=sleepy) for _ in range(6)]
+started = time.monotonic()
+for t in threads: t.start()
+for t in threads: t.join()
+print(round(time.monotonic() - started, 2))
+"""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "SECRET_KEY": "x",
+        "LOG_LEVEL": "WARNING",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    elapsed = float(out.stdout.strip().splitlines()[-1])
+    assert elapsed < 2.0, f"6 x pg_sleep(0.5) took {elapsed} s: psycopg blocked the hub"
+
+
+def test_sigterm_lets_an_open_stream_finish():
+    sim = RouterSim("--chunks", "8", "--chunk-delay-ms", "250")
+    try:
+        database_url, key = provision(sim, email="graceful@example.com")
+        server = Gunicorn(database_url=database_url, workers=1, GRACEFUL_TIMEOUT="20")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body=json.dumps(
+                    {
+                        "model": MODEL,
+                        "stream": True,
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    }
+                ),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200
+            first = response.read1(65536)
+            assert b"data:" in first
+            server.terminate()  # mid-stream: ~2 s of it are still to come
+            rest = response.read()
+            assert b"data: [DONE]" in first + rest
+            assert (first + rest).count(b'"content"') >= 8
+            assert server.process.wait(timeout=20) == 0
+        finally:
+            server.stop()
+    finally:
+        sim.stop()
