@@ -164,3 +164,13 @@ def post_fork(server, worker):
     # JSON log stays JSON from the worker's first line.
     if _LOG_FORMAT == "json":
         logging.captureWarnings(True)
+
+
+def worker_exit(server, worker):
+    # Usage records still queued in the batch writer go to the database before the worker
+    # goes (after a graceful shutdown let its open streams finish).
+    import sys
+
+    recording = sys.modules.get("metering.recording")
+    if recording is not None and recording._writer is not None:
+        recording._writer.flush()

@@ -30,7 +30,7 @@ from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
 from metering.limits import Admission, limits_admit
 from metering.models import UsageRecord
-from metering.recording import Usage, journal_entry, usage_record_write
+from metering.recording import Usage, journal_entry, usage_record_write, usage_writer
 from portal import metrics  # issue 8: metrics
 from portal.errors import (
     ApiError,
@@ -65,6 +65,7 @@ class Call:
 
     usage: Usage
     started: float
+    admission: Admission | None = None  # set once admitted: end() settles it
 
     @classmethod
     def begin(cls, *, request_id: str, principal: KeyPrincipal, endpoint: str) -> Call:
@@ -85,6 +86,14 @@ class Call:
                               outcome=outcome, streamed=u.streamed,
                               seconds=time.monotonic() - self.started, ttfb_ms=u.ttfb_ms,
                               prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens)
+        writer = usage_writer()
+        if writer is not None and self.admission is not None:
+            # Batched: the writer inserts the record, then settles the admission (whose
+            # journal entry keeps the request recoverable until then).
+            writer.submit(self.usage, self.admission)
+            return
+        if self.admission is not None:
+            self.admission.settle(total_tokens=self.usage.total_tokens)
         try:
             usage_record_write(self.usage)
         except Exception:
@@ -157,6 +166,7 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
         admission = limits_admit(principal=principal, plan=plan,
                                  reserve_tokens=prompt_tokens + max_tokens, request_id=request_id,
                                  journal=journal_entry(call.usage, prompt_tokens=prompt_tokens))
+        call.admission = admission
     except ApiError as error:
         return call.fail(error, headers=getattr(error, "headers", None))
 
@@ -177,7 +187,6 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
         up = upstream.open_completion(routers=routers, model=model, payload_for=payload_for,
                                       stream=creq.stream)
     except ApiError as error:
-        admission.settle(total_tokens=0)
         return call.fail(error, headers=admission.headers)
 
     call.usage.router_id = up.router.id
@@ -207,7 +216,6 @@ def _answer_json(call, creq, model, up, admission: Admission, prompt_est, ident,
         else:
             completion = upstream.read_completion(up)
     except ApiError as error:
-        admission.settle(total_tokens=0)
         return call.fail(error, headers=admission.headers)
     finally:
         up.close()
@@ -216,7 +224,6 @@ def _answer_json(call, creq, model, up, admission: Admission, prompt_est, ident,
     _settle_usage(call, prompt_est=prompt_est, text=text, prompt_tokens=completion.prompt_tokens,
                   completion_tokens=completion.completion_tokens)
     usage = usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
-    admission.settle(total_tokens=call.usage.total_tokens)
     call.end(outcome=Outcome.OK, status=200)
     body = completion_body(endpoint=creq.endpoint, ident=ident, created=created,
                            model=model.public_id, text=text, finish_reason=finish, usage=usage)
@@ -329,7 +336,6 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
         finally:
             metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
             up.close()
-            admission.settle(total_tokens=call.usage.total_tokens)
             call.end(outcome=outcome, status=status, error_code=code)
 
     response = StreamingHttpResponse(generate(), content_type="text/event-stream")

@@ -190,3 +190,91 @@ def usage_journal_reconcile() -> int:
     if written:
         log.warning("usage journal: wrote %d records of requests whose process died", written)
     return written
+
+
+class UsageWriter:
+    """Writes usage records off the request greenlets, in batches (production, with Redis).
+
+    A request that ends hands its record and its limits admission here. Every FLUSH_SECONDS
+    the writer inserts the batch in one statement, then settles the batch's admissions in one
+    Redis pipeline. Settling is what removes a request's admission journal entry (see
+    `journal_entry`), so until its record is in the table a request stays recoverable: if
+    this process dies with records queued, `usage_journal_reconcile` writes them (with the
+    admission's estimate) once their lease runs out. Nothing queued is only in memory.
+
+    Per request this replaces a transaction (BEGIN, INSERT, COMMIT and a WAL flush) and a
+    Redis round trip with a share of one batched INSERT and one pipelined round trip.
+    """
+
+    FLUSH_SECONDS = 0.05
+    MAX_BATCH = 500
+
+    def __init__(self) -> None:
+        import threading
+        from collections import deque
+
+        self._queue: deque = deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._threading = threading
+
+    def submit(self, usage: Usage, admission) -> None:
+        self._queue.append((usage, admission))
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    import atexit
+
+                    self._thread = self._threading.Thread(target=self._run, daemon=True,
+                                                          name="usage-writer")
+                    self._thread.start()
+                    atexit.register(self.flush)
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the writer alive; the journal has them
+                log.exception("usage writer: flush failed")
+
+    def flush(self) -> int:
+        """Write and settle everything queued now (also called at worker exit)."""
+        from metering.limits import limits_settle_many
+        from portal.db import release_connection
+
+        written = 0
+        with self._lock:  # one flusher at a time: the loop, or an exit hook
+            while self._queue:
+                batch = []
+                while self._queue and len(batch) < self.MAX_BATCH:
+                    batch.append(self._queue.popleft())
+                rows = [UsageRecord(**usage.row()) for usage, _ in batch]
+                try:
+                    UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+                except DatabaseError as exc:
+                    log.warning("usage writer: database unavailable (%s), spooling %d records",
+                                exc.__class__.__name__, len(batch))
+                    for usage, _ in batch:
+                        _spool(usage)
+                finally:
+                    release_connection()
+                limits_settle_many([(admission, usage.total_tokens) for usage, admission in batch
+                                    if admission is not None])
+                written += len(batch)
+        return written
+
+
+_writer: UsageWriter | None = None
+
+
+def usage_writer() -> UsageWriter | None:
+    """The process's batch writer when settings.USAGE_WRITE_BATCHED, else None (write now)."""
+    global _writer
+    if not settings.USAGE_WRITE_BATCHED:
+        return None
+    if _writer is None:
+        _writer = UsageWriter()
+    return _writer

@@ -155,6 +155,9 @@ LIMITS_FAIL_OPEN = env_bool("LIMITS_FAIL_OPEN", False)
 # An admitted request not settled by then belonged to a process that died: its concurrency slot
 # frees itself and its usage record is written from the admission journal.
 LIMITS_INFLIGHT_LEASE_SECONDS = env_int("LIMITS_INFLIGHT_LEASE_SECONDS", 900, minimum=1)
+# With Redis, usage records are written in batches off the request path (the admission
+# journal in Redis keeps them recoverable until written; see metering/recording.py).
+USAGE_WRITE_BATCHED = env_bool("USAGE_WRITE_BATCHED", bool(REDIS_URL))
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 

@@ -14,6 +14,8 @@ os.environ.setdefault("EMAIL_URL", "locmem:")
 os.environ.setdefault("LOG_FORMAT", "text")
 os.environ.setdefault("PORTAL_TESTING", "1")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
+# Tests read records right after a response; served-process tests run the batched writer.
+os.environ.setdefault("USAGE_WRITE_BATCHED", "0")
 
 from portal.settings import *  # noqa: E402, F403
 

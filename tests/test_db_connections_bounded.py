@@ -78,6 +78,6 @@ def test_500_open_streams_use_at_most_the_pool_bound():
     assert all(ok for ok, _ in results), sum(1 for ok, _ in results if not ok)
     ids = [rid for _, rid in results]
     assert len(set(ids)) == STREAMS
-    assert len(_records(db, "request_id = ANY(%s)", [ids])) == STREAMS
+    assert len(_records(db, "request_id = ANY(%s)", [ids], expect=STREAMS)) == STREAMS
     print(f"peak PostgreSQL connections with {STREAMS} streams open: {peak} (bound {POOL})")
     assert 1 <= peak <= POOL

@@ -53,12 +53,21 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
     return db, key
 
 
-def _records(db_url: str, where: str = "TRUE", params=()) -> list[dict]:
+def _records(db_url: str, where: str = "TRUE", params=(), *, expect: int | None = None,
+             timeout: float = 5.0) -> list[dict]:
+    """Records matching `where`; with `expect`, wait (up to `timeout`) until that many are in
+    the table: served processes write usage in batches, a few tens of ms after answering."""
     import psycopg
     from psycopg.rows import dict_row
 
-    with psycopg.connect(db_url, row_factory=dict_row) as conn:
-        return conn.execute(f"SELECT * FROM metering_usagerecord WHERE {where}", params).fetchall()
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(db_url, row_factory=dict_row) as conn:
+            rows = conn.execute(f"SELECT * FROM metering_usagerecord WHERE {where}",
+                                params).fetchall()
+        if expect is None or len(rows) >= expect or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def _stream(url: str, key: str, **body):
@@ -99,7 +108,7 @@ def test_router_killed_mid_stream_ends_in_error_chunk_and_bills_what_was_deliver
     assert rest[-1] == "[DONE]"
     assert rest[-2]["choices"][0]["finish_reason"] == "error"
     assert rest[-2]["error"]["code"] == "upstream_error"
-    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]])
+    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]], expect=1)
     assert record["outcome"] == "upstream_error" and record["streamed"]
     assert record["completion_tokens"] > 0 and record["tokens_estimated"]
 
@@ -118,7 +127,7 @@ def test_all_routers_down_is_503_and_recorded():
         server.stop()
     assert down.status_code == 503 and elapsed < 5
     assert down.json()["error"]["code"] == "upstream_unavailable"
-    (record,) = _records(db, "request_id = %s", [down.headers["x-request-id"]])
+    (record,) = _records(db, "request_id = %s", [down.headers["x-request-id"]], expect=1)
     assert (record["outcome"], record["total_tokens"]) == ("upstream_error", 0)
 
 
@@ -179,7 +188,7 @@ def test_sigterm_lets_open_streams_finish_and_records_them():
                    for e in first + rest[:-1] if isinstance(e, dict) and e["choices"])
     assert text == "".join(f" word{i}" for i in range(40))
     assert rest[-1] == "[DONE]"
-    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]])
+    (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]], expect=1)
     assert (record["outcome"], record["completion_tokens"]) == ("ok", 40)
 
 
@@ -248,7 +257,7 @@ def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
     assert all(r.headers.get("x-request-id") for r in responses)
     assert not [r for r in results if isinstance(r, str)]
     ids = [r.headers["x-request-id"] for r in responses]
-    records = _records(db, "request_id = ANY(%s)", [ids])
+    records = _records(db, "request_id = ANY(%s)", [ids], expect=len(ids))
     assert len(records) == len(ids)  # one record per answered request, none lost, none doubled
 
 
@@ -310,16 +319,16 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
         private_postgres["start"]()
         for worker in workers:
             worker.join()
-        manage("metering_reconcile", database_url=db)
     finally:
-        server.stop()
+        server.stop()  # the workers flush their queued records as they exit
         sim.stop()
+    manage("metering_reconcile", database_url=db)  # records spooled during the outage
     responses = [r for r in results if not isinstance(r, str)]
     # The hot path needs no database: customers saw no error at all while it was down.
     assert {r.status_code for r in responses} == {200}
     assert not [r for r in results if isinstance(r, str)]
     ids = [r.headers["x-request-id"] for r in responses]
-    assert len(_records(db, "request_id = ANY(%s)", [ids])) == len(ids)
+    assert len(_records(db, "request_id = ANY(%s)", [ids], expect=len(ids))) == len(ids)
 
 
 def test_celery_away_for_a_while_then_catches_up_exactly():
@@ -336,7 +345,7 @@ def test_celery_away_for_a_while_then_catches_up_exactly():
                        cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=60)
         for _ in range(5):
             assert _chat(server.url, key).status_code == 200
-        pending = _records(db, "id IN (SELECT record_id FROM metering_usagepending)")
+        pending = _records(db, "id IN (SELECT record_id FROM metering_usagepending)", expect=10)
         assert len(pending) >= 10
         worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "portal",
                                    "worker", "--pool", "solo", "--loglevel", "WARNING"],

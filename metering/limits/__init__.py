@@ -45,6 +45,7 @@ __all__ = [
     "LimitsBackend",
     "get_backend",
     "limits_admit",
+    "limits_settle_many",
     "limits_status",
 ]
 
@@ -110,13 +111,19 @@ class Admission:
     def settled(self) -> bool:
         return self._settled
 
+    def claim_settle(self) -> bool:
+        """Mark this admission settled; True only for the first caller (who must settle it)."""
+        with self._lock:
+            if self._settled:
+                return False
+            self._settled = True
+            return True
+
     def settle(self, *, total_tokens: int, _now_ms: int | None = None) -> None:
         """Release the in-flight slot and count `total_tokens` instead of the reservation.
         Idempotent, and never raises: it runs in finally blocks and generator cleanups."""
-        with self._lock:
-            if self._settled:
-                return
-            self._settled = True
+        if not self.claim_settle():
+            return
         if self._backend is None or self.ticket is None:  # admitted open while Redis was down
             return
         now_ms = _now_ms if _now_ms is not None else self._now_ms
@@ -133,6 +140,33 @@ class Admission:
             log.warning("limits settle failed for %s: %s", self.request_id, exc)
         except Exception:
             log.exception("limits settle failed for %s", self.request_id)
+
+
+def limits_settle_many(items: list[tuple[Admission, int]]) -> None:
+    """Settle many admissions (with their real token counts) in as few round trips as the
+    backend allows: one pipeline for Redis. Never raises; each admission settles once."""
+    batched: dict[int, tuple[LimitsBackend, list]] = {}
+    for admission, total_tokens in items:
+        if not admission.claim_settle():
+            continue
+        backend, ticket = admission._backend, admission.ticket
+        if backend is None or ticket is None:
+            continue
+        actual = max(0, int(total_tokens or 0))
+        if hasattr(backend, "settle_many"):
+            batched.setdefault(id(backend), (backend, []))[1].append(
+                (ticket, admission.reserved, actual))
+            continue
+        try:
+            backend.settle(ticket=ticket, reserved=admission.reserved, actual=actual,
+                           now_ms=admission._now_ms)
+        except Exception:
+            log.exception("limits settle failed for %s", admission.request_id)
+    for backend, group in batched.values():
+        try:
+            backend.settle_many(group)
+        except Exception as exc:  # the leases free the slots; reservations stay counted
+            log.warning("limits settle of %d admissions failed: %s", len(group), exc)
 
 
 def _ticket(

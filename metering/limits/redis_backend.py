@@ -113,3 +113,19 @@ class RedisBackend(LimitsBackend):
             ticket.tracks or "-",
         ]
         self._run(self._settle, [ticket.user_base, ticket.key_base], args)
+
+    def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
+        """Settle many admissions in one round trip (a pipeline of settle scripts)."""
+        pipe = self.client.pipeline(transaction=False)
+        for ticket, reserved, actual in items:
+            p = ticket.periods
+            args = ["", ticket.member, reserved, actual, self.window_ms, p.day, p.month,
+                    p.day_expire_at, p.month_expire_at, ticket.tracks or "-"]
+            self._settle(keys=[ticket.user_base, ticket.key_base], args=args, client=pipe)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
+        except redis.RedisError as exc:
+            log.exception("limits settle pipeline failed")
+            raise BackendUnavailable(f"Redis error: {exc}") from exc

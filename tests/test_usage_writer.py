@@ -1,0 +1,73 @@
+"""The batch writer (production with Redis): records written in one statement, admissions
+settled after, and requests whose process died before a flush recovered from the journal."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+
+from metering.limits import limits_admit, limits_status
+from metering.models import UsageRecord
+from metering.recording import (
+    Usage,
+    UsageWriter,
+    journal_entry,
+    usage_journal_reconcile,
+)
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="the batch writer runs with Redis only"),
+]
+
+
+def _admitted(principal, plan, rid, *, lease_seconds=900):
+    usage = Usage(request_id=rid, user_id=principal.owner_id, key_id=principal.key_id,
+                  endpoint="chat.completions", model="m", prompt_tokens=5, completion_tokens=7)
+    admission = limits_admit(principal=principal, plan=plan, reserve_tokens=50, request_id=rid,
+                             journal=journal_entry(usage, prompt_tokens=5),
+                             lease_seconds=lease_seconds)
+    return usage, admission
+
+
+@pytest.fixture
+def principal_and_plan(alice_key, plan):
+    from apikeys.services import apikey_authenticate
+    from catalog.routing import routing_table
+
+    _, raw = alice_key
+    principal = apikey_authenticate(raw_key=raw)
+    return principal, routing_table().plan_for(principal.plan_id)
+
+
+def test_flush_writes_the_batch_then_settles_it(principal_and_plan):
+    principal, plan = principal_and_plan
+    writer = UsageWriter()
+    for i in range(30):
+        writer.submit(*_admitted(principal, plan, f"req_w{i}"))
+    status = limits_status(principal=principal, plan=plan)
+    assert status["max_concurrent_requests"]["used"] == 30
+    assert writer.flush() == 30 or UsageRecord.objects.count() == 30  # the loop may flush first
+    deadline = time.monotonic() + 2
+    while UsageRecord.objects.count() < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert UsageRecord.objects.count() == 30
+    assert all(r.total_tokens == 12 for r in UsageRecord.objects.all())
+    status = limits_status(principal=principal, plan=plan)
+    assert status["max_concurrent_requests"]["used"] == 0  # settled after the write
+    assert usage_journal_reconcile() == 0  # nothing left to recover
+
+
+def test_records_of_a_process_that_died_before_flushing_are_recovered(principal_and_plan):
+    principal, plan = principal_and_plan
+    usage, admission = _admitted(principal, plan, "req_lost", lease_seconds=1)
+    # The process dies here: never flushed, never settled.
+    assert usage_journal_reconcile() == 0  # its lease has not run out
+    time.sleep(1.2)
+    assert usage_journal_reconcile() == 1
+    record = UsageRecord.objects.get(request_id="req_lost")
+    assert (record.outcome, record.error_code, record.prompt_tokens) == (
+        "cancelled", "request_lost", 5)
+    assert usage_journal_reconcile() == 0
