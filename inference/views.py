@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import JsonResponse
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from apikeys.authentication import ApiKeyAuthentication
@@ -12,6 +13,14 @@ from inference.services import completion_serve, resolve_model
 from portal.api_guard import JSONParser
 
 
+class AnyAccept(DefaultContentNegotiation):
+    """/v1/ answers JSON or SSE whatever the Accept header says (curl users send
+    `Accept: text/event-stream` for streams; OpenAI does not refuse them with a 406)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class V1View(APIView):
     """Every /v1/ view: API-key auth, no session/CSRF, errors in OpenAI's shape."""
 
@@ -19,6 +28,7 @@ class V1View(APIView):
     permission_classes: list = []
     throttle_classes: list = []
     parser_classes = [JSONParser]
+    content_negotiation_class = AnyAccept
 
 
 def model_object(model: ModelInfo) -> dict:
