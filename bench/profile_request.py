@@ -34,7 +34,7 @@ def main() -> int:
     os.environ.update(bench.base_env())
     port = bench.free_port()
     sim = subprocess.Popen(
-        [sys.executable, "bench/sim.py", "--port", str(port), "--chunks", "8"],
+        [sys.executable, "-m", "inference.simulator", "--port", str(port), "--chunks", "8"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -6,8 +6,8 @@
 1. the aggregation figure (bench/aggregate.py, 1,000,000 usage records);
 2. a fresh PostgreSQL database `portal_bench` (BENCH_DATABASE_URL) and Redis db 9
    (BENCH_REDIS_URL) set up like an operator does: migrate, `apply_config`, `apikey_create`;
-3. two router simulators (`python -m inference.simulator`, through bench/sim.py for
-   TCP_NODELAY): one with no latency for request rates, one with a chunk delay so that
+3. two router simulators (`python -m inference.simulator`, TCP_NODELAY like nginx in front
+   of a real router): one with no latency for request rates, one with a chunk delay so that
    streams stay open;
 4. the portal as `make serve` runs it: gunicorn, gevent workers, 2 of them, full pipeline
    (key auth from the Redis cache, limits in Redis on a generous plan, routing, a durable
@@ -768,7 +768,7 @@ def main() -> int:
         data["versions"] = versions()
 
         fast_port, stream_port, web_port = free_port(), free_port(), free_port()
-        sim = [sys.executable, "bench/sim.py", "--host", "127.0.0.1"]
+        sim = [sys.executable, "-m", "inference.simulator", "--host", "127.0.0.1"]
         spawn(
             [*sim, "--port", str(fast_port), "--chunks", "8"],
             env=base_env(),

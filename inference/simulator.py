@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import socket
 import hmac
 import itertools
 import json
@@ -465,6 +466,12 @@ class SimHandler(WSGIHandler):
         errno.ENOTCONN,
         errno.ETIMEDOUT,
     )
+
+    def __init__(self, sock, address, server, rfile=None):
+        # Like nginx in front of a real router: no Nagle delay on small writes (without it a
+        # keep-alive client waits ~40 ms per request for the delayed ACK).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(sock, address, server, rfile)
 
     def handle_error(self, t: Any, v: Any, tb: Any) -> None:
         if t is not None and issubclass(t, DropConnection):

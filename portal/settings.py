@@ -130,7 +130,7 @@ if REDIS_URL:
     check_redis_url(REDIS_URL)
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "portal.cache.PortalRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "portal"),
             "OPTIONS": {"pool_class": "redis.BlockingConnectionPool", "max_connections": 64, "timeout": 5},
