@@ -57,7 +57,7 @@ sim: $(STAMP)
 	$(PY) manage.py run_router_sim --port $(SIM_PORT)
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --notes bench/NOTES.md
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
