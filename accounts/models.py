@@ -32,8 +32,10 @@ class UserManager(BaseUserManager):
 
 class PlanQuerySet(models.QuerySet):
     def default(self) -> Plan | None:
-        return (self.filter(is_default=True).first()
-                or self.filter(name=settings.DEFAULT_PLAN_NAME).first())
+        return (
+            self.filter(is_default=True).first()
+            or self.filter(name=settings.DEFAULT_PLAN_NAME).first()
+        )
 
 
 class Plan(models.Model):
@@ -49,7 +51,8 @@ class Plan(models.Model):
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
     all_models = models.BooleanField(
-        default=True, help_text="Every enabled model; otherwise only the models listed on them.")
+        default=True, help_text="Every enabled model; otherwise only the models listed on them."
+    )
     is_default = models.BooleanField(default=False, help_text="Given to new sign-ups.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -57,8 +60,13 @@ class Plan(models.Model):
     objects = PlanQuerySet.as_manager()
 
     LIMIT_FIELDS = (
-        "requests_per_minute", "tokens_per_minute", "requests_per_day", "tokens_per_day",
-        "requests_per_month", "tokens_per_month", "max_concurrent_requests",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "requests_per_day",
+        "tokens_per_day",
+        "requests_per_month",
+        "tokens_per_month",
+        "max_concurrent_requests",
     )
 
     class Meta:
@@ -74,8 +82,9 @@ class Plan(models.Model):
 class User(AbstractUser):
     username = None
     email = models.EmailField("email address", unique=True)
-    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="users")
+    plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="users"
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

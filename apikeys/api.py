@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django.utils.decorators import method_decorator
 from django_ratelimit.decorators import ratelimit
-
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response

@@ -15,8 +15,9 @@ def client_ip(request) -> str | None:
     choose it); otherwise REMOTE_ADDR."""
     count = settings.TRUSTED_PROXY_COUNT
     if count:
-        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                if h.strip()]
+        hops = [
+            h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()
+        ]
         if len(hops) >= count:
             return hops[-count]
     return request.META.get("REMOTE_ADDR")

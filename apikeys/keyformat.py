@@ -21,7 +21,9 @@ SECRET_BYTES = 32
 _SECRET_LENGTH = 43  # len(token_urlsafe(32))
 KEY_LENGTH = len(KEY_PREFIX) + PUBLIC_ID_LENGTH + 1 + _SECRET_LENGTH
 _PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
-_KEY_RE = re.compile(rf"^{KEY_PREFIX}([a-z0-9]{{{PUBLIC_ID_LENGTH}}})_([A-Za-z0-9_-]{{{_SECRET_LENGTH}}})$")
+_KEY_RE = re.compile(
+    rf"^{KEY_PREFIX}([a-z0-9]{{{PUBLIC_ID_LENGTH}}})_([A-Za-z0-9_-]{{{_SECRET_LENGTH}}})$"
+)
 
 
 def new_public_id() -> str:

@@ -62,10 +62,19 @@ class KeyPrincipal:
 
 # --- writes -----------------------------------------------------------------------------------
 
-def apikey_create(*, owner, name: str, expires_at: datetime | None = None,
-                  allowed_models=(), requests_per_minute: int | None = None,
-                  tokens_per_minute: int | None = None, actor=None, actor_label: str = "",
-                  ip: str | None = None) -> tuple[ApiKey, str]:
+
+def apikey_create(
+    *,
+    owner,
+    name: str,
+    expires_at: datetime | None = None,
+    allowed_models=(),
+    requests_per_minute: int | None = None,
+    tokens_per_minute: int | None = None,
+    actor=None,
+    actor_label: str = "",
+    ip: str | None = None,
+) -> tuple[ApiKey, str]:
     """Make a key; returns the record and the raw key, which exists nowhere else afterwards."""
     name = (name or "").strip()
     if not name:
@@ -78,26 +87,36 @@ def apikey_create(*, owner, name: str, expires_at: datetime | None = None,
     raw = keyformat.new_key(public_id)
     with transaction.atomic():
         key = ApiKey.objects.create(
-            owner=owner, name=name, public_id=public_id, secret_hash=keyformat.hash_key(raw),
-            hash_version=keyformat.current_hash_version(), expires_at=expires_at,
-            requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+            owner=owner,
+            name=name,
+            public_id=public_id,
+            secret_hash=keyformat.hash_key(raw),
+            hash_version=keyformat.current_hash_version(),
+            expires_at=expires_at,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
         )
         if allowed_models:
             key.allowed_models.set(allowed_models)
-        ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.CREATED, actor=actor,
-                                   actor_label=actor_label, ip=ip)
+        ApiKeyEvent.objects.create(
+            key=key, kind=ApiKeyEvent.Kind.CREATED, actor=actor, actor_label=actor_label, ip=ip
+        )
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
     log.info("api key created", extra={"key_prefix": public_id, "owner_id": owner.pk})
     return key, raw
 
 
-def apikey_revoke(*, key: ApiKey, actor=None, actor_label: str = "", ip: str | None = None) -> ApiKey:
+def apikey_revoke(
+    *, key: ApiKey, actor=None, actor_label: str = "", ip: str | None = None
+) -> ApiKey:
     with transaction.atomic():
         updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
-            revoked_at=timezone.now())
+            revoked_at=timezone.now()
+        )
         if updated:
-            ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.REVOKED, actor=actor,
-                                       actor_label=actor_label, ip=ip)
+            ApiKeyEvent.objects.create(
+                key=key, kind=ApiKeyEvent.Kind.REVOKED, actor=actor, actor_label=actor_label, ip=ip
+            )
         public_id = key.public_id
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
     key.refresh_from_db()
@@ -108,10 +127,18 @@ def apikey_revoke(*, key: ApiKey, actor=None, actor_label: str = "", ip: str | N
 _UNCHANGED = object()
 
 
-def apikey_update(*, key: ApiKey, name=_UNCHANGED, expires_at=_UNCHANGED,
-                  allowed_models=_UNCHANGED, requests_per_minute=_UNCHANGED,
-                  tokens_per_minute=_UNCHANGED, actor=None, actor_label: str = "",
-                  ip: str | None = None) -> ApiKey:
+def apikey_update(
+    *,
+    key: ApiKey,
+    name=_UNCHANGED,
+    expires_at=_UNCHANGED,
+    allowed_models=_UNCHANGED,
+    requests_per_minute=_UNCHANGED,
+    tokens_per_minute=_UNCHANGED,
+    actor=None,
+    actor_label: str = "",
+    ip: str | None = None,
+) -> ApiKey:
     """Change a key's name, expiry, model subset or caps; only the arguments given change.
 
     The secret never changes (revoke and create a new key instead); every change is an
@@ -127,20 +154,24 @@ def apikey_update(*, key: ApiKey, name=_UNCHANGED, expires_at=_UNCHANGED,
         fields["name"] = name
     if expires_at is not _UNCHANGED:
         fields["expires_at"] = expires_at
-    for field, value in (("requests_per_minute", requests_per_minute),
-                         ("tokens_per_minute", tokens_per_minute)):
+    for field, value in (
+        ("requests_per_minute", requests_per_minute),
+        ("tokens_per_minute", tokens_per_minute),
+    ):
         if value is not _UNCHANGED:
             if value is not None and value < 1:
-                raise InvalidRequest(f"{field} must be at least 1 (or empty for the plan's).",
-                                     param=field)
+                raise InvalidRequest(
+                    f"{field} must be at least 1 (or empty for the plan's).", param=field
+                )
             fields[field] = value
     with transaction.atomic():
         if fields:
             ApiKey.objects.filter(pk=key.pk).update(**fields)
         if allowed_models is not _UNCHANGED:
             key.allowed_models.set(allowed_models)
-        ApiKeyEvent.objects.create(key=key, kind=ApiKeyEvent.Kind.UPDATED, actor=actor,
-                                   actor_label=actor_label, ip=ip)
+        ApiKeyEvent.objects.create(
+            key=key, kind=ApiKeyEvent.Kind.UPDATED, actor=actor, actor_label=actor_label, ip=ip
+        )
         public_id = key.public_id
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
     key.refresh_from_db()
@@ -153,9 +184,13 @@ def apikey_refresh_cache(*, public_id: str) -> None:
     entry = _load_entry(public_id)
     try:
         cache.set(_entry_key(public_id), entry, ENTRY_TTL)
-    except Exception:  # noqa: BLE001 - the change is committed; say loudly that it lags
-        log.error("key cache not refreshed (cache unavailable): the change reaches other "
-                  "processes within %ss", ENTRY_TTL, extra={"key_prefix": public_id})
+    except Exception:
+        log.error(
+            "key cache not refreshed (cache unavailable): the change reaches other "
+            "processes within %ss",
+            ENTRY_TTL,
+            extra={"key_prefix": public_id},
+        )
 
 
 def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
@@ -164,6 +199,7 @@ def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
 
 
 # --- reads ------------------------------------------------------------------------------------
+
 
 def apikey_get_for_owner(*, owner, key_id) -> ApiKey:
     """A key by id, only if it is the caller's: anything else is a 404, never a 403."""
@@ -176,8 +212,12 @@ def apikey_get_for_owner(*, owner, key_id) -> ApiKey:
 
 
 def _load_entry(public_id: str) -> dict | str:
-    key = (ApiKey.objects.select_related("owner").prefetch_related("allowed_models")
-           .filter(public_id=public_id).first())
+    key = (
+        ApiKey.objects.select_related("owner")
+        .prefetch_related("allowed_models")
+        .filter(public_id=public_id)
+        .first()
+    )
     if key is None:
         return _MISSING
     owner = key.owner
@@ -210,7 +250,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         cache_key = _entry_key(public_id)
         try:
             entry = cache.get(cache_key)
-        except Exception:  # noqa: BLE001 - the shared cache is down: the database decides
+        except Exception:
             log.warning("key cache unavailable, reading the key from the database")
             entry = _load_entry(public_id)
             release_connection()
@@ -219,8 +259,9 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
                 entry = _load_entry(public_id)
                 release_connection()
                 # add, not set: a change committed meanwhile has written a fresher entry.
-                _cache_quietly(cache.add, cache_key, entry,
-                               MISSING_TTL if entry == _MISSING else ENTRY_TTL)
+                _cache_quietly(
+                    cache.add, cache_key, entry, MISSING_TTL if entry == _MISSING else ENTRY_TTL
+                )
     now = time.time()
     if (
         not isinstance(entry, dict)
@@ -236,10 +277,14 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     _touch_last_used(entry["id"], now)
     allowed = entry["allowed_models"]
     return KeyPrincipal(
-        key_id=entry["id"], public_id=entry["public_id"], owner_id=entry["owner_id"],
-        owner_email=entry["owner_email"], plan_id=entry["plan_id"],
+        key_id=entry["id"],
+        public_id=entry["public_id"],
+        owner_id=entry["owner_id"],
+        owner_email=entry["owner_email"],
+        plan_id=entry["plan_id"],
         allowed_models=frozenset(allowed) if allowed else None,
-        requests_per_minute=entry["rpm"], tokens_per_minute=entry["tpm"],
+        requests_per_minute=entry["rpm"],
+        tokens_per_minute=entry["tpm"],
         expires_at=entry["expires_at"],
     )
 
@@ -247,7 +292,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
 def _cache_quietly(operation, *args):
     try:
         return operation(*args)
-    except Exception:  # noqa: BLE001 - a cache outage must not fail the request
+    except Exception:
         log.warning("shared cache unavailable (%s)", getattr(operation, "__name__", "op"))
         return None
 
@@ -261,13 +306,14 @@ def _count_failure(ip: str | None) -> None:
         failures = cache.incr(bucket)
     except ValueError:  # expired between add and incr
         failures = 1
-    except Exception:  # noqa: BLE001 - cache down: no throttle rather than a 500
+    except Exception:
         return
     if failures > AUTH_FAILURES_PER_MINUTE:
         retry = 60 - int(time.time() % 60)
         raise RateLimited(
             "Too many requests with an invalid API key from your address; wait before retrying.",
-            headers={"Retry-After": str(retry)})
+            headers={"Retry-After": str(retry)},
+        )
 
 
 def _touch_last_used(key_id: int, now: float) -> None:
@@ -285,8 +331,9 @@ def _rehash(key_id: int, raw_key: str) -> None:
     key = ApiKey.objects.filter(pk=key_id).first()
     if key is None:
         return
-    ApiKey.objects.filter(pk=key_id).update(secret_hash=keyformat.hash_key(raw_key),
-                                            hash_version=keyformat.current_hash_version())
+    ApiKey.objects.filter(pk=key_id).update(
+        secret_hash=keyformat.hash_key(raw_key), hash_version=keyformat.current_hash_version()
+    )
     apikey_refresh_cache(public_id=key.public_id)
 
 
@@ -306,8 +353,14 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
     from accounts.models import User
 
     def _active():
-        return (ApiKey.objects.for_owner(user).active().filter(name=PLAYGROUND_KEY_NAME)
-                .prefetch_related("allowed_models").order_by("-created_at").first())
+        return (
+            ApiKey.objects.for_owner(user)
+            .active()
+            .filter(name=PLAYGROUND_KEY_NAME)
+            .prefetch_related("allowed_models")
+            .order_by("-created_at")
+            .first()
+        )
 
     key = _active()
     if key is None:
@@ -316,13 +369,19 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
             User.objects.select_for_update().filter(pk=user.pk).first()
             key = _active()
             if key is None:
-                apikey_create(owner=user, name=PLAYGROUND_KEY_NAME, actor=user,
-                              actor_label="playground")
+                apikey_create(
+                    owner=user, name=PLAYGROUND_KEY_NAME, actor=user, actor_label="playground"
+                )
                 key = _active()
     allowed = sorted(m.public_id for m in key.allowed_models.all())
     return KeyPrincipal(
-        key_id=key.pk, public_id=key.public_id, owner_id=user.pk, owner_email=user.email,
-        plan_id=user.plan_id, allowed_models=frozenset(allowed) if allowed else None,
-        requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute,
+        key_id=key.pk,
+        public_id=key.public_id,
+        owner_id=user.pk,
+        owner_email=user.email,
+        plan_id=user.plan_id,
+        allowed_models=frozenset(allowed) if allowed else None,
+        requests_per_minute=key.requests_per_minute,
+        tokens_per_minute=key.tokens_per_minute,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
     )

@@ -10,12 +10,27 @@ from inference import balancer
 
 class RouterForm(forms.ModelForm):
     # The router key is write-only: never rendered back, kept when left empty.
-    token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                            help_text="Router key (Bearer token). Leave empty to keep the current one.")
+    token = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Router key (Bearer token). Leave empty to keep the current one.",
+    )
 
     class Meta:
         model = Router
-        fields = "__all__"
+        fields = (
+            "pool",
+            "name",
+            "base_url",
+            "api_version",
+            "session_id",
+            "token",
+            "weight",
+            "enabled",
+            "draining",
+            "connect_timeout",
+            "read_timeout",
+        )
 
     def clean_token(self):
         token = self.cleaned_data.get("token")
@@ -28,8 +43,19 @@ class RouterInline(admin.TabularInline):
     model = Router
     form = RouterForm
     extra = 0
-    fields = ("name", "base_url", "api_version", "session_id", "token", "weight", "enabled",
-              "draining", "health", "last_check_at", "last_error")
+    fields = (
+        "name",
+        "base_url",
+        "api_version",
+        "session_id",
+        "token",
+        "weight",
+        "enabled",
+        "draining",
+        "health",
+        "last_check_at",
+        "last_error",
+    )
     readonly_fields = ("health", "last_check_at", "last_error")
 
 
@@ -53,8 +79,20 @@ class RouterPoolAdmin(admin.ModelAdmin):
 @admin.register(Router)
 class RouterAdmin(admin.ModelAdmin):
     form = RouterForm
-    list_display = ("__str__", "pool", "base_url", "api_version", "session_id", "weight",
-                    "enabled", "draining", "health", "breaker", "last_check_at", "last_error")
+    list_display = (
+        "__str__",
+        "pool",
+        "base_url",
+        "api_version",
+        "session_id",
+        "weight",
+        "enabled",
+        "draining",
+        "health",
+        "breaker",
+        "last_check_at",
+        "last_error",
+    )
     list_filter = ("pool", "enabled", "draining", "health", "api_version")
     list_select_related = ("pool",)
     search_fields = ("name", "base_url")
@@ -88,14 +126,26 @@ class RouterAdmin(admin.ModelAdmin):
         for router in queryset:
             router = router_probe(router=router)
             level = messages.SUCCESS if router.health == Router.Health.HEALTHY else messages.WARNING
-            self.message_user(request, f"{router}: {router.get_health_display()}"
-                              + (f" ({router.last_error})" if router.last_error else ""), level)
+            self.message_user(
+                request,
+                f"{router}: {router.get_health_display()}"
+                + (f" ({router.last_error})" if router.last_error else ""),
+                level,
+            )
 
 
 @admin.register(CatalogModel)
 class CatalogModelAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "display_name", "pool", "enabled", "context_length",
-                    "max_tokens", "chat_template", "sort_order")
+    list_display = (
+        "public_id",
+        "display_name",
+        "pool",
+        "enabled",
+        "context_length",
+        "max_tokens",
+        "chat_template",
+        "sort_order",
+    )
     list_filter = ("enabled", "pool", "chat_template")
     list_editable = ("enabled", "sort_order")
     list_select_related = ("pool",)

@@ -37,10 +37,13 @@ class Router(models.Model):
     token = models.CharField(max_length=300, blank=True)
     weight = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
-    draining = models.BooleanField(default=False, help_text="Finish open requests, take no new ones.")
+    draining = models.BooleanField(
+        default=False, help_text="Finish open requests, take no new ones."
+    )
     connect_timeout = models.FloatField(default=3.0, help_text="Seconds to connect.")
-    read_timeout = models.FloatField(null=True, blank=True,
-                                     help_text="Seconds between bytes; empty = the model's timeout.")
+    read_timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds between bytes; empty = the model's timeout."
+    )
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.HEALTHY)
     last_check_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
@@ -50,8 +53,9 @@ class Router(models.Model):
     class Meta:
         ordering = ["pool", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["pool", "base_url", "session_id"],
-                                    name="router_unique_in_pool"),
+            models.UniqueConstraint(
+                fields=["pool", "base_url", "session_id"], name="router_unique_in_pool"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -66,20 +70,28 @@ class CatalogModel(models.Model):
         CHATML = "chatml", "ChatML"
         PLAIN = "plain", "Plain"
 
-    public_id = models.CharField(max_length=128, unique=True,
-                                 help_text="What customers send as `model`, e.g. cortensor/llama-3.1-8b.")
+    public_id = models.CharField(
+        max_length=128,
+        unique=True,
+        help_text="What customers send as `model`, e.g. cortensor/llama-3.1-8b.",
+    )
     display_name = models.CharField(max_length=128, blank=True)
     description = models.TextField(blank=True)
     pool = models.ForeignKey(RouterPool, on_delete=models.PROTECT, related_name="models")
     context_length = models.PositiveIntegerField(default=8192)
-    chat_template = models.CharField(max_length=16, choices=ChatTemplate.choices,
-                                     default=ChatTemplate.LLAMA3)
+    chat_template = models.CharField(
+        max_length=16, choices=ChatTemplate.choices, default=ChatTemplate.LLAMA3
+    )
     default_max_tokens = models.PositiveIntegerField(default=256)
     max_tokens = models.PositiveIntegerField(default=1024)
     request_timeout = models.PositiveIntegerField(default=120, help_text="Seconds.")
     enabled = models.BooleanField(default=True)
-    plans = models.ManyToManyField(Plan, blank=True, related_name="models",
-                                   help_text="Plans without 'all models' that may use it.")
+    plans = models.ManyToManyField(
+        Plan,
+        blank=True,
+        related_name="models",
+        help_text="Plans without 'all models' that may use it.",
+    )
     sort_order = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -77,8 +77,9 @@ class RoutingTable:
             return self.plans[plan_id]
         return self.plans.get(self.default_plan_id) if self.default_plan_id else None
 
-    def model_allowed(self, model: ModelInfo, plan: PlanInfo | None,
-                      key_models: frozenset[str] | None) -> bool:
+    def model_allowed(
+        self, model: ModelInfo, plan: PlanInfo | None, key_models: frozenset[str] | None
+    ) -> bool:
         if key_models is not None and model.public_id not in key_models:
             return False
         if plan is None:
@@ -99,7 +100,7 @@ def routing_table() -> RoutingTable:
         return table
     try:
         version = cache.get(VERSION_KEY)
-    except Exception:  # noqa: BLE001 - cache down: keep serving the table we have
+    except Exception:
         if table is not None:
             _checked_at = now
             return table
@@ -113,7 +114,7 @@ def routing_table() -> RoutingTable:
             try:
                 if not cache.add(VERSION_KEY, version, None):
                     version = cache.get(VERSION_KEY)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 version = None
         _table = build_routing_table(version)
         _checked_at = now
@@ -127,7 +128,7 @@ def bump_version() -> None:
     _checked_at = 0.0
     try:
         cache.set(VERSION_KEY, uuid.uuid4().hex, None)
-    except Exception:  # noqa: BLE001 - other processes catch up when the cache is back
+    except Exception:
         import logging
 
         logging.getLogger(__name__).warning("catalog version not bumped: cache unavailable")
@@ -140,28 +141,47 @@ def build_routing_table(version: str | None) -> RoutingTable:
     table = RoutingTable(version=version)
     for plan in Plan.objects.all():
         table.plans[plan.pk] = PlanInfo(
-            id=plan.pk, name=plan.name, all_models=plan.all_models,
-            **{name: getattr(plan, name) for name in Plan.LIMIT_FIELDS})
+            id=plan.pk,
+            name=plan.name,
+            all_models=plan.all_models,
+            **{name: getattr(plan, name) for name in Plan.LIMIT_FIELDS},
+        )
         if plan.is_default:
             table.default_plan_id = plan.pk
     if table.default_plan_id is None:
         for plan in table.plans.values():
             if plan.name == settings.DEFAULT_PLAN_NAME:
                 table.default_plan_id = plan.pk
-    for model in (CatalogModel.objects.filter(enabled=True).select_related("pool")
-                  .prefetch_related("plans")):
+    for model in (
+        CatalogModel.objects.filter(enabled=True).select_related("pool").prefetch_related("plans")
+    ):
         table.models[model.public_id] = ModelInfo(
-            public_id=model.public_id, display_name=model.display_name or model.public_id,
-            description=model.description, pool_id=model.pool_id, pool_name=model.pool.name,
-            context_length=model.context_length, chat_template=model.chat_template,
-            default_max_tokens=model.default_max_tokens, max_tokens=model.max_tokens,
+            public_id=model.public_id,
+            display_name=model.display_name or model.public_id,
+            description=model.description,
+            pool_id=model.pool_id,
+            pool_name=model.pool.name,
+            context_length=model.context_length,
+            chat_template=model.chat_template,
+            default_max_tokens=model.default_max_tokens,
+            max_tokens=model.max_tokens,
             request_timeout=model.request_timeout,
             plan_ids=frozenset(p.pk for p in model.plans.all()),
-            created=int(model.created_at.timestamp()))
+            created=int(model.created_at.timestamp()),
+        )
     for router in Router.objects.filter(enabled=True, draining=False).order_by("id"):
-        table.routers.setdefault(router.pool_id, []).append(RouterInfo(
-            id=router.pk, pool_id=router.pool_id, base_url=router.base_url.rstrip("/"),
-            api_version=router.api_version, session_id=router.session_id, token=router.token,
-            weight=max(1, router.weight), connect_timeout=router.connect_timeout,
-            read_timeout=router.read_timeout, health=router.health))
+        table.routers.setdefault(router.pool_id, []).append(
+            RouterInfo(
+                id=router.pk,
+                pool_id=router.pool_id,
+                base_url=router.base_url.rstrip("/"),
+                api_version=router.api_version,
+                session_id=router.session_id,
+                token=router.token,
+                weight=max(1, router.weight),
+                connect_timeout=router.connect_timeout,
+                read_timeout=router.read_timeout,
+                health=router.health,
+            )
+        )
     return table

@@ -26,8 +26,10 @@ class ApplyResult:
     models: int = 0
 
     def __str__(self) -> str:
-        return (f"{self.plans} plans, {self.pools} pools, {self.routers} routers, "
-                f"{self.models} models applied")
+        return (
+            f"{self.plans} plans, {self.pools} pools, {self.routers} routers, "
+            f"{self.models} models applied"
+        )
 
 
 _PLAN_LIMITS = Plan.LIMIT_FIELDS
@@ -58,15 +60,18 @@ def _str(data: dict, name: str, where: str, *, required: bool = True, default: s
     return value.strip()
 
 
-def _int(data: dict, name: str, where: str, *, default=None, nullable: bool = False, minimum: int = 0):
+def _int(
+    data: dict, name: str, where: str, *, default=None, nullable: bool = False, minimum: int = 0
+):
     if name not in data:
         return default
     value = data[name]
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigInvalid(f"{where}.{name}: expected an integer >= {minimum}"
-                            + (" or null" if nullable else ""))
+        raise ConfigInvalid(
+            f"{where}.{name}: expected an integer >= {minimum}" + (" or null" if nullable else "")
+        )
     return value
 
 
@@ -98,7 +103,7 @@ def catalog_apply_config(*, config) -> ApplyResult:
         fields = {k: v for k, v in fields.items() if v is not _UNSET}
         models = _list(data.get("models", ["*"]), f"{where}.models")
         if not all(isinstance(m, str) for m in models):
-            raise ConfigInvalid(f"{where}.models: expected a list of model ids or [\"*\"]")
+            raise ConfigInvalid(f'{where}.models: expected a list of model ids or ["*"]')
         fields["all_models"] = "*" in models
         if "description" in data:
             fields["description"] = _str(data, "description", where, required=False)
@@ -115,7 +120,8 @@ def catalog_apply_config(*, config) -> ApplyResult:
         data = _obj(raw, where)
         name = _str(data, "name", where)
         pool, _ = RouterPool.objects.update_or_create(
-            name=name, defaults={"description": data.get("description") or ""})
+            name=name, defaults={"description": data.get("description") or ""}
+        )
         result.pools += 1
         for j, rraw in enumerate(_list(data.get("routers"), f"{where}.routers")):
             rwhere = f"{where}.routers[{j}]"
@@ -129,15 +135,18 @@ def catalog_apply_config(*, config) -> ApplyResult:
             session_id = _int(rdata, "session_id", rwhere)
             if session_id is None:
                 raise ConfigInvalid(f"{rwhere}.session_id: required")
-            defaults = {"api_version": version,
-                        "weight": _int(rdata, "weight", rwhere, default=1, minimum=1),
-                        "enabled": _bool(rdata, "enabled", rwhere, True)}
+            defaults = {
+                "api_version": version,
+                "weight": _int(rdata, "weight", rwhere, default=1, minimum=1),
+                "enabled": _bool(rdata, "enabled", rwhere, True),
+            }
             if "token" in rdata:
                 defaults["token"] = _str(rdata, "token", rwhere, required=False)
             if "name" in rdata:
                 defaults["name"] = _str(rdata, "name", rwhere, required=False)
-            Router.objects.update_or_create(pool=pool, base_url=url, session_id=session_id,
-                                            defaults=defaults)
+            Router.objects.update_or_create(
+                pool=pool, base_url=url, session_id=session_id, defaults=defaults
+            )
             result.routers += 1
 
     for i, raw in enumerate(_list(config.get("models"), "models")):
@@ -150,14 +159,23 @@ def catalog_apply_config(*, config) -> ApplyResult:
             raise ConfigInvalid(f"{where}.pool: no pool named '{pool_name}'")
         template = data.get("chat_template", "llama3")
         if template not in CatalogModel.ChatTemplate.values:
-            raise ConfigInvalid(f"{where}.chat_template: expected one of "
-                                f"{', '.join(CatalogModel.ChatTemplate.values)}")
-        defaults = {"pool": pool, "chat_template": template,
-                    "enabled": _bool(data, "enabled", where, True)}
-        for src, dst in (("max_tokens", "max_tokens"), ("default_max_tokens", "default_max_tokens"),
-                         ("context_length", "context_length"),
-                         ("request_timeout", "request_timeout"), ("sort_order", "sort_order")):
-            value = _int(data, src, where, minimum=1 if src != "sort_order" else -10**6)
+            raise ConfigInvalid(
+                f"{where}.chat_template: expected one of "
+                f"{', '.join(CatalogModel.ChatTemplate.values)}"
+            )
+        defaults = {
+            "pool": pool,
+            "chat_template": template,
+            "enabled": _bool(data, "enabled", where, True),
+        }
+        for src, dst in (
+            ("max_tokens", "max_tokens"),
+            ("default_max_tokens", "default_max_tokens"),
+            ("context_length", "context_length"),
+            ("request_timeout", "request_timeout"),
+            ("sort_order", "sort_order"),
+        ):
+            value = _int(data, src, where, minimum=1 if src != "sort_order" else -(10**6))
             if value is not None:
                 defaults[dst] = value
         for text in ("display_name", "description"):
@@ -174,13 +192,16 @@ def catalog_apply_config(*, config) -> ApplyResult:
         models = list(CatalogModel.objects.filter(public_id__in=model_ids))
         missing = set(model_ids) - {m.public_id for m in models}
         if missing:
-            raise ConfigInvalid(f"plans[{plan_name}].models: unknown model(s) {', '.join(sorted(missing))}")
+            raise ConfigInvalid(
+                f"plans[{plan_name}].models: unknown model(s) {', '.join(sorted(missing))}"
+            )
         plan.models.set(models)
     return result
 
 
-def router_set_state(*, router: Router, enabled: bool | None = None,
-                     draining: bool | None = None) -> Router:
+def router_set_state(
+    *, router: Router, enabled: bool | None = None, draining: bool | None = None
+) -> Router:
     if enabled is not None:
         router.enabled = enabled
     if draining is not None:
@@ -198,8 +219,9 @@ def router_probe(*, router: Router, timeout: float = 3.0) -> Router:
     url = api_for(router.api_version).status_url(router.base_url.rstrip("/"))
     error = ""
     try:
-        response = requests.get(url, headers={"Authorization": f"Bearer {router.token}"},
-                                timeout=timeout)
+        response = requests.get(
+            url, headers={"Authorization": f"Bearer {router.token}"}, timeout=timeout
+        )
         if response.status_code != 200:
             error = f"status answered HTTP {response.status_code}"
     except requests.RequestException as exc:
@@ -211,7 +233,9 @@ def router_probe(*, router: Router, timeout: float = 3.0) -> Router:
         router.save(update_fields=["health", "last_error", "last_check_at", "updated_at"])
     else:
         # No routing change: skip the signal so the catalog version is not bumped every probe.
-        Router.objects.filter(pk=router.pk).update(last_error=error, last_check_at=router.last_check_at)
+        Router.objects.filter(pk=router.pk).update(
+            last_error=error, last_check_at=router.last_check_at
+        )
     if error:
         log.warning("router probe failed", extra={"router_id": router.pk, "reason": error})
     return router

@@ -42,13 +42,18 @@ def _available(router: RouterInfo, now: float) -> bool:
 def pick(routers: list[RouterInfo], exclude: set[int]) -> RouterInfo | None:
     now = time.monotonic()
     with _lock:
-        candidates = [r for r in routers
-                      if r.id not in exclude and r.health != "unhealthy" and _available(r, now)]
+        candidates = [
+            r
+            for r in routers
+            if r.id not in exclude and r.health != "unhealthy" and _available(r, now)
+        ]
         if not candidates:
             return None
         best = min(_in_flight.get(r.id, 0) / r.weight for r in candidates)
         tied = [r for r in candidates if _in_flight.get(r.id, 0) / r.weight == best]
-        chosen = random.choices(tied, weights=[r.weight for r in tied])[0] if len(tied) > 1 else tied[0]
+        chosen = (
+            random.choices(tied, weights=[r.weight for r in tied])[0] if len(tied) > 1 else tied[0]
+        )
         breaker = _breakers.get(chosen.id)
         if breaker is not None and breaker.failures >= FAILURES_TO_OPEN:
             breaker.probing = True

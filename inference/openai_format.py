@@ -6,21 +6,43 @@ import json
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def completion_body(*, endpoint: str, ident: str, created: int, model: str, text: str,
-                    finish_reason: str, usage: dict) -> dict:
+def completion_body(
+    *,
+    endpoint: str,
+    ident: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str,
+    usage: dict,
+) -> dict:
     if endpoint == "chat.completions":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                  "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {"id": ident, "object": obj, "created": created, "model": model,
-            "system_fingerprint": None, "choices": [choice], "usage": usage}
+    return {
+        "id": ident,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 class ChunkWriter:
@@ -29,11 +51,20 @@ class ChunkWriter:
     def __init__(self, *, endpoint: str, ident: str, created: int, model: str):
         self.chat = endpoint == "chat.completions"
         self.object = "chat.completion.chunk" if self.chat else "text_completion"
-        self._head = {"id": ident, "object": self.object, "created": created, "model": model,
-                      "system_fingerprint": None}
+        self._head = {
+            "id": ident,
+            "object": self.object,
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+        }
 
     def _event(self, payload: dict) -> bytes:
-        return b"data: " + json.dumps({**self._head, **payload}, separators=(",", ":")).encode() + b"\n\n"
+        return (
+            b"data: "
+            + json.dumps({**self._head, **payload}, separators=(",", ":")).encode()
+            + b"\n\n"
+        )
 
     def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
         if self.chat:
@@ -66,9 +97,12 @@ class ChunkWriter:
     def error(self, *, message: str, code: str) -> bytes:
         # The finish_reason "error" tells chunk readers the answer is cut; the `error` member
         # makes the OpenAI SDKs raise, so a client cannot mistake it for a complete answer.
-        return self._event({"choices": [self._end_choice("error")],
-                            "error": {"message": message, "type": "api_error", "param": None,
-                                      "code": code}})
+        return self._event(
+            {
+                "choices": [self._end_choice("error")],
+                "error": {"message": message, "type": "api_error", "param": None, "code": code},
+            }
+        )
 
     @staticmethod
     def done() -> bytes:

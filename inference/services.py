@@ -69,9 +69,15 @@ class Call:
 
     @classmethod
     def begin(cls, *, request_id: str, principal: KeyPrincipal, endpoint: str) -> Call:
-        return cls(usage=Usage(request_id=request_id, user_id=principal.owner_id,
-                               key_id=principal.key_id, endpoint=endpoint),
-                   started=time.monotonic())
+        return cls(
+            usage=Usage(
+                request_id=request_id,
+                user_id=principal.owner_id,
+                key_id=principal.key_id,
+                endpoint=endpoint,
+            ),
+            started=time.monotonic(),
+        )
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -82,10 +88,16 @@ class Call:
         self.usage.error_code = error_code
         self.usage.latency_ms = self.elapsed_ms()
         u = self.usage  # issue 8: metrics (model "-" until the catalog resolved it)
-        metrics.request_ended(model=u.model if u.pool else "-", endpoint=u.endpoint,
-                              outcome=outcome, streamed=u.streamed,
-                              seconds=time.monotonic() - self.started, ttfb_ms=u.ttfb_ms,
-                              prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens)
+        metrics.request_ended(
+            model=u.model if u.pool else "-",
+            endpoint=u.endpoint,
+            outcome=outcome,
+            streamed=u.streamed,
+            seconds=time.monotonic() - self.started,
+            ttfb_ms=u.ttfb_ms,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+        )
         writer = usage_writer()
         if writer is not None and self.admission is not None:
             # Batched: the writer inserts the record, then settles the admission (whose
@@ -100,8 +112,10 @@ class Call:
             metrics.USAGE_WRITE_FAILURES.inc()  # issue 8: metrics
             # Never let metering turn an answered request into a 500; the failure is logged
             # with the request id so it can be replayed (see README "What to monitor").
-            log.exception("usage record could not be written",
-                          extra={"usage_request_id": self.usage.request_id})
+            log.exception(
+                "usage record could not be written",
+                extra={"usage_request_id": self.usage.request_id},
+            )
 
     def fail(self, error: ApiError, headers: dict[str, str] | None = None):
         self.end(outcome=outcome_for(error), status=error.status, error_code=error.code)
@@ -116,8 +130,11 @@ def resolve_model(principal: KeyPrincipal, model_id: str) -> tuple[ModelInfo, ob
     plan = table.plan_for(principal.plan_id)
     model = table.models.get(model_id)
     if model is None or not table.model_allowed(model, plan, principal.allowed_models):
-        raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access "
-                            "to it. GET /v1/models lists yours.", param="model")
+        raise ModelNotFound(
+            f"The model '{model_id}' does not exist or you do not have access "
+            "to it. GET /v1/models lists yours.",
+            param="model",
+        )
     return model, plan
 
 
@@ -139,8 +156,10 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
         call.usage.pool = model.pool_name
         max_tokens = creq.sampling.max_tokens or model.default_max_tokens
         if max_tokens > model.max_tokens:
-            raise InvalidRequest(f"max_tokens is {max_tokens}; this model allows at most "
-                                 f"{model.max_tokens}.", param="max_tokens")
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}; this model allows at most {model.max_tokens}.",
+                param="max_tokens",
+            )
         prompt = _prompt_for(creq, model)
         prompt_tokens = estimate_tokens(prompt)
         if prompt_tokens + max_tokens > model.context_length:
@@ -148,7 +167,8 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
                 f"This model's context is {model.context_length} tokens; your prompt (~"
                 f"{prompt_tokens}) plus max_tokens ({max_tokens}) is over it.",
                 param="messages" if creq.messages is not None else "prompt",
-                code="context_length_exceeded")
+                code="context_length_exceeded",
+            )
         routers = routing_table().routers.get(model.pool_id, [])
         if not routers:
             raise UpstreamUnavailable("No capacity is available for this model right now.")
@@ -163,16 +183,22 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
         return call.fail(error)
 
     try:
-        admission = limits_admit(principal=principal, plan=plan,
-                                 reserve_tokens=prompt_tokens + max_tokens, request_id=request_id,
-                                 journal=journal_entry(call.usage, prompt_tokens=prompt_tokens))
+        admission = limits_admit(
+            principal=principal,
+            plan=plan,
+            reserve_tokens=prompt_tokens + max_tokens,
+            request_id=request_id,
+            journal=journal_entry(call.usage, prompt_tokens=prompt_tokens),
+        )
         call.admission = admission
     except ApiError as error:
         return call.fail(error, headers=getattr(error, "headers", None))
 
     sampling = {
-        "max_tokens": max_tokens, "temperature": creq.sampling.temperature,
-        "top_p": creq.sampling.top_p, "stop": creq.sampling.stop or None,
+        "max_tokens": max_tokens,
+        "temperature": creq.sampling.temperature,
+        "top_p": creq.sampling.top_p,
+        "stop": creq.sampling.stop or None,
         "presence_penalty": creq.sampling.presence_penalty,
         "frequency_penalty": creq.sampling.frequency_penalty,
     }
@@ -181,11 +207,17 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
 
         def payload_for(router):
             return api_for(router.api_version).payload(
-                session_id=router.session_id, prompt=prompt, stream=creq.stream,
-                timeout=model.request_timeout, client_reference=request_id, sampling=sampling)
+                session_id=router.session_id,
+                prompt=prompt,
+                stream=creq.stream,
+                timeout=model.request_timeout,
+                client_reference=request_id,
+                sampling=sampling,
+            )
 
-        up = upstream.open_completion(routers=routers, model=model, payload_for=payload_for,
-                                      stream=creq.stream)
+        up = upstream.open_completion(
+            routers=routers, model=model, payload_for=payload_for, stream=creq.stream
+        )
     except ApiError as error:
         return call.fail(error, headers=admission.headers)
 
@@ -198,8 +230,14 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
     return _answer_stream(call, creq, model, up, admission, prompt_tokens, ident, created)
 
 
-def _settle_usage(call: Call, *, prompt_est: int, text: str, prompt_tokens: int | None,
-                  completion_tokens: int | None) -> None:
+def _settle_usage(
+    call: Call,
+    *,
+    prompt_est: int,
+    text: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> None:
     if prompt_tokens is None or completion_tokens is None:
         call.usage.prompt_tokens = prompt_est
         call.usage.completion_tokens = estimate_tokens(text)
@@ -221,12 +259,24 @@ def _answer_json(call, creq, model, up, admission: Admission, prompt_est, ident,
         up.close()
     text, stopped = cut_at_stop(completion.text, creq.sampling.stop)
     finish = "stop" if stopped else (completion.finish_reason or "stop")
-    _settle_usage(call, prompt_est=prompt_est, text=text, prompt_tokens=completion.prompt_tokens,
-                  completion_tokens=completion.completion_tokens)
+    _settle_usage(
+        call,
+        prompt_est=prompt_est,
+        text=text,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )
     usage = usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
     call.end(outcome=Outcome.OK, status=200)
-    body = completion_body(endpoint=creq.endpoint, ident=ident, created=created,
-                           model=model.public_id, text=text, finish_reason=finish, usage=usage)
+    body = completion_body(
+        endpoint=creq.endpoint,
+        ident=ident,
+        created=created,
+        model=model.public_id,
+        text=text,
+        finish_reason=finish,
+        usage=usage,
+    )
     response = JsonResponse(body)
     for name, value in admission.headers.items():
         response[name] = value
@@ -243,8 +293,12 @@ def _collect_stream(up) -> upstream.Completion:
                 prompt_t, completion_t = event.prompt_tokens, event.completion_tokens
     except upstream.StreamBroken:
         raise UpstreamError("The upstream model server broke off its answer. Retry.") from None
-    return upstream.Completion(text="".join(parts), finish_reason=finish, prompt_tokens=prompt_t,
-                               completion_tokens=completion_t)
+    return upstream.Completion(
+        text="".join(parts),
+        finish_reason=finish,
+        prompt_tokens=prompt_t,
+        completion_tokens=completion_t,
+    )
 
 
 _END = object()
@@ -259,18 +313,25 @@ def _pump(up, out: queue.Queue) -> None:
                 out.put(event)
         else:  # a JSON answer to a stream request: one event with everything
             c = upstream.read_completion(up)
-            out.put(upstream.StreamEvent(text=c.text, finish_reason=c.finish_reason,
-                                         prompt_tokens=c.prompt_tokens,
-                                         completion_tokens=c.completion_tokens))
+            out.put(
+                upstream.StreamEvent(
+                    text=c.text,
+                    finish_reason=c.finish_reason,
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                )
+            )
         out.put(_END)
     except (upstream.StreamBroken, ApiError) as exc:
         out.put(exc)
-    except Exception as exc:  # noqa: BLE001 - the consumer turns it into an error chunk
+    except Exception as exc:
         out.put(upstream.StreamBroken(exc.__class__.__name__))
 
 
 def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, ident, created):
-    writer = ChunkWriter(endpoint=creq.endpoint, ident=ident, created=created, model=model.public_id)
+    writer = ChunkWriter(
+        endpoint=creq.endpoint, ident=ident, created=created, model=model.public_id
+    )
     events: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(up, events), daemon=True)
     reader.start()
@@ -313,25 +374,45 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
             yield writer.finish(finish or "stop")
             if scanner.stopped:
                 prompt_t = completion_t = None  # the router's count includes what we cut
-            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
-                          prompt_tokens=prompt_t, completion_tokens=completion_t)
+            _settle_usage(
+                call,
+                prompt_est=prompt_est,
+                text="".join(delivered),
+                prompt_tokens=prompt_t,
+                completion_tokens=completion_t,
+            )
             if creq.include_usage:
-                yield writer.usage(usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens))
+                yield writer.usage(
+                    usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
+                )
             yield writer.done()
         except GeneratorExit:
             outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
-            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
-                          prompt_tokens=None, completion_tokens=None)
+            _settle_usage(
+                call,
+                prompt_est=prompt_est,
+                text="".join(delivered),
+                prompt_tokens=None,
+                completion_tokens=None,
+            )
             raise
         except (upstream.StreamBroken, ApiError) as exc:
             timeout = isinstance(exc, UpstreamTimeout)
             outcome = Outcome.TIMEOUT if timeout else Outcome.UPSTREAM_ERROR
             status, code = (504, "upstream_timeout") if timeout else (502, "upstream_error")
             log.warning("stream broke off", extra={"router_id": up.router.id, "reason": str(exc)})
-            _settle_usage(call, prompt_est=prompt_est, text="".join(delivered),
-                          prompt_tokens=None, completion_tokens=None)
-            yield writer.error(message="The upstream model server broke off the answer; what "
-                               "you received is incomplete. Retry the request.", code=code)
+            _settle_usage(
+                call,
+                prompt_est=prompt_est,
+                text="".join(delivered),
+                prompt_tokens=None,
+                completion_tokens=None,
+            )
+            yield writer.error(
+                message="The upstream model server broke off the answer; what "
+                "you received is incomplete. Retry the request.",
+                code=code,
+            )
             yield writer.done()
         finally:
             metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics

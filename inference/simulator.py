@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import socket
 import hmac
 import itertools
 import json
@@ -25,6 +24,7 @@ import math
 import os
 import re
 import resource
+import socket
 import sys
 import time
 from collections import deque

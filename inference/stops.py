@@ -30,7 +30,10 @@ class StopScanner:
             return head
         if len(self.pending) <= self.hold:
             return ""
-        out, self.pending = self.pending[: len(self.pending) - self.hold], self.pending[len(self.pending) - self.hold:]
+        out, self.pending = (
+            self.pending[: len(self.pending) - self.hold],
+            self.pending[len(self.pending) - self.hold :],
+        )
         return out
 
     def flush(self) -> str:

@@ -74,12 +74,17 @@ def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeou
     result = "error"
     try:
         response = pool().request(
-            "POST", url, body=json.dumps(payload).encode(),
-            headers={"Authorization": f"Bearer {router.token}",
-                     "Content-Type": "application/json",
-                     "Accept": "text/event-stream" if stream else "application/json"},
+            "POST",
+            url,
+            body=json.dumps(payload).encode(),
+            headers={
+                "Authorization": f"Bearer {router.token}",
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream" if stream else "application/json",
+            },
             timeout=urllib3.Timeout(connect=router.connect_timeout, read=read_timeout),
-            preload_content=False, redirect=False,
+            preload_content=False,
+            redirect=False,
         )
         result = str(response.status)
         return response
@@ -87,8 +92,9 @@ def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeou
         metrics.UPSTREAM_LATENCY.labels(str(router.id), result).observe(time.monotonic() - started)
 
 
-def _open_one(router: RouterInfo, model: ModelInfo, payload: dict,
-              stream: bool) -> urllib3.BaseHTTPResponse:
+def _open_one(
+    router: RouterInfo, model: ModelInfo, payload: dict, stream: bool
+) -> urllib3.BaseHTTPResponse:
     api = api_for(router.api_version)
     body_url, path_url = api.completion_urls(router.base_url, router.session_id)
     read_timeout = router.read_timeout or float(model.request_timeout)
@@ -107,8 +113,9 @@ def _open_one(router: RouterInfo, model: ModelInfo, payload: dict,
     return response
 
 
-def open_completion(*, routers: list[RouterInfo], model: ModelInfo, payload_for,
-                    stream: bool) -> Upstream:
+def open_completion(
+    *, routers: list[RouterInfo], model: ModelInfo, payload_for, stream: bool
+) -> Upstream:
     """Send to a router of the pool; on a connection error, a connect timeout or a 502/503/504
     (all before any byte reached the client) try another, within MAX_TRIES and the deadline."""
     deadline = time.monotonic() + model.request_timeout
@@ -127,18 +134,24 @@ def open_completion(*, routers: list[RouterInfo], model: ModelInfo, payload_for,
             balancer.record_failure(router.id)
             balancer.release(router.id)
             last_error = str(exc)
-            log.warning("router failed before the first byte, trying another",
-                        extra={"router_id": router.id, "reason": last_error})
+            log.warning(
+                "router failed before the first byte, trying another",
+                extra={"router_id": router.id, "reason": last_error},
+            )
             continue
         except ReadTimeoutError:
             balancer.record_failure(router.id)
             balancer.release(router.id)
-            raise UpstreamTimeout("The model did not answer in time. Retry, or lower max_tokens.") from None
+            raise UpstreamTimeout(
+                "The model did not answer in time. Retry, or lower max_tokens."
+            ) from None
         except HTTPError as exc:
             balancer.record_failure(router.id)
             balancer.release(router.id)
-            log.warning("router request failed", extra={"router_id": router.id,
-                                                        "reason": exc.__class__.__name__})
+            log.warning(
+                "router request failed",
+                extra={"router_id": router.id, "reason": exc.__class__.__name__},
+            )
             raise UpstreamError("The upstream model server failed. Retry in a moment.") from None
         if response.status >= 400:
             status = response.status
@@ -146,18 +159,24 @@ def open_completion(*, routers: list[RouterInfo], model: ModelInfo, payload_for,
             balancer.release(router.id)
             if status >= 500:
                 balancer.record_failure(router.id)
-            log.warning("router answered an error", extra={"router_id": router.id, "status": status})
+            log.warning(
+                "router answered an error", extra={"router_id": router.id, "status": status}
+            )
             raise UpstreamError("The upstream model server refused the request. Retry in a moment.")
         balancer.record_success(router.id)
         return Upstream(router=router, response=response, connected_at=time.monotonic())
     if not tried:
-        raise UpstreamUnavailable("No capacity is available for this model right now. "
-                                  "Retry in a few seconds.")
+        raise UpstreamUnavailable(
+            "No capacity is available for this model right now. Retry in a few seconds."
+        )
     log.warning("every router tried failed", extra={"tried": len(tried), "reason": last_error})
-    raise UpstreamUnavailable("The model's servers are unavailable right now. Retry in a few seconds.")
+    raise UpstreamUnavailable(
+        "The model's servers are unavailable right now. Retry in a few seconds."
+    )
 
 
 # --- reading answers ----------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class Completion:
@@ -196,8 +215,12 @@ def parse_completion_json(data) -> Completion:
     else:
         raise UpstreamError("The upstream model server sent an answer we could not read.")
     prompt, completion = _usage_of(data)
-    return Completion(text=text, finish_reason=finish or "stop", prompt_tokens=prompt,
-                      completion_tokens=completion)
+    return Completion(
+        text=text,
+        finish_reason=finish or "stop",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
 
 
 def read_completion(upstream: Upstream) -> Completion:
@@ -205,8 +228,9 @@ def read_completion(upstream: Upstream) -> Completion:
         data = json.loads(upstream.response.read())
         upstream.response.release_conn()  # read to the end: the connection is reusable
     except ReadTimeoutError:
-        raise UpstreamTimeout("The model did not answer in time. Retry, or lower max_tokens."
-                              ) from None
+        raise UpstreamTimeout(
+            "The model did not answer in time. Retry, or lower max_tokens."
+        ) from None
     except (ValueError, HTTPError):
         raise UpstreamError("The upstream model server sent an answer we could not read.") from None
     return parse_completion_json(data)

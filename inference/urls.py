@@ -5,8 +5,11 @@ from inference import views
 urlpatterns = [
     path("v1/models", views.ModelListView.as_view(), name="v1-models"),
     # Model ids contain a slash (cortensor/llama-3.1-8b).
-    re_path(r"^v1/models/(?P<model_id>[A-Za-z0-9._:/-]{1,128})$", views.ModelDetailView.as_view(),
-            name="v1-model"),
+    re_path(
+        r"^v1/models/(?P<model_id>[A-Za-z0-9._:/-]{1,128})$",
+        views.ModelDetailView.as_view(),
+        name="v1-model",
+    ),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="v1-chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="v1-completions"),
 ]

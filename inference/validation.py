@@ -63,8 +63,11 @@ def _model(body: dict) -> str:
     if model is None:
         raise InvalidRequest("You must provide a model parameter.", param="model")
     if not isinstance(model, str) or not model.strip() or len(model) > 128 or not _printable(model):
-        raise InvalidRequest("'model' must be a model id string such as "
-                             "'cortensor/llama-3.1-8b' (see GET /v1/models).", param="model")
+        raise InvalidRequest(
+            "'model' must be a model id string such as "
+            "'cortensor/llama-3.1-8b' (see GET /v1/models).",
+            param="model",
+        )
     return model
 
 
@@ -128,8 +131,9 @@ def _sampling(body: dict) -> Sampling:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         stops = [s for s in stop if s]
     else:
-        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.",
-                             param="stop")
+        raise InvalidRequest(
+            "'stop' must be a string or an array of up to 4 strings.", param="stop"
+        )
     user = body.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > 256):
         raise InvalidRequest("'user' must be a string of at most 256 characters.", param="user")
@@ -141,14 +145,18 @@ def _sampling(body: dict) -> Sampling:
         if value not in (None, False, [], {}) and message:
             raise InvalidRequest(message, param=name, code="unsupported_parameter")
     if body.get("logprobs") not in (None, False, 0):
-        raise InvalidRequest("'logprobs' is not supported.", param="logprobs",
-                             code="unsupported_parameter")
+        raise InvalidRequest(
+            "'logprobs' is not supported.", param="logprobs", code="unsupported_parameter"
+        )
     response_format = body.get("response_format")
     if response_format is not None:
         kind = response_format.get("type") if isinstance(response_format, dict) else None
         if kind != "text":
-            raise InvalidRequest("Only response_format {'type': 'text'} is supported.",
-                                 param="response_format", code="unsupported_parameter")
+            raise InvalidRequest(
+                "Only response_format {'type': 'text'} is supported.",
+                param="response_format",
+                code="unsupported_parameter",
+            )
     return Sampling(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0, 2),
@@ -169,12 +177,15 @@ def _stream(body: dict) -> tuple[bool, bool]:
         if not isinstance(options, dict):
             raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
         if not stream:
-            raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.",
-                                 param="stream_options")
+            raise InvalidRequest(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+            )
         include_usage = options.get("include_usage", False)
         if not isinstance(include_usage, bool):
-            raise InvalidRequest("'stream_options.include_usage' must be true or false.",
-                                 param="stream_options.include_usage")
+            raise InvalidRequest(
+                "'stream_options.include_usage' must be true or false.",
+                param="stream_options.include_usage",
+            )
     return stream, include_usage
 
 
@@ -186,11 +197,15 @@ def _content(value, index: int) -> str:
         texts = []
         for part in value:
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise InvalidRequest("Each content part must be an object with a 'type'.",
-                                     param=param)
+                raise InvalidRequest(
+                    "Each content part must be an object with a 'type'.", param=param
+                )
             if part["type"] != "text":
-                raise InvalidRequest(f"Content parts of type '{part['type']}' are not supported; "
-                                     "only 'text'.", param=param, code="unsupported_parameter")
+                raise InvalidRequest(
+                    f"Content parts of type '{part['type']}' are not supported; only 'text'.",
+                    param=param,
+                    code="unsupported_parameter",
+                )
             text = part.get("text")
             if not isinstance(text, str):
                 raise InvalidRequest("A text part needs a string 'text'.", param=param)
@@ -206,25 +221,33 @@ def _messages(body: dict) -> list[tuple[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
     if len(messages) > MAX_MESSAGES:
-        raise InvalidRequest(f"'messages' has {len(messages)} items; at most {MAX_MESSAGES}.",
-                             param="messages")
+        raise InvalidRequest(
+            f"'messages' has {len(messages)} items; at most {MAX_MESSAGES}.", param="messages"
+        )
     result = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise InvalidRequest("Each message must be an object with 'role' and 'content'.",
-                                 param=f"messages[{index}]")
+            raise InvalidRequest(
+                "Each message must be an object with 'role' and 'content'.",
+                param=f"messages[{index}]",
+            )
         role = message.get("role")
         if role == "tool" or role == "function" or message.get("tool_calls"):
-            raise InvalidRequest("Tool messages are not supported.",
-                                 param=f"messages[{index}].role",
-                                 code="unsupported_parameter")
+            raise InvalidRequest(
+                "Tool messages are not supported.",
+                param=f"messages[{index}].role",
+                code="unsupported_parameter",
+            )
         if not isinstance(role, str) or role not in _ROLES:
-            raise InvalidRequest("'role' must be one of 'system', 'user' or 'assistant'.",
-                                 param=f"messages[{index}].role")
+            raise InvalidRequest(
+                "'role' must be one of 'system', 'user' or 'assistant'.",
+                param=f"messages[{index}].role",
+            )
         content = message.get("content")
         if content is None:
-            raise InvalidRequest("Each message needs 'content'.",
-                                 param=f"messages[{index}].content")
+            raise InvalidRequest(
+                "Each message needs 'content'.", param=f"messages[{index}].content"
+            )
         result.append(("system" if role == "developer" else role, _content(content, index)))
     return result
 
@@ -236,8 +259,9 @@ def _prompt(body: dict) -> str:
     if isinstance(prompt, list):
         if len(prompt) == 1 and isinstance(prompt[0], str):
             return prompt[0]
-        raise InvalidRequest("'prompt' must be a string (batches of prompts are not supported).",
-                             param="prompt")
+        raise InvalidRequest(
+            "'prompt' must be a string (batches of prompts are not supported).", param="prompt"
+        )
     if not isinstance(prompt, str):
         raise InvalidRequest("'prompt' must be a string.", param="prompt")
     return prompt
@@ -249,9 +273,15 @@ def parse_chat(body) -> CompletionRequest:
     messages = _messages(body)
     sampling = _sampling(body)
     stream, include_usage = _stream(body)
-    return CompletionRequest(model=model, endpoint="chat.completions", messages=messages,
-                             prompt=None, sampling=sampling, stream=stream,
-                             include_usage=include_usage)
+    return CompletionRequest(
+        model=model,
+        endpoint="chat.completions",
+        messages=messages,
+        prompt=None,
+        sampling=sampling,
+        stream=stream,
+        include_usage=include_usage,
+    )
 
 
 def parse_completion(body) -> CompletionRequest:
@@ -261,11 +291,19 @@ def parse_completion(body) -> CompletionRequest:
     sampling = _sampling(body)
     stream, include_usage = _stream(body)
     if body.get("suffix"):
-        raise InvalidRequest("'suffix' is not supported.", param="suffix",
-                             code="unsupported_parameter")
+        raise InvalidRequest(
+            "'suffix' is not supported.", param="suffix", code="unsupported_parameter"
+        )
     best_of = body.get("best_of")
     if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
         raise InvalidRequest("Only best_of=1 is supported.", param="best_of")
-    return CompletionRequest(model=model, endpoint="completions", messages=None, prompt=prompt,
-                             sampling=sampling, stream=stream, include_usage=include_usage,
-                             echo=_boolean(body, "echo"))
+    return CompletionRequest(
+        model=model,
+        endpoint="completions",
+        messages=None,
+        prompt=prompt,
+        sampling=sampling,
+        stream=stream,
+        include_usage=include_usage,
+        echo=_boolean(body, "echo"),
+    )

@@ -50,8 +50,11 @@ class ModelListView(V1View):
         principal = request.user
         table = routing_table()
         plan = table.plan_for(principal.plan_id)
-        data = [model_object(m) for m in table.models.values()
-                if table.model_allowed(m, plan, principal.allowed_models)]
+        data = [
+            model_object(m)
+            for m in table.models.values()
+            if table.model_allowed(m, plan, principal.allowed_models)
+        ]
         return JsonResponse({"object": "list", "data": data})
 
 
@@ -65,13 +68,20 @@ class ModelDetailView(V1View):
 class ChatCompletionsView(V1View):
     @schema.chat_completions_create
     def post(self, request):
-        return completion_serve(request_id=request._request.request_id, principal=request.user,
-                                creq_parse=validation.parse_chat, body_getter=lambda: request.data)
+        return completion_serve(
+            request_id=request._request.request_id,
+            principal=request.user,
+            creq_parse=validation.parse_chat,
+            body_getter=lambda: request.data,
+        )
 
 
 class CompletionsView(V1View):
     @schema.completions_create
     def post(self, request):
-        return completion_serve(request_id=request._request.request_id, principal=request.user,
-                                creq_parse=validation.parse_completion,
-                                body_getter=lambda: request.data)
+        return completion_serve(
+            request_id=request._request.request_id,
+            principal=request.user,
+            creq_parse=validation.parse_completion,
+            body_getter=lambda: request.data,
+        )

@@ -16,10 +16,12 @@ class UsageRecord(models.Model):
         CANCELLED = "cancelled", "cancelled by the client"
 
     request_id = models.CharField(max_length=64, unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
-                             db_constraint=False)
-    key = models.ForeignKey("apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+",
-                            db_constraint=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     model = models.CharField(max_length=128, blank=True)
     pool = models.CharField(max_length=64, blank=True)
     router_id = models.BigIntegerField(null=True, blank=True)
@@ -60,15 +62,20 @@ class UsagePending(models.Model):
     class Meta:
         verbose_name_plural = "usage pending aggregation"
 
+    def __str__(self) -> str:
+        return str(self.record_id)
+
 
 class DailyUsage(models.Model):
     """Derived from UsageRecord by metering.services.usage_aggregate; never edited by hand."""
 
     day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
-                             db_constraint=False)
-    key = models.ForeignKey("apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+",
-                            db_constraint=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     model = models.CharField(max_length=128)
     requests = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
@@ -81,6 +88,10 @@ class DailyUsage(models.Model):
         ordering = ["-day"]
         verbose_name_plural = "daily usage"
         constraints = [
-            models.UniqueConstraint(fields=["day", "user", "key", "model"],
-                                    name="daily_usage_unique"),
+            models.UniqueConstraint(
+                fields=["day", "user", "key", "model"], name="daily_usage_unique"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.day} user {self.user_id} key {self.key_id} {self.model}"

@@ -78,8 +78,11 @@ def usage_record_write(usage: Usage) -> bool:
     except DatabaseError as exc:
         if transaction.get_connection().in_atomic_block:
             raise  # inside someone's transaction: theirs to handle
-        log.warning("usage record spooled: database unavailable (%s)", exc.__class__.__name__,
-                    extra={"usage_request_id": usage.request_id})
+        log.warning(
+            "usage record spooled: database unavailable (%s)",
+            exc.__class__.__name__,
+            extra={"usage_request_id": usage.request_id},
+        )
         _spool(usage)
         return True
 
@@ -97,7 +100,7 @@ def _spool(usage: Usage) -> None:
         try:
             client.rpush(SPOOL_KEY, line)
             return
-        except Exception as exc:  # noqa: BLE001 - fall through to the local file
+        except Exception as exc:
             log.warning("usage spool: Redis unavailable too (%s)", exc.__class__.__name__)
     directory = _spool_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -115,8 +118,11 @@ def _insert(lines: list[str]) -> int:
         data["created_at"] = parse_datetime(data["created_at"])
         rows[data["request_id"]] = UsageRecord(**data)
     with transaction.atomic():
-        existing = set(UsageRecord.objects.filter(request_id__in=list(rows))
-                       .values_list("request_id", flat=True))
+        existing = set(
+            UsageRecord.objects.filter(request_id__in=list(rows)).values_list(
+                "request_id", flat=True
+            )
+        )
         new = [row for rid, row in rows.items() if rid not in existing]
         UsageRecord.objects.bulk_create(new, ignore_conflicts=True)
     return len(new)
@@ -147,7 +153,7 @@ def usage_spool_drain() -> int:
                 continue
             lines = [line for line in claimed.read_text().splitlines() if line.strip()]
             for start in range(0, len(lines), DRAIN_BATCH):
-                moved += _insert(lines[start:start + DRAIN_BATCH])
+                moved += _insert(lines[start : start + DRAIN_BATCH])
             claimed.unlink()
     if moved:
         log.info("usage spool drained", extra={"records": moved})
@@ -160,9 +166,15 @@ def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
     writes the ones whose lease ran out. The tokens are the prompt estimate; what was streamed
     before the process died is unknown."""
     row = usage.row()
-    row.update(outcome=UsageRecord.Outcome.CANCELLED, http_status=499, error_code="request_lost",
-               tokens_estimated=True, prompt_tokens=prompt_tokens, completion_tokens=0,
-               total_tokens=prompt_tokens)
+    row.update(
+        outcome=UsageRecord.Outcome.CANCELLED,
+        http_status=499,
+        error_code="request_lost",
+        tokens_estimated=True,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=0,
+        total_tokens=prompt_tokens,
+    )
     return json.dumps(row, default=str)
 
 
@@ -225,8 +237,9 @@ class UsageWriter:
                 if self._thread is None:
                     import atexit
 
-                    self._thread = self._threading.Thread(target=self._run, daemon=True,
-                                                          name="usage-writer")
+                    self._thread = self._threading.Thread(
+                        target=self._run, daemon=True, name="usage-writer"
+                    )
                     self._thread.start()
                     atexit.register(self.flush)
 
@@ -237,7 +250,7 @@ class UsageWriter:
             time.sleep(self.FLUSH_SECONDS)
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - keep the writer alive; the journal has them
+            except Exception:
                 log.exception("usage writer: flush failed")
 
     def flush(self) -> int:
@@ -255,14 +268,22 @@ class UsageWriter:
                 try:
                     UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
                 except DatabaseError as exc:
-                    log.warning("usage writer: database unavailable (%s), spooling %d records",
-                                exc.__class__.__name__, len(batch))
+                    log.warning(
+                        "usage writer: database unavailable (%s), spooling %d records",
+                        exc.__class__.__name__,
+                        len(batch),
+                    )
                     for usage, _ in batch:
                         _spool(usage)
                 finally:
                     release_connection()
-                limits_settle_many([(admission, usage.total_tokens) for usage, admission in batch
-                                    if admission is not None])
+                limits_settle_many(
+                    [
+                        (admission, usage.total_tokens)
+                        for usage, admission in batch
+                        if admission is not None
+                    ]
+                )
                 written += len(batch)
         return written
 

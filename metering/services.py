@@ -122,7 +122,8 @@ def _fold_batch_sqlite(limit: int) -> int:
         cursor.execute(_SQLITE_FLAG, [upper])
         if cursor.rowcount != claimed:  # cannot happen with one writer; fail loudly if it does
             raise RuntimeError(
-                f"usage_aggregate: cleared {cursor.rowcount} of {claimed} pending records")
+                f"usage_aggregate: cleared {cursor.rowcount} of {claimed} pending records"
+            )
         return claimed
 
 
@@ -157,8 +158,11 @@ def usage_prune(*, older_than_days: int, batch_size: int = PRUNE_BATCH) -> int:
     if older_than_days < 1:
         raise ValueError("older_than_days must be at least 1")
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    old = (UsageRecord.objects.filter(created_at__lt=cutoff)
-           .exclude(pk__in=UsagePending.objects.values("record_id")).order_by("id"))
+    old = (
+        UsageRecord.objects.filter(created_at__lt=cutoff)
+        .exclude(pk__in=UsagePending.objects.values("record_id"))
+        .order_by("id")
+    )
     total = 0
     while True:
         # Short transactions: a DELETE of a few thousand rows by primary key, then the next.

@@ -56,7 +56,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def parse_database_url(url: str, *, base_dir: str) -> dict:
-    """Turn `postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` into a DATABASES entry."""
+    """`postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` -> a DATABASES entry."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path)

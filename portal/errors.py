@@ -22,8 +22,14 @@ class ApiError(Exception):
     type = "invalid_request_error"
     code = "invalid_request_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -32,8 +38,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequest(ApiError):
@@ -45,8 +57,12 @@ class InvalidApiKey(ApiError):
     type = "authentication_error"
     code = "invalid_api_key"
 
-    def __init__(self, message: str = "Invalid API key. Create a key at /keys and send it as "
-                 "'Authorization: Bearer <key>'.", **kwargs):
+    def __init__(
+        self,
+        message: str = "Invalid API key. Create a key at /keys and send it as "
+        "'Authorization: Bearer <key>'.",
+        **kwargs,
+    ):
         super().__init__(message, **kwargs)
 
 
@@ -123,7 +139,8 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
         return InvalidRequest(
             "Send the request body as JSON with 'Content-Type: application/json'.",
-            code="unsupported_media_type")
+            code="unsupported_media_type",
+        )
     if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
         return InvalidApiKey()
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
@@ -136,13 +153,15 @@ def to_api_error(exc: Exception) -> ApiError | None:
     from django_ratelimit.exceptions import Ratelimited
 
     if isinstance(exc, Ratelimited):
-        return RateLimited("Too many requests; wait a minute and retry.",
-                           headers={"Retry-After": "60"})
+        return RateLimited(
+            "Too many requests; wait a minute and retry.", headers={"Retry-After": "60"}
+        )
     if isinstance(exc, Http404 | drf_exceptions.NotFound):
         return NotFound("Not found.")
     if isinstance(exc, PermissionDenied | drf_exceptions.PermissionDenied):
-        err = PermissionDeniedError(str(getattr(exc, "detail", "") or "Permission denied."),
-                                    code="permission_denied")
+        err = PermissionDeniedError(
+            str(getattr(exc, "detail", "") or "Permission denied."), code="permission_denied"
+        )
         return err
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge("The request body is larger than this API accepts.")

@@ -19,8 +19,13 @@ def get_redis():
     # would admit the request twice), and a Redis outage should fail fast into a clear 503.
     no_retry = Retry(NoBackoff(), 0)
     pool = redis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL, max_connections=256, timeout=2, socket_timeout=2,
-        socket_connect_timeout=2, health_check_interval=30, retry=no_retry,
+        settings.REDIS_URL,
+        max_connections=256,
+        timeout=2,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+        retry=no_retry,
     )
     return redis.Redis(connection_pool=pool, retry=no_retry)
 
@@ -32,5 +37,5 @@ def redis_ping() -> str:
     try:
         client.ping()
         return "ok"
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "error"

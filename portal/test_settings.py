@@ -17,10 +17,13 @@ os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
 # Tests read records right after a response; served-process tests run the batched writer.
 os.environ.setdefault("USAGE_WRITE_BATCHED", "0")
 
-from portal.settings import *  # noqa: E402, F403
+from portal.settings import *  # noqa: F403
 
 DEBUG = False
 CATALOG_CHECK_SECONDS = 0.0
 # Pages render without a collectstatic manifest in tests.
-STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 WHITENOISE_USE_FINDERS = True

@@ -29,8 +29,12 @@ def bad_request(request, exception=None):
     if _is_api(request):
         # Django routes RequestDataTooBig (raised on reading request.body) here as a 400.
         error = to_api_error(exception) if isinstance(exception, RequestDataTooBig) else None
-        return error_response(error or InvalidRequest("The request was malformed (bad host, "
-                                                      "headers or encoding).", code="bad_request"))
+        return error_response(
+            error
+            or InvalidRequest(
+                "The request was malformed (bad host, headers or encoding).", code="bad_request"
+            )
+        )
     return render(request, "400.html", status=400)
 
 
@@ -51,8 +55,11 @@ def ratelimited(request, exception=None):
     from portal.errors import RateLimited
 
     if _is_api(request) or request.headers.get("Accept", "").startswith("application/json"):
-        return error_response(RateLimited("Too many requests; wait a minute and retry.",
-                                          headers={"Retry-After": "60"}))
+        return error_response(
+            RateLimited(
+                "Too many requests; wait a minute and retry.", headers={"Retry-After": "60"}
+            )
+        )
     response = render(request, "429.html", status=429)
     response["Retry-After"] = "60"
     return response
@@ -60,8 +67,11 @@ def ratelimited(request, exception=None):
 
 def server_error(request):
     if _is_api(request):
-        err = ApiError("The portal failed to handle this request; it has been logged. "
-                       "Retry, and quote the x-request-id if it persists.", code="internal_error")
+        err = ApiError(
+            "The portal failed to handle this request; it has been logged. "
+            "Retry, and quote the x-request-id if it persists.",
+            code="internal_error",
+        )
         err.status = 500
         err.type = "api_error"
         return error_response(err)
@@ -83,11 +93,12 @@ def readyz(request):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         log.warning("readyz: database check failed: %s", exc.__class__.__name__)
         checks["database"] = "error"
     checks["redis"] = redis_ping()
     checks["routers"] = routing_readiness()
     ready = all(value in {"ok", "disabled"} for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

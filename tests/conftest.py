@@ -29,18 +29,30 @@ def _clean_cache():
 def plan(db):
     from accounts.models import Plan
 
-    return Plan.objects.create(name="free", is_default=True, requests_per_minute=1000,
-                               tokens_per_minute=1_000_000, max_concurrent_requests=50)
+    return Plan.objects.create(
+        name="free",
+        is_default=True,
+        requests_per_minute=1000,
+        tokens_per_minute=1_000_000,
+        max_concurrent_requests=50,
+    )
 
 
 @pytest.fixture
 def make_user(db, plan):
     from accounts.models import User
 
-    def make(email: str, *, password: str = "correct horse battery", staff: bool = False,
-             verified: bool = True, plan_=None):
-        user = User.objects.create_user(email=email, password=password, is_staff=staff,
-                                        is_superuser=staff, plan=plan_ or plan)
+    def make(
+        email: str,
+        *,
+        password: str = "correct horse battery",
+        staff: bool = False,
+        verified: bool = True,
+        plan_=None,
+    ):
+        user = User.objects.create_user(
+            email=email, password=password, is_staff=staff, is_superuser=staff, plan=plan_ or plan
+        )
         if verified:
             from allauth.account.models import EmailAddress
 
@@ -94,12 +106,27 @@ def catalog(db, router_sim):
     from catalog.models import CatalogModel, Router, RouterPool
 
     pool = RouterPool.objects.create(name="default")
-    router = Router.objects.create(pool=pool, base_url=router_sim.url, api_version="v1",
-                                   session_id=1, token="default-dev-token")
-    llama = CatalogModel.objects.create(public_id="cortensor/llama-3.1-8b", pool=pool,
-                                        display_name="Llama 3.1 8B", chat_template="llama3",
-                                        max_tokens=1024, default_max_tokens=64)
-    qwen = CatalogModel.objects.create(public_id="cortensor/qwen-2.5-7b", pool=pool,
-                                       display_name="Qwen 2.5 7B", chat_template="chatml",
-                                       max_tokens=1024, default_max_tokens=64)
+    router = Router.objects.create(
+        pool=pool,
+        base_url=router_sim.url,
+        api_version="v1",
+        session_id=1,
+        token="default-dev-token",
+    )
+    llama = CatalogModel.objects.create(
+        public_id="cortensor/llama-3.1-8b",
+        pool=pool,
+        display_name="Llama 3.1 8B",
+        chat_template="llama3",
+        max_tokens=1024,
+        default_max_tokens=64,
+    )
+    qwen = CatalogModel.objects.create(
+        public_id="cortensor/qwen-2.5-7b",
+        pool=pool,
+        display_name="Qwen 2.5 7B",
+        chat_template="chatml",
+        max_tokens=1024,
+        default_max_tokens=64,
+    )
     return {"pool": pool, "router": router, "llama": llama, "qwen": qwen}

@@ -13,7 +13,8 @@ from catalog.models import CatalogModel, Router, RouterPool
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLE = json.loads(open("config.example.json").read())
+with open("config.example.json") as _file:
+    EXAMPLE = json.load(_file)
 
 
 def _write(tmp_path, data, name="config.json"):
@@ -33,7 +34,9 @@ def test_example_file_applies_and_is_idempotent(tmp_path, capsys):
     router = Router.objects.get()
     assert (router.session_id, router.token, router.api_version) == (1, "default-dev-token", "v1")
     assert list(CatalogModel.objects.values_list("public_id", flat=True)) == [
-        "cortensor/llama-3.1-8b", "cortensor/qwen-2.5-7b"]
+        "cortensor/llama-3.1-8b",
+        "cortensor/qwen-2.5-7b",
+    ]
     assert "2 plans, 1 pools, 1 routers, 2 models applied" in capsys.readouterr().out
 
 
@@ -53,14 +56,26 @@ def test_plan_model_lists_restrict_models(tmp_path):
     assert list(pro.models.values_list("public_id", flat=True)) == ["cortensor/qwen-2.5-7b"]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["models"][1].update(pool="nowhere"), "models[1].pool: no pool named 'nowhere'"),
-    (lambda d: d["pools"][0]["routers"][0].pop("session_id"), "pools[0].routers[0].session_id: required"),
-    (lambda d: d["plans"][0].update(requests_per_minute="lots"), "plans[0].requests_per_minute"),
-    (lambda d: d["models"][0].update(chat_template="jinja"), "models[0].chat_template"),
-    (lambda d: d["pools"][0]["routers"][0].update(api_version="v9"), "api_version"),
-    (lambda d: d.update(extra=[]), "unknown section"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda d: d["models"][1].update(pool="nowhere"),
+            "models[1].pool: no pool named 'nowhere'",
+        ),
+        (
+            lambda d: d["pools"][0]["routers"][0].pop("session_id"),
+            "pools[0].routers[0].session_id: required",
+        ),
+        (
+            lambda d: d["plans"][0].update(requests_per_minute="lots"),
+            "plans[0].requests_per_minute",
+        ),
+        (lambda d: d["models"][0].update(chat_template="jinja"), "models[0].chat_template"),
+        (lambda d: d["pools"][0]["routers"][0].update(api_version="v9"), "api_version"),
+        (lambda d: d.update(extra=[]), "unknown section"),
+    ],
+)
 def test_bad_file_names_the_field_and_applies_nothing(tmp_path, mutate, message):
     data = json.loads(json.dumps(EXAMPLE))
     mutate(data)

@@ -14,8 +14,9 @@ def test_direct_clients_are_their_remote_addr(settings):
 
 def test_behind_one_proxy_the_last_hop_counts(settings):
     settings.TRUSTED_PROXY_COUNT = 1
-    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.2",
-                                   HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.7")
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.7"
+    )
     assert client_ip(request) == "198.51.100.7"  # "6.6.6.6" was the client's own claim
 
 

@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -29,7 +28,8 @@ pytestmark = [
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL", "").startswith("postgres")
         or not os.environ.get("REDIS_URL"),
-        reason="fault tests run real processes on PostgreSQL and Redis (CI sets both)"),
+        reason="fault tests run real processes on PostgreSQL and Redis (CI sets both)",
+    ),
 ]
 
 
@@ -38,23 +38,28 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
     tests stay in their pools), and a user with a key: (database url, raw key)."""
     db = served_database()
     pool = email.split("@")[0]
-    config = {"plans": [{"name": "served", "models": ["*"], "default": True}],
-              "pools": [{"name": pool, "routers": [{"url": sim.url, "session_id": 1,
-                                                    "token": sim.token}]}],
-              "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}]}
+    config = {
+        "plans": [{"name": "served", "models": ["*"], "default": True}],
+        "pools": [
+            {"name": pool, "routers": [{"url": sim.url, "session_id": 1, "token": sim.token}]}
+        ],
+        "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}],
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
     try:
         manage("apply_config", handle.name, database_url=db)
     finally:
         os.unlink(handle.name)
-    key = manage("apikey_create", "--email", email, "--name", "k", "--create-user",
-                 database_url=db).strip()
+    key = manage(
+        "apikey_create", "--email", email, "--name", "k", "--create-user", database_url=db
+    ).strip()
     return db, key
 
 
-def _records(db_url: str, where: str = "TRUE", params=(), *, expect: int | None = None,
-             timeout: float = 5.0) -> list[dict]:
+def _records(
+    db_url: str, where: str = "TRUE", params=(), *, expect: int | None = None, timeout: float = 5.0
+) -> list[dict]:
     """Records matching `where`; with `expect`, wait (up to `timeout`) until that many are in
     the table: served processes write usage in batches, a few tens of ms after answering."""
     import psycopg
@@ -63,18 +68,28 @@ def _records(db_url: str, where: str = "TRUE", params=(), *, expect: int | None 
     deadline = time.monotonic() + timeout
     while True:
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
-            rows = conn.execute(f"SELECT * FROM metering_usagerecord WHERE {where}",
-                                params).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM metering_usagerecord WHERE {where}", params
+            ).fetchall()
         if expect is None or len(rows) >= expect or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
 
 
 def _stream(url: str, key: str, **body):
-    payload = {"model": MODEL, "stream": True,
-               "messages": [{"role": "user", "content": "tell me a story"}], **body}
-    return requests.post(f"{url}/v1/chat/completions", json=payload, stream=True, timeout=30,
-                         headers={"Authorization": f"Bearer {key}"})
+    payload = {
+        "model": MODEL,
+        "stream": True,
+        "messages": [{"role": "user", "content": "tell me a story"}],
+        **body,
+    }
+    return requests.post(
+        f"{url}/v1/chat/completions",
+        json=payload,
+        stream=True,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+    )
 
 
 def _events(lines):
@@ -85,10 +100,12 @@ def _events(lines):
 
 
 def _chat(url: str, key: str) -> requests.Response:
-    return requests.post(f"{url}/v1/chat/completions", timeout=30,
-                         headers={"Authorization": f"Bearer {key}"},
-                         json={"model": MODEL, "max_tokens": 3,
-                               "messages": [{"role": "user", "content": "hi"}]})
+    return requests.post(
+        f"{url}/v1/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
 
 def test_router_killed_mid_stream_ends_in_error_chunk_and_bills_what_was_delivered():
@@ -184,8 +201,11 @@ def test_sigterm_lets_open_streams_finish_and_records_them():
     finally:
         server.stop()
         sim.stop()
-    text = "".join(e["choices"][0]["delta"].get("content") or ""
-                   for e in first + rest[:-1] if isinstance(e, dict) and e["choices"])
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in first + rest[:-1]
+        if isinstance(e, dict) and e["choices"]
+    )
     assert text == "".join(f" word{i}" for i in range(40))
     assert rest[-1] == "[DONE]"
     (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]], expect=1)
@@ -200,11 +220,18 @@ def _load(url: str, key: str, seconds: float, threads: int = 4) -> list[requests
         session = requests.Session()
         while time.monotonic() < stop_at:
             try:
-                results.append(session.post(
-                    f"{url}/v1/chat/completions", timeout=15,
-                    headers={"Authorization": f"Bearer {key}"},
-                    json={"model": MODEL, "max_tokens": 2,
-                          "messages": [{"role": "user", "content": "hi"}]}))
+                results.append(
+                    session.post(
+                        f"{url}/v1/chat/completions",
+                        timeout=15,
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={
+                            "model": MODEL,
+                            "max_tokens": 2,
+                            "messages": [{"role": "user", "content": "hi"}],
+                        },
+                    )
+                )
             except requests.RequestException as exc:
                 results.append(exc.__class__.__name__)
             time.sleep(0.02)
@@ -216,12 +243,28 @@ def _load(url: str, key: str, seconds: float, threads: int = 4) -> list[requests
 
 
 def _redis_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                         check=False).stdout.strip() != b"PONG":
+    while (
+        subprocess.run(
+            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
+        ).stdout.strip()
+        != b"PONG"
+    ):
         assert time.monotonic() < deadline, "private redis did not start"
         time.sleep(0.05)
     return process
@@ -272,42 +315,89 @@ def private_postgres():
     port = free_port()
 
     def as_postgres(*cmd):
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120
+        )
 
     as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
     opts = f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
 
     def start():
-        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "start",
-                    "-l", str(data / "log"))
+        as_postgres(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-w",
+            "start",
+            "-l",
+            str(data / "log"),
+        )
 
     def stop():
         as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
 
     start()
-    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
-                    "CREATE DATABASE portal"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-c",
+            "CREATE DATABASE portal",
+        ],
+        check=True,
+        capture_output=True,
+    )
     url = f"postgres://postgres@127.0.0.1:{port}/portal"
     manage("migrate", "--noinput", database_url=url)
     yield {"url": url, "start": start, "stop": stop}
-    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(data),
-                    "-m", "immediate", "stop"], capture_output=True, check=False)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-m",
+            "immediate",
+            "stop",
+        ],
+        capture_output=True,
+        check=False,
+    )
     shutil.rmtree(data, ignore_errors=True)
 
 
 def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgres):
     sim = RouterSim()
     db = private_postgres["url"]
-    config = {"plans": [{"name": "p", "models": ["*"], "default": True}],
-              "pools": [{"name": "default", "routers": [{"url": sim.url, "session_id": 1,
-                                                         "token": sim.token}]}],
-              "models": [{"id": MODEL, "pool": "default"}]}
+    config = {
+        "plans": [{"name": "p", "models": ["*"], "default": True}],
+        "pools": [
+            {"name": "default", "routers": [{"url": sim.url, "session_id": 1, "token": sim.token}]}
+        ],
+        "models": [{"id": MODEL, "pool": "default"}],
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
     manage("apply_config", handle.name, database_url=db)
-    key = manage("apikey_create", "--email", "fault-pg@example.com", "--name", "k",
-                 "--create-user", database_url=db).strip()
+    key = manage(
+        "apikey_create",
+        "--email",
+        "fault-pg@example.com",
+        "--name",
+        "k",
+        "--create-user",
+        database_url=db,
+    ).strip()
     server = Gunicorn(database_url=db, workers=2)
     try:
         for _ in range(4):  # warm both workers' key and catalog caches
@@ -340,20 +430,46 @@ def test_celery_away_for_a_while_then_catches_up_exactly():
         for _ in range(5):
             assert _chat(server.url, key).status_code == 200
         # Beat fires while no worker runs: the task waits in the broker.
-        subprocess.run([sys.executable, "manage.py", "shell", "-c",
-                        "from metering.tasks import aggregate_usage; aggregate_usage.delay()"],
-                       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "shell",
+                "-c",
+                "from metering.tasks import aggregate_usage; aggregate_usage.delay()",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         for _ in range(5):
             assert _chat(server.url, key).status_code == 200
         pending = _records(db, "id IN (SELECT record_id FROM metering_usagepending)", expect=10)
         assert len(pending) >= 10
-        worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "portal",
-                                   "worker", "--pool", "solo", "--loglevel", "WARNING"],
-                                  cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "portal",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
-            while _records(db, "id IN (SELECT record_id FROM metering_usagepending)") and time.monotonic() < deadline:
+            while (
+                _records(db, "id IN (SELECT record_id FROM metering_usagepending)")
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
         finally:
             worker.terminate()
@@ -364,8 +480,10 @@ def test_celery_away_for_a_while_then_catches_up_exactly():
     import psycopg
 
     with psycopg.connect(db) as conn:
-        ledger = conn.execute("SELECT sum(requests), sum(total_tokens) FROM metering_dailyusage"
-                              ).fetchone()
-        records = conn.execute("SELECT count(*), sum(total_tokens) FROM metering_usagerecord"
-                               ).fetchone()
+        ledger = conn.execute(
+            "SELECT sum(requests), sum(total_tokens) FROM metering_dailyusage"
+        ).fetchone()
+        records = conn.execute(
+            "SELECT count(*), sum(total_tokens) FROM metering_usagerecord"
+        ).fetchone()
     assert tuple(map(int, ledger)) == tuple(map(int, records))

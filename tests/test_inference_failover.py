@@ -38,15 +38,20 @@ def _pool(sims_used, name="mixed"):
     pool = RouterPool.objects.create(name=name)
     for sim in sims_used:
         Router.objects.create(pool=pool, base_url=sim.url, session_id=1, token="default-dev-token")
-    CatalogModel.objects.create(public_id=f"cortensor/{name}", pool=pool, max_tokens=64,
-                                default_max_tokens=8)
+    CatalogModel.objects.create(
+        public_id=f"cortensor/{name}", pool=pool, max_tokens=64, default_max_tokens=8
+    )
     return f"cortensor/{name}"
 
 
 def _chat(client, raw, model, **extra):
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-    return client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client.post(
+        "/v1/chat/completions",
+        json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
 
 
 def _sse(response) -> list:
@@ -133,11 +138,13 @@ def test_router_oddities_are_survived(client, alice_key, option):
     with RouterSim(option, "--chunks", "3") as sim:
         model = _pool([sim], name="odd")
         _, raw = alice_key
-        events = _sse(_chat(client, raw, model, stream=True,
-                            stream_options={"include_usage": True}))
+        events = _sse(
+            _chat(client, raw, model, stream=True, stream_options={"include_usage": True})
+        )
     assert events[-1] == "[DONE]"
-    text = "".join((e["choices"][0]["delta"].get("content") or "") for e in events[:-1]
-                   if e["choices"])
+    text = "".join(
+        (e["choices"][0]["delta"].get("content") or "") for e in events[:-1] if e["choices"]
+    )
     assert text == " word0 word1 word2"
     usage = events[-2]["usage"]
     if option == "--no-usage":  # estimated from the delivered text, and marked so

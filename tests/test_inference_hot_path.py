@@ -14,14 +14,24 @@ pytestmark = pytest.mark.django_db
 
 
 def _chat(client, raw, **extra):
-    body = {"model": "cortensor/llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 2, **extra}
-    return client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {raw}")
+    body = {
+        "model": "cortensor/llama-3.1-8b",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        **extra,
+    }
+    return client.post(
+        "/v1/chat/completions",
+        json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_no_database_query_before_the_upstream_call(client, catalog, alice_key, monkeypatch, stream):
+def test_no_database_query_before_the_upstream_call(
+    client, catalog, alice_key, monkeypatch, stream
+):
     _, raw = alice_key
     assert _chat(client, raw).status_code == 200  # warm-up: key and catalog caches, last_used
 
@@ -43,8 +53,9 @@ def test_no_database_query_before_the_upstream_call(client, catalog, alice_key, 
     assert len(inserts) == 1 and "metering_usagerecord" in inserts[0]
 
 
-def test_models_list_makes_no_query_after_warm_up(client, catalog, alice_key,
-                                                  django_assert_num_queries):
+def test_models_list_makes_no_query_after_warm_up(
+    client, catalog, alice_key, django_assert_num_queries
+):
     _, raw = alice_key
     assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
     with django_assert_num_queries(0):
@@ -52,11 +63,17 @@ def test_models_list_makes_no_query_after_warm_up(client, catalog, alice_key,
     assert response.status_code == 200
 
 
-def test_catalog_change_is_seen_by_the_next_request(client, catalog, alice_key,
-                                                    django_capture_on_commit_callbacks):
+def test_catalog_change_is_seen_by_the_next_request(
+    client, catalog, alice_key, django_capture_on_commit_callbacks
+):
     _, raw = alice_key
-    names = lambda: [m["id"] for m in client.get(  # noqa: E731
-        "/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["data"]]
+
+    def names():
+        return [
+            m["id"]
+            for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["data"]
+        ]
+
     assert "cortensor/qwen-2.5-7b" in names()
     with django_capture_on_commit_callbacks(execute=True):
         catalog["qwen"].enabled = False
@@ -64,8 +81,9 @@ def test_catalog_change_is_seen_by_the_next_request(client, catalog, alice_key,
     assert names() == ["cortensor/llama-3.1-8b"]
 
 
-def test_forwarded_request_carries_session_prompt_and_reference(client, catalog, alice_key,
-                                                                router_sim):
+def test_forwarded_request_carries_session_prompt_and_reference(
+    client, catalog, alice_key, router_sim
+):
     import requests
 
     _, raw = alice_key

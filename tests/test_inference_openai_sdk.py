@@ -24,8 +24,10 @@ def test_models_list_shows_the_enabled_catalog(client):
 
 def test_chat_completion(client):
     answer = client.chat.completions.create(
-        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "Say hi"}],
-        max_tokens=5)
+        model="cortensor/llama-3.1-8b",
+        messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=5,
+    )
     assert answer.object == "chat.completion"
     assert answer.choices[0].message.role == "assistant"
     assert answer.choices[0].message.content == " word0 word1 word2 word3 word4"
@@ -36,8 +38,9 @@ def test_chat_completion(client):
 
 
 def test_legacy_completion(client):
-    answer = client.completions.create(model="cortensor/qwen-2.5-7b", prompt="Once upon",
-                                       max_tokens=3)
+    answer = client.completions.create(
+        model="cortensor/qwen-2.5-7b", prompt="Once upon", max_tokens=3
+    )
     assert answer.object == "text_completion"
     assert answer.choices[0].text == " word0 word1 word2"
     assert answer.usage.completion_tokens == 3
@@ -45,8 +48,11 @@ def test_legacy_completion(client):
 
 def test_chat_stream_without_usage(client):
     stream = client.chat.completions.create(
-        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "Stream"}],
-        max_tokens=4, stream=True)
+        model="cortensor/llama-3.1-8b",
+        messages=[{"role": "user", "content": "Stream"}],
+        max_tokens=4,
+        stream=True,
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -57,8 +63,12 @@ def test_chat_stream_without_usage(client):
 
 def test_chat_stream_with_include_usage(client):
     stream = client.chat.completions.create(
-        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "Stream"}],
-        max_tokens=4, stream=True, stream_options={"include_usage": True})
+        model="cortensor/llama-3.1-8b",
+        messages=[{"role": "user", "content": "Stream"}],
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == 4
@@ -66,8 +76,9 @@ def test_chat_stream_with_include_usage(client):
 
 
 def test_legacy_completion_stream(client):
-    stream = client.completions.create(model="cortensor/llama-3.1-8b", prompt="x", max_tokens=2,
-                                       stream=True)
+    stream = client.completions.create(
+        model="cortensor/llama-3.1-8b", prompt="x", max_tokens=2, stream=True
+    )
     text = "".join(c.choices[0].text for c in stream if c.choices)
     assert text == " word0 word1"
 
@@ -81,24 +92,30 @@ def test_bad_key_raises_authentication_error(live_server, catalog):
 
 def test_unknown_model_raises_not_found(client):
     with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="cortensor/nope",
-                                       messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="cortensor/nope", messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.code == "model_not_found"
     assert info.value.param == "model"
 
 
 def test_bad_parameter_raises_bad_request(client):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="cortensor/llama-3.1-8b", temperature=7,
-                                       messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="cortensor/llama-3.1-8b",
+            temperature=7,
+            messages=[{"role": "user", "content": "x"}],
+        )
     assert info.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="cortensor/llama-3.1-8b", n=2,
-                                       messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="cortensor/llama-3.1-8b", n=2, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.param == "n"
 
 
 def test_every_response_carries_a_request_id(client):
     raw = client.chat.completions.with_raw_response.create(
-        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=1)
+        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=1
+    )
     assert raw.headers["x-request-id"].startswith("req_")

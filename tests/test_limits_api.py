@@ -13,9 +13,14 @@ from django.test import override_settings
 from accounts.models import Plan
 from metering.models import UsageRecord
 
-HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-           "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
-           "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 
 
 def _set_plan(plan, **limits):
@@ -26,10 +31,18 @@ def _set_plan(plan, **limits):
 
 
 def _chat(client, raw, **extra):
-    body = {"model": "cortensor/llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 4, **extra}
-    return client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {raw}")
+    body = {
+        "model": "cortensor/llama-3.1-8b",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        **extra,
+    }
+    return client.post(
+        "/v1/chat/completions",
+        json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
 
 
 @pytest.mark.django_db
@@ -72,34 +85,52 @@ def test_sdk_raises_rate_limit_error_with_headers(live_server, catalog, plan, al
     _, raw = alice_key
     sdk = openai.OpenAI(base_url=live_server.url + "/v1", api_key=raw, max_retries=0)
     ok = sdk.chat.completions.with_raw_response.create(
-        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=1)
+        model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=1
+    )
     assert ok.headers["x-ratelimit-limit-requests"] == "1"
     with pytest.raises(openai.RateLimitError) as info:
-        sdk.chat.completions.create(model="cortensor/llama-3.1-8b",
-                                    messages=[{"role": "user", "content": "x"}], max_tokens=1)
+        sdk.chat.completions.create(
+            model="cortensor/llama-3.1-8b",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=1,
+        )
     assert info.value.code == "rate_limit_exceeded"
     assert info.value.response.headers["retry-after"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_token_quota_holds_under_concurrent_streams(live_server, catalog, plan, alice_key,
-                                                     settings):
+def test_token_quota_holds_under_concurrent_streams(
+    live_server, catalog, plan, alice_key, settings
+):
     """Each stream reserves prompt + max_tokens; settled to the real count at the end, so the
     day's tokens never exceed the quota by more than what was in flight."""
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        pytest.skip("the test database is in-memory SQLite, shared by the live server's "
-                    "threads through one connection: concurrent writes need PostgreSQL")
+        pytest.skip(
+            "the test database is in-memory SQLite, shared by the live server's "
+            "threads through one connection: concurrent writes need PostgreSQL"
+        )
     quota = 400
-    _set_plan(plan, tokens_per_day=quota, requests_per_minute=None, tokens_per_minute=None,
-              max_concurrent_requests=None)
+    _set_plan(
+        plan,
+        tokens_per_day=quota,
+        requests_per_minute=None,
+        tokens_per_minute=None,
+        max_concurrent_requests=None,
+    )
     _, raw = alice_key
     sdk = openai.OpenAI(base_url=live_server.url + "/v1", api_key=raw, max_retries=0)
 
     def stream_once(_):
         try:
-            chunks = list(sdk.chat.completions.create(
-                model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "go"}],
-                max_tokens=8, stream=True, stream_options={"include_usage": True}))
+            chunks = list(
+                sdk.chat.completions.create(
+                    model="cortensor/llama-3.1-8b",
+                    messages=[{"role": "user", "content": "go"}],
+                    max_tokens=8,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
             return chunks[-1].usage.total_tokens
         except openai.RateLimitError:
             return None
@@ -118,10 +149,10 @@ def test_token_quota_holds_under_concurrent_streams(live_server, catalog, plan, 
 def test_redis_down_fails_closed_and_pages_keep_working(client, catalog, alice_key, settings):
     if not settings.REDIS_URL:
         pytest.skip("the embedded default has no Redis to lose")
+    import redis
+
     from metering import limits
     from metering.limits.redis_backend import RedisBackend
-
-    import redis
 
     _, raw = alice_key
     assert _chat(client, raw).status_code == 200  # warm the key cache

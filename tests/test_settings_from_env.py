@@ -15,18 +15,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _manage(*args, **env):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}
+    }
     clean.update(env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_debug_off_without_secret_key_stops_with_one_line():
     result = _manage("check", DEBUG="0")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("configuration error: SECRET_KEY must be set when DEBUG is "
-                                     "off (set DEBUG=1 for development)")
+    assert result.stderr.strip() == (
+        "configuration error: SECRET_KEY must be set when DEBUG is "
+        "off (set DEBUG=1 for development)"
+    )
 
 
 def test_malformed_database_url_stops_with_one_line():
@@ -52,12 +63,22 @@ def test_bad_boolean_and_integer_name_the_variable(monkeypatch):
 
 
 def test_database_urls_parse():
-    pg = parse_database_url("postgres://user:p%40ss@db.example:6543/portal?sslmode=require",
-                            base_dir="/app")
+    pg = parse_database_url(
+        "postgres://user:p%40ss@db.example:6543/portal?sslmode=require", base_dir="/app"
+    )
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
-        "django.db.backends.postgresql", "portal", "user", "p@ss", "db.example", "6543")
+        "django.db.backends.postgresql",
+        "portal",
+        "user",
+        "p@ss",
+        "db.example",
+        "6543",
+    )
     assert pg["OPTIONS"] == {"sslmode": "require"}
-    assert parse_database_url("sqlite:///var/db.sqlite3", base_dir="/app")["NAME"] == "/app/var/db.sqlite3"
+    assert (
+        parse_database_url("sqlite:///var/db.sqlite3", base_dir="/app")["NAME"]
+        == "/app/var/db.sqlite3"
+    )
     assert parse_database_url("sqlite:////tmp/x.db", base_dir="/app")["NAME"] == "/tmp/x.db"
     with pytest.raises(ConfigError):
         parse_database_url("postgres://host:5432/", base_dir="/app")

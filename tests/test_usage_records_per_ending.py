@@ -20,15 +20,24 @@ def _pool(sim, name):
     pool = RouterPool.objects.create(name=name)
     if sim is not None:
         Router.objects.create(pool=pool, base_url=sim.url, session_id=1, token="default-dev-token")
-    CatalogModel.objects.create(public_id=f"cortensor/{name}", pool=pool, max_tokens=64,
-                                default_max_tokens=8, request_timeout=2)
+    CatalogModel.objects.create(
+        public_id=f"cortensor/{name}",
+        pool=pool,
+        max_tokens=64,
+        default_max_tokens=8,
+        request_timeout=2,
+    )
     return f"cortensor/{name}"
 
 
 def _chat(client, raw, model, **extra):
     body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], **extra}
-    return client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client.post(
+        "/v1/chat/completions",
+        json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +66,10 @@ def test_client_error_is_recorded_without_tokens(client, catalog, alice_key):
     assert _chat(client, raw, "cortensor/llama-3.1-8b", temperature="hot").status_code == 400
     record = UsageRecord.objects.get()
     assert (record.outcome, record.http_status, record.error_code) == (
-        "client_error", 400, "invalid_request_error")
+        "client_error",
+        400,
+        "invalid_request_error",
+    )
     assert record.total_tokens == 0
 
 
@@ -76,7 +88,10 @@ def test_upstream_error_when_the_pool_is_down(client, alice_key):
     assert _chat(client, raw, model).status_code == 503
     record = UsageRecord.objects.get()
     assert (record.outcome, record.error_code, record.total_tokens) == (
-        "upstream_error", "upstream_unavailable", 0)
+        "upstream_error",
+        "upstream_unavailable",
+        0,
+    )
 
 
 @pytest.mark.django_db
@@ -96,7 +111,11 @@ def test_mid_stream_drop_bills_what_was_delivered(client, alice_key):
         _, raw = alice_key
         b"".join(_chat(client, raw, model, stream=True).streaming_content)
     record = UsageRecord.objects.get()
-    assert (record.outcome, record.streamed, record.tokens_estimated) == ("upstream_error", True, True)
+    assert (record.outcome, record.streamed, record.tokens_estimated) == (
+        "upstream_error",
+        True,
+        True,
+    )
     assert record.completion_tokens == (len(" word0 word1 word2") + 3) // 4
 
 
@@ -106,13 +125,16 @@ def test_client_disconnect_mid_stream_is_recorded_and_closes_upstream(live_serve
         model = _pool(sim, "long")
         _, raw = alice_key
         host, port = live_server.url.removeprefix("http://").split(":")
-        body = json.dumps({"model": model, "stream": True,
-                           "messages": [{"role": "user", "content": "talk"}]}).encode()
+        body = json.dumps(
+            {"model": model, "stream": True, "messages": [{"role": "user", "content": "talk"}]}
+        ).encode()
         sock = socket.create_connection((host, int(port)))
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Content-Type: application/json\r\n"
-                     + f"Authorization: Bearer {raw}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                     + body)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer {raw}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         sock.settimeout(10)
         received = b""
         while received.count(b"data: ") < 4:
@@ -140,7 +162,9 @@ def test_a_request_id_is_never_recorded_twice(alice_key):
     from metering.recording import Usage, usage_record_write
 
     key, _ = alice_key
-    usage = Usage(request_id="req_same", user_id=key.owner_id, key_id=key.pk, endpoint="completions")
+    usage = Usage(
+        request_id="req_same", user_id=key.owner_id, key_id=key.pk, endpoint="completions"
+    )
     assert usage_record_write(usage) is True
     assert usage_record_write(usage) is False
     assert UsageRecord.objects.filter(request_id="req_same").count() == 1

@@ -10,13 +10,20 @@ from metering.recording import Usage, usage_record_write, usage_spool_drain
 
 
 def _usage(key, rid):
-    return Usage(request_id=rid, user_id=key.owner_id, key_id=key.pk, endpoint="completions",
-                 prompt_tokens=3, completion_tokens=4)
+    return Usage(
+        request_id=rid,
+        user_id=key.owner_id,
+        key_id=key.pk,
+        endpoint="completions",
+        prompt_tokens=3,
+        completion_tokens=4,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_record_is_spooled_while_postgres_is_unreachable_then_drained(alice_key, settings,
-                                                                       tmp_path):
+def test_record_is_spooled_while_postgres_is_unreachable_then_drained(
+    alice_key, settings, tmp_path
+):
     if connection.vendor != "postgresql":
         pytest.skip("kills its own PostgreSQL backend connection")
     settings.USAGE_SPOOL_DIR = tmp_path
@@ -27,8 +34,13 @@ def test_record_is_spooled_while_postgres_is_unreachable_then_drained(alice_key,
     import psycopg
 
     db = settings.DATABASES["default"]
-    with psycopg.connect(host=db["HOST"] or None, port=db["PORT"] or None, user=db["USER"],
-                         dbname=db["NAME"], autocommit=True) as admin:
+    with psycopg.connect(
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+        user=db["USER"],
+        dbname=db["NAME"],
+        autocommit=True,
+    ) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
     # The connection this process holds is dead: the write fails for real and is spooled.
     assert usage_record_write(_usage(key, "req_spooled")) is True

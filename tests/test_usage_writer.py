@@ -24,11 +24,23 @@ pytestmark = [
 
 
 def _admitted(principal, plan, rid, *, lease_seconds=900):
-    usage = Usage(request_id=rid, user_id=principal.owner_id, key_id=principal.key_id,
-                  endpoint="chat.completions", model="m", prompt_tokens=5, completion_tokens=7)
-    admission = limits_admit(principal=principal, plan=plan, reserve_tokens=50, request_id=rid,
-                             journal=journal_entry(usage, prompt_tokens=5),
-                             lease_seconds=lease_seconds)
+    usage = Usage(
+        request_id=rid,
+        user_id=principal.owner_id,
+        key_id=principal.key_id,
+        endpoint="chat.completions",
+        model="m",
+        prompt_tokens=5,
+        completion_tokens=7,
+    )
+    admission = limits_admit(
+        principal=principal,
+        plan=plan,
+        reserve_tokens=50,
+        request_id=rid,
+        journal=journal_entry(usage, prompt_tokens=5),
+        lease_seconds=lease_seconds,
+    )
     return usage, admission
 
 
@@ -62,12 +74,15 @@ def test_flush_writes_the_batch_then_settles_it(principal_and_plan):
 
 def test_records_of_a_process_that_died_before_flushing_are_recovered(principal_and_plan):
     principal, plan = principal_and_plan
-    usage, admission = _admitted(principal, plan, "req_lost", lease_seconds=1)
+    _usage, _admission = _admitted(principal, plan, "req_lost", lease_seconds=1)
     # The process dies here: never flushed, never settled.
     assert usage_journal_reconcile() == 0  # its lease has not run out
     time.sleep(1.2)
     assert usage_journal_reconcile() == 1
     record = UsageRecord.objects.get(request_id="req_lost")
     assert (record.outcome, record.error_code, record.prompt_tokens) == (
-        "cancelled", "request_lost", 5)
+        "cancelled",
+        "request_lost",
+        5,
+    )
     assert usage_journal_reconcile() == 0

@@ -13,8 +13,14 @@ import pytest
 def _call(path: str, **headers) -> tuple[str, dict, bytes]:
     from portal.wsgi import application
 
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO(b""),
-               "SERVER_NAME": "127.0.0.1", "HTTP_HOST": "127.0.0.1", **headers}
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": "GET",
+        "wsgi.input": io.BytesIO(b""),
+        "SERVER_NAME": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1",
+        **headers,
+    }
     setup_testing_defaults(environ)
     seen = {}
 
@@ -44,9 +50,17 @@ def test_event_stream_accept_header_is_not_refused(client, catalog, alice_key):
     _, raw = alice_key
     response = client.post(
         "/v1/chat/completions",
-        json.dumps({"model": "cortensor/llama-3.1-8b", "stream": True, "max_tokens": 2,
-                    "messages": [{"role": "user", "content": "x"}]}),
-        content_type="application/json", HTTP_ACCEPT="text/event-stream",
-        HTTP_AUTHORIZATION=f"Bearer {raw}")
+        json.dumps(
+            {
+                "model": "cortensor/llama-3.1-8b",
+                "stream": True,
+                "max_tokens": 2,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+        ),
+        content_type="application/json",
+        HTTP_ACCEPT="text/event-stream",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
     assert response.status_code == 200
     assert b"".join(response.streaming_content).endswith(b"data: [DONE]\n\n")

@@ -17,8 +17,16 @@ class RouterApi:
         # Status lives under v1 on every deployment we know of.
         return f"{base_url}/api/v1/status"
 
-    def payload(self, *, session_id: int, prompt: str, stream: bool, timeout: int,
-                client_reference: str, sampling: dict) -> dict:
+    def payload(
+        self,
+        *,
+        session_id: int,
+        prompt: str,
+        stream: bool,
+        timeout: int,
+        client_reference: str,
+        sampling: dict,
+    ) -> dict:
         body = {
             "session_id": session_id,
             "prompt": prompt,

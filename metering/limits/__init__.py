@@ -155,11 +155,13 @@ def limits_settle_many(items: list[tuple[Admission, int]]) -> None:
         actual = max(0, int(total_tokens or 0))
         if hasattr(backend, "settle_many"):
             batched.setdefault(id(backend), (backend, []))[1].append(
-                (ticket, admission.reserved, actual))
+                (ticket, admission.reserved, actual)
+            )
             continue
         try:
-            backend.settle(ticket=ticket, reserved=admission.reserved, actual=actual,
-                           now_ms=admission._now_ms)
+            backend.settle(
+                ticket=ticket, reserved=admission.reserved, actual=actual, now_ms=admission._now_ms
+            )
         except Exception:
             log.exception("limits settle failed for %s", admission.request_id)
     for backend, group in batched.values():

@@ -119,8 +119,18 @@ class RedisBackend(LimitsBackend):
         pipe = self.client.pipeline(transaction=False)
         for ticket, reserved, actual in items:
             p = ticket.periods
-            args = ["", ticket.member, reserved, actual, self.window_ms, p.day, p.month,
-                    p.day_expire_at, p.month_expire_at, ticket.tracks or "-"]
+            args = [
+                "",
+                ticket.member,
+                reserved,
+                actual,
+                self.window_ms,
+                p.day,
+                p.month,
+                p.day_expire_at,
+                p.month_expire_at,
+                ticket.tracks or "-",
+            ]
             self._settle(keys=[ticket.user_base, ticket.key_base], args=args, client=pipe)
         try:
             pipe.execute()

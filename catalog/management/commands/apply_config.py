@@ -22,8 +22,10 @@ class Command(BaseCommand):
         try:
             config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:
-            raise CommandError(f"{file} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                               f"{str(exc).splitlines()[0]}") from None
+            raise CommandError(
+                f"{file} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
         try:
             result = catalog_apply_config(config=config)
         except ConfigInvalid as exc:

@@ -21,28 +21,72 @@ DEMO_KEY_NAME = "demo key (make run)"
 def demo_config(router_url: str) -> dict:
     return {
         "plans": [
-            {"name": "free", "requests_per_minute": 60, "tokens_per_minute": 100_000,
-             "requests_per_day": 1000, "tokens_per_day": 500_000, "requests_per_month": None,
-             "tokens_per_month": None, "max_concurrent_requests": 8, "models": ["*"],
-             "default": True, "description": "For trying things out."},
-            {"name": "pro", "requests_per_minute": 600, "tokens_per_minute": 1_000_000,
-             "requests_per_day": None, "tokens_per_day": None, "requests_per_month": None,
-             "tokens_per_month": 100_000_000, "max_concurrent_requests": 64, "models": ["*"],
-             "description": "For production traffic."},
+            {
+                "name": "free",
+                "requests_per_minute": 60,
+                "tokens_per_minute": 100_000,
+                "requests_per_day": 1000,
+                "tokens_per_day": 500_000,
+                "requests_per_month": None,
+                "tokens_per_month": None,
+                "max_concurrent_requests": 8,
+                "models": ["*"],
+                "default": True,
+                "description": "For trying things out.",
+            },
+            {
+                "name": "pro",
+                "requests_per_minute": 600,
+                "tokens_per_minute": 1_000_000,
+                "requests_per_day": None,
+                "tokens_per_day": None,
+                "requests_per_month": None,
+                "tokens_per_month": 100_000_000,
+                "max_concurrent_requests": 64,
+                "models": ["*"],
+                "description": "For production traffic.",
+            },
         ],
-        "pools": [{"name": "default", "description": "Local router simulator",
-                   "routers": [{"url": router_url, "api_version": "v1", "session_id": 1,
-                                "token": "default-dev-token", "weight": 1, "name": "sim-1"}]}],
+        "pools": [
+            {
+                "name": "default",
+                "description": "Local router simulator",
+                "routers": [
+                    {
+                        "url": router_url,
+                        "api_version": "v1",
+                        "session_id": 1,
+                        "token": "default-dev-token",
+                        "weight": 1,
+                        "name": "sim-1",
+                    }
+                ],
+            }
+        ],
         "models": [
-            {"id": "cortensor/llama-3.1-8b", "pool": "default", "chat_template": "llama3",
-             "display_name": "Llama 3.1 8B Instruct", "max_tokens": 1024,
-             "default_max_tokens": 256, "context_length": 8192, "sort_order": 1,
-             "description": "Meta's Llama 3.1 8B Instruct served by Cortensor miners. "
-                            "Fast, general-purpose chat."},
-            {"id": "cortensor/qwen-2.5-7b", "pool": "default", "chat_template": "chatml",
-             "display_name": "Qwen 2.5 7B Instruct", "max_tokens": 1024,
-             "default_max_tokens": 256, "context_length": 32768, "sort_order": 2,
-             "description": "Alibaba's Qwen 2.5 7B Instruct: long context, multilingual."},
+            {
+                "id": "cortensor/llama-3.1-8b",
+                "pool": "default",
+                "chat_template": "llama3",
+                "display_name": "Llama 3.1 8B Instruct",
+                "max_tokens": 1024,
+                "default_max_tokens": 256,
+                "context_length": 8192,
+                "sort_order": 1,
+                "description": "Meta's Llama 3.1 8B Instruct served by Cortensor miners. "
+                "Fast, general-purpose chat.",
+            },
+            {
+                "id": "cortensor/qwen-2.5-7b",
+                "pool": "default",
+                "chat_template": "chatml",
+                "display_name": "Qwen 2.5 7B Instruct",
+                "max_tokens": 1024,
+                "default_max_tokens": 256,
+                "context_length": 32768,
+                "sort_order": 2,
+                "description": "Alibaba's Qwen 2.5 7B Instruct: long context, multilingual.",
+            },
         ],
     }
 
@@ -67,7 +111,9 @@ class Command(BaseCommand):
             self.stdout.write(raw)
             return
         base = settings.PORTAL_BASE_URL
-        self.stdout.write(self.style.SUCCESS("Demo data ready.") + f"""
+        self.stdout.write(
+            self.style.SUCCESS("Demo data ready.")
+            + f"""
 
   Portal      {base}/
   Log in      {DEMO_EMAIL} / {DEMO_PASSWORD}
@@ -78,16 +124,19 @@ class Command(BaseCommand):
   curl {base}/v1/chat/completions \\
     -H "Authorization: Bearer {raw}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "cortensor/llama-3.1-8b", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-""")
+    -d '{{"model": "cortensor/llama-3.1-8b", "messages": [{{"role": "user", "content": "Hi"}}]}}'
+"""
+        )
 
     def _user(self, email: str, password: str, *, plan: Plan, staff: bool) -> User:
         from allauth.account.models import EmailAddress
 
         user = User.objects.filter(email=email).first()
         if user is None:
-            user = User.objects.create_user(email=email, password=password, plan=plan,
-                                            is_staff=staff, is_superuser=staff)
+            user = User.objects.create_user(
+                email=email, password=password, plan=plan, is_staff=staff, is_superuser=staff
+            )
         EmailAddress.objects.update_or_create(
-            user=user, email=email, defaults={"verified": True, "primary": True})
+            user=user, email=email, defaults={"verified": True, "primary": True}
+        )
         return user
