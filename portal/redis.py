@@ -7,10 +7,13 @@ import functools
 from django.conf import settings
 
 
-@functools.cache
 def get_redis():
-    if not settings.REDIS_URL:
-        return None
+    """The client for settings.REDIS_URL (one per URL and process), or None without Redis."""
+    return _client_for(settings.REDIS_URL) if settings.REDIS_URL else None
+
+
+@functools.cache
+def _client_for(url: str):
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -19,7 +22,7 @@ def get_redis():
     # would admit the request twice), and a Redis outage should fail fast into a clear 503.
     no_retry = Retry(NoBackoff(), 0)
     pool = redis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL,
+        url,
         max_connections=256,
         timeout=2,
         socket_timeout=2,
@@ -28,6 +31,9 @@ def get_redis():
         retry=no_retry,
     )
     return redis.Redis(connection_pool=pool, retry=no_retry)
+
+
+get_redis.cache_clear = _client_for.cache_clear  # forget clients (tests that move REDIS_URL)
 
 
 def redis_ping() -> str:

@@ -18,7 +18,9 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's event loop stays on the test thread while it runs,
+# and later modules that run asyncio clients of their own (tests/test_serve.py) need it gone.
+@pytest.fixture(scope="module")
 def _async_unsafe_allowed():
     # Playwright's sync API keeps an event loop on the test thread; the ORM calls the test
     # makes itself (fixtures, outbox, aggregation) are still plain synchronous code.
@@ -31,7 +33,7 @@ def _async_unsafe_allowed():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(_async_unsafe_allowed):
     if not os.path.exists(CHROMIUM):
         pytest.skip(
