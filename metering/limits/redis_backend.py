@@ -98,9 +98,9 @@ class RedisBackend(LimitsBackend):
         outcome.used["conc"] = outcome.inflight
         return outcome
 
-    def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+    def _settle_args(self, ticket: Ticket, reserved: int, actual: int, now_ms: int | None):
         p = ticket.periods
-        args = [
+        return [
             "" if now_ms is None else now_ms,
             ticket.member,
             reserved,
@@ -112,25 +112,16 @@ class RedisBackend(LimitsBackend):
             p.month_expire_at,
             ticket.tracks or "-",
         ]
+
+    def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+        args = self._settle_args(ticket, reserved, actual, now_ms)
         self._run(self._settle, [ticket.user_base, ticket.key_base], args)
 
     def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
         """Settle many admissions in one round trip (a pipeline of settle scripts)."""
         pipe = self.client.pipeline(transaction=False)
         for ticket, reserved, actual in items:
-            p = ticket.periods
-            args = [
-                "",
-                ticket.member,
-                reserved,
-                actual,
-                self.window_ms,
-                p.day,
-                p.month,
-                p.day_expire_at,
-                p.month_expire_at,
-                ticket.tracks or "-",
-            ]
+            args = self._settle_args(ticket, reserved, actual, None)
             self._settle(keys=[ticket.user_base, ticket.key_base], args=args, client=pipe)
         try:
             pipe.execute()
