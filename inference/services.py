@@ -99,9 +99,10 @@ class Call:
             completion_tokens=u.completion_tokens,
         )
         writer = usage_writer()
-        if writer is not None and self.admission is not None:
+        if writer is not None and self.admission is not None and self.admission.ticket:
             # Batched: the writer inserts the record, then settles the admission (whose
-            # journal entry keeps the request recoverable until then).
+            # journal entry keeps the request recoverable until then). An admission made
+            # while Redis was down (fail-open) has no journal: its record is written now.
             writer.submit(self.usage, self.admission)
             return
         if self.admission is not None:
