@@ -7,9 +7,11 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from apikeys.authentication import ApiKeyAuthentication
+from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
 from inference import schema, validation
 from inference.services import completion_serve, resolve_model
+from metering.limits import limits_headers
 from portal.api_guard import JSONParser
 
 
@@ -29,6 +31,17 @@ class V1View(APIView):
     throttle_classes: list = []
     parser_classes = [JSONParser]
     content_negotiation_class = AnyAccept
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # OpenAI's x-ratelimit-* headers on every answer to a known key, not only on the
+        # completions that went through admission (those carry them already).
+        response = super().finalize_response(request, response, *args, **kwargs)
+        principal = getattr(request, "_user", None)
+        if isinstance(principal, KeyPrincipal) and "x-ratelimit-limit-requests" not in response:
+            plan = routing_table().plan_for(principal.plan_id)
+            for name, value in limits_headers(principal=principal, plan=plan).items():
+                response[name] = value
+        return response
 
 
 def model_object(model: ModelInfo) -> dict:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apikeys.authentication import ApiKeyAuthentication
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
+from inference.views import V1View
 from metering.selectors import usage_for_key, usage_limits
 
 
-class UsageApi(APIView):
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes: list = []
-
+class UsageApi(V1View):
     def get(self, request):
         principal = request.user
         usage = usage_for_key(user_id=principal.owner_id, key_id=principal.key_id)

@@ -164,3 +164,24 @@ def test_redis_down_fails_closed_and_pages_keep_working(client, catalog, alice_k
     assert client.get("/").status_code == 200
     with override_settings(LIMITS_FAIL_OPEN=True):
         assert _chat(client, raw).status_code == 200
+
+
+@pytest.mark.django_db
+def test_rate_limit_headers_also_on_model_lists_usage_and_refused_input(
+    client, catalog, plan, alice_key
+):
+    _set_plan(plan, requests_per_minute=5, tokens_per_minute=1000)
+    _, raw = alice_key
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert _chat(client, raw).status_code == 200  # the one admission
+    refused_input = _chat(client, raw, temperature=9)
+    assert refused_input.status_code == 400
+    for response in (
+        client.get("/v1/models", **auth),
+        client.get("/v1/usage", **auth),
+        refused_input,
+    ):
+        assert all(h in response for h in HEADERS), response
+        assert response["x-ratelimit-limit-requests"] == "5"
+        # Only the admitted request counts: lists, usage and refused input admit nothing.
+        assert response["x-ratelimit-remaining-requests"] == "4"

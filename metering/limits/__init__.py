@@ -45,6 +45,7 @@ __all__ = [
     "LimitsBackend",
     "get_backend",
     "limits_admit",
+    "limits_headers",
     "limits_settle_many",
     "limits_status",
 ]
@@ -279,6 +280,26 @@ def limits_status(
         ticket=ticket, limits=limits, reserve=0, lease_ms=0, now_ms=_now_ms, dry=True
     )
     return _status(limits, outcome, ticket.periods)
+
+
+def limits_headers(*, principal, plan) -> dict[str, str]:
+    """The x-ratelimit-* headers for a response that admitted nothing (model lists, usage,
+    refused input): one read-only backend call; {} if the backend is unreachable."""
+    limits = Limits.of(principal=principal, plan=plan)
+    ticket = _ticket(
+        owner_id=principal.owner_id,
+        key_id=principal.key_id,
+        member="",
+        limits=limits,
+        now_ms=int(time.time() * 1000),
+    )
+    try:
+        outcome = get_backend().admit(
+            ticket=ticket, limits=limits, reserve=0, lease_ms=0, now_ms=None, dry=True
+        )
+    except BackendUnavailable:
+        return {}
+    return rate_headers(limits, outcome)
 
 
 def _status(limits: Limits, outcome: Outcome, periods: Periods) -> dict:
