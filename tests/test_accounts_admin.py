@@ -14,15 +14,6 @@ USERS = "/admin/accounts/user/"
 PLANS = "/admin/accounts/plan/"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def staff_client(staff) -> Client:
     client = Client()

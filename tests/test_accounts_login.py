@@ -11,15 +11,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"  # tests/conftest.py's make_user default
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def assert_portal_layout(response) -> None:
     body = response.content.decode()
     assert 'class="topbar"' in body, "not rendered inside templates/base.html"

@@ -15,15 +15,6 @@ NEW = "a brand new and long passphrase 7"
 RESET_LINK = re.compile(r"https?://[^/\s]+(/accounts/password/reset/key/[^/\s]+/)")
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def assert_portal_layout(response) -> None:
     body = response.content.decode()
     assert 'class="topbar"' in body, "not rendered inside templates/base.html"

@@ -17,15 +17,6 @@ PASSWORD = "a long and unusual passphrase 42"
 CONFIRM_LINK = re.compile(r"https?://[^/\s]+(/accounts/confirm-email/[^/\s]+/)")
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def assert_portal_layout(response) -> None:
     body = response.content.decode()
     assert 'class="topbar"' in body, "not rendered inside templates/base.html"

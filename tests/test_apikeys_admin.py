@@ -11,14 +11,6 @@ from portal.errors import InvalidApiKey
 CHANGELIST = "/admin/apikeys/apikey/"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def as_staff(client, staff):
     client.force_login(staff)

@@ -7,14 +7,6 @@ import pytest
 from apikeys.models import ApiKey
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def models_(db):
     from catalog.models import CatalogModel, RouterPool

@@ -10,14 +10,6 @@ from apikeys.services import apikey_revoke
 ALICE_IP = "203.0.113.7"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def trail(client, alice):
     """Alice creates a key on the page and revokes it on the page, from ALICE_IP."""

@@ -7,22 +7,12 @@ import hmac
 import json
 import re
 
-import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
 
 from apikeys import keyformat
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_create
-
-
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
 
 
 def _row_values(key: ApiKey) -> str:

@@ -13,14 +13,6 @@ from apikeys.services import apikey_authenticate, apikey_create
 from portal.errors import InvalidApiKey, InvalidRequest
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def test_key_stops_working_when_it_expires_without_any_write(alice):
     key, raw = apikey_create(
         owner=alice, name="short", expires_at=timezone.now() + timedelta(seconds=1.5)

@@ -7,14 +7,6 @@ import pytest
 from apikeys.models import ApiKey, ApiKeyEvent
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def as_bob(client, bob):
     client.force_login(bob)

@@ -12,14 +12,6 @@ from apikeys.services import apikey_authenticate, apikey_create, apikey_revoke
 from portal.errors import InvalidApiKey
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def every_log(caplog):
     """Capture everything: root at DEBUG, and SQL statements logged as if DEBUG were on."""

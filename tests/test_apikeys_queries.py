@@ -9,14 +9,6 @@ from django.test.utils import CaptureQueriesContext
 from apikeys.services import apikey_authenticate
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def models_(db):
     from catalog.models import CatalogModel, RouterPool

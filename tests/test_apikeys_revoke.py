@@ -9,14 +9,6 @@ from apikeys.services import apikey_authenticate, apikey_revoke
 from portal.errors import InvalidApiKey
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _revoked_events(key) -> int:
     return ApiKeyEvent.objects.filter(key=key, kind="revoked").count()
 

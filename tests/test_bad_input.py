@@ -30,14 +30,6 @@ CHAT_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "m
 COMPLETION_BODY = {"model": MODEL, "prompt": "Once upon", "max_tokens": 4}
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 # --- what "refused, nothing changed" means ---------------------------------------------------
 
 

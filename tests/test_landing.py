@@ -11,15 +11,6 @@ pytestmark = pytest.mark.django_db
 API_BASE = "http://127.0.0.1:8000/v1"  # PORTAL_BASE_URL's default + /v1
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    # The manifest storage needs collectstatic; rendering a page only needs static URLs.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def assert_portal_layout(response) -> None:
     body = response.content.decode()
     assert 'class="topbar"' in body, "not rendered inside templates/base.html"

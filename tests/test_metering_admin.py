@@ -16,15 +16,6 @@ from metering.models import DailyUsage, UsageRecord
 from metering.services import usage_aggregate
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_storage(settings):
-    # Tests run without collectstatic, so no manifest: lead, see the report (test_settings).
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def records(alice, alice_key):
     key, _ = alice_key

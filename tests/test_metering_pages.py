@@ -16,15 +16,6 @@ from metering.services import usage_aggregate
 LLAMA, QWEN = "cortensor/llama-3.1-8b", "cortensor/qwen-2.5-7b"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_storage(settings):
-    # Tests run without collectstatic, so no manifest: lead, see the report (test_settings).
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _record(user, key, *, at, model=LLAMA, outcome="ok", prompt=10, completion=5):
     return UsageRecord.objects.create(
         request_id=uuid.uuid4().hex,

@@ -19,14 +19,6 @@ V1_OPERATIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def spec(client, db) -> dict:
     response = client.get("/openapi.json", {"format": "json"})

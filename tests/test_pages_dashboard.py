@@ -20,14 +20,6 @@ pytestmark = pytest.mark.django_db
 LLAMA = "cortensor/llama-3.1-8b"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _record(
     user, key, *, ago=timedelta(0), outcome="ok", model=LLAMA, tokens=15, latency=120, error_code=""
 ):

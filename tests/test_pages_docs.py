@@ -10,14 +10,6 @@ from apikeys.services import apikey_playground_principal, apikey_revoke
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _docs(client) -> str:
     response = client.get("/docs", HTTP_HOST="api.example.test")
     assert response.status_code == 200

@@ -10,14 +10,6 @@ from accounts.models import Plan
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def test_anyone_sees_the_enabled_models_with_ids_to_copy(client, catalog):
     catalog["qwen"].enabled = False
     catalog["qwen"].save()

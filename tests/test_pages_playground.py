@@ -16,14 +16,6 @@ pytestmark = pytest.mark.django_db
 LLAMA = "cortensor/llama-3.1-8b"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _turn(**overrides) -> str:
     body = {
         "model": LLAMA,

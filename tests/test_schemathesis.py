@@ -19,16 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ST = Path(sys.executable).with_name("st")
 
 
-@pytest.fixture
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def test_schemathesis_finds_no_server_error_and_no_schema_break(
-    live_server, catalog, alice_key, tmp_path, _plain_static
+    live_server, catalog, alice_key, tmp_path
 ):
     if not ST.exists():
         pytest.fail(f"schemathesis is not installed in this environment ({ST})")

@@ -20,14 +20,6 @@ from accounts.models import User
 PASSWORD = "correct horse battery"  # tests/conftest.py's make_user default
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _with_totp(user) -> str:
     secret = generate_totp_secret()
     TOTP.activate(user, secret)

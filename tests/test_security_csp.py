@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.test import Client
 
 from portal.csp import policy
@@ -26,14 +25,6 @@ EXTERNAL = re.compile(
     r"(?:https?:)?//",
     re.I,
 )
-
-
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
 
 
 def _directives() -> dict[str, str]:

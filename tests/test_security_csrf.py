@@ -19,14 +19,6 @@ from tests.security_routes import all_routes
 API_KEY_ONLY = "v1/"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def browser(alice):
     client = Client(enforce_csrf_checks=True)

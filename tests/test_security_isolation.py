@@ -35,14 +35,6 @@ NOT_OBJECT_IDS = {
 ADMIN = "admin/"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def alices(alice, make_key):
     """Alice's things, named so that a leak is easy to spot."""

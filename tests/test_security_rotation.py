@@ -15,14 +15,6 @@ from portal.errors import InvalidApiKey
 NEW_HASH_SECRET = "rotated-apikey-hash-secret-2026"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def _stored(key: ApiKey) -> tuple[str, str]:
     key.refresh_from_db()
     return key.hash_version, key.secret_hash

@@ -17,14 +17,6 @@ ROUTER_TOKEN = "rtk_9f3cQx_do_not_leak_4Zp7"
 WRONG_TOKEN = "rtk_wrong_2bH8_do_not_leak_either"
 
 
-@pytest.fixture(autouse=True)
-def _plain_static(settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture(scope="module")
 def keyed_sim():
     sim = RouterSim("--sessions", "1", "--token", ROUTER_TOKEN)
