@@ -37,7 +37,11 @@ class V1View(APIView):
         # completions that went through admission (those carry them already).
         response = super().finalize_response(request, response, *args, **kwargs)
         principal = getattr(request, "_user", None)
-        if isinstance(principal, KeyPrincipal) and "x-ratelimit-limit-requests" not in response:
+        if (
+            isinstance(principal, KeyPrincipal)
+            and response.status_code < 500  # e.g. limits unreachable: don't ask them again
+            and "x-ratelimit-limit-requests" not in response
+        ):
             plan = routing_table().plan_for(principal.plan_id)
             for name, value in limits_headers(principal=principal, plan=plan).items():
                 response[name] = value
