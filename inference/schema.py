@@ -135,7 +135,12 @@ class ContentField(serializers.JSONField):
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
     content = ContentField(help_text="A string, or an array of text parts.")
-    name = serializers.CharField(required=False, help_text="Accepted and ignored.")
+    name = serializers.CharField(
+        required=False,
+        max_length=256,
+        help_text="The participant's name, rendered where the model's chat template has a "
+        "place for one; at most 256 characters, no control characters.",
+    )
 
     class Meta:
         ref_name = "ChatMessage"

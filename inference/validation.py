@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from inference.chat_templates.base import ChatMessage
 from portal.errors import InvalidRequest
 
 MAX_MESSAGES = 2048
 MAX_STOP = 4
+MAX_NAME_LENGTH = 256
 _ROLES = {"system", "user", "assistant", "developer"}
 _UNSUPPORTED = {
     "tools": "Tool calling is not supported by this API yet.",
@@ -44,7 +46,7 @@ class CompletionRequest:
 
     model: str
     endpoint: str  # "chat.completions" or "completions"
-    messages: list[tuple[str, str]] | None
+    messages: list[ChatMessage] | None
     prompt: str | None
     sampling: Sampling
     stream: bool = False
@@ -214,7 +216,21 @@ def _content(value, index: int) -> str:
     raise InvalidRequest("'content' must be a string or an array of text parts.", param=param)
 
 
-def _messages(body: dict) -> list[tuple[str, str]]:
+def _name(message: dict, index: int) -> str | None:
+    """A participant's name: one line of text (the templates put it in a turn's header)."""
+    name = message.get("name")
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _printable(name):
+        raise InvalidRequest(
+            f"'name' must be a string of at most {MAX_NAME_LENGTH} characters "
+            "without control characters.",
+            param=f"messages[{index}].name",
+        )
+    return name
+
+
+def _messages(body: dict) -> list[ChatMessage]:
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("You must provide 'messages'.", param="messages")
@@ -248,7 +264,13 @@ def _messages(body: dict) -> list[tuple[str, str]]:
             raise InvalidRequest(
                 "Each message needs 'content'.", param=f"messages[{index}].content"
             )
-        result.append(("system" if role == "developer" else role, _content(content, index)))
+        result.append(
+            ChatMessage(
+                "system" if role == "developer" else role,
+                _content(content, index),
+                _name(message, index),
+            )
+        )
     return result
 
 
