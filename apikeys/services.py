@@ -18,23 +18,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from apikeys import keyformat
+from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
 from portal.db import release_connection
 from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
 
-# Changes rewrite the entry after commit; the TTL bounds how long an entry could stay stale if
-# Redis was unreachable at that moment (the change then logs an error).
-ENTRY_TTL = 300
-MISSING_TTL = 60  # negative cache: garbage keys cannot hammer the database
 LAST_USED_EVERY = 60  # seconds: at most one last_used write per key per minute
 AUTH_FAILURES_PER_MINUTE = 30  # per client IP, then 429
 _MISSING = "missing"
-
-
-def _entry_key(public_id: str) -> str:
-    return f"apikey:{public_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +174,8 @@ def apikey_update(
 
 def apikey_refresh_cache(*, public_id: str) -> None:
     """Rewrite the cached entry from the database (after a change has committed)."""
-    entry = _load_entry(public_id)
     try:
-        cache.set(_entry_key(public_id), entry, ENTRY_TTL)
+        _refresh_entry(public_id)
     except Exception:
         log.error(
             "key cache not refreshed (cache unavailable): the change reaches other "
@@ -196,6 +188,18 @@ def apikey_refresh_cache(*, public_id: str) -> None:
 def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
     for public_id in ApiKey.objects.filter(owner_id=owner_id).values_list("public_id", flat=True):
         apikey_refresh_cache(public_id=public_id)
+
+
+def _refresh_entry(public_id: str) -> dict | str:
+    """Read the row and write the entry, versioned (see apikeys/cache.py): the ticket is
+    taken before the read, so a slower refresh that read older data cannot write last."""
+    ticket = take_ticket()
+    entry = _load_entry(public_id)
+    release_connection()
+    entry_store(
+        public_id, entry, ticket=ticket, ttl=MISSING_TTL if entry == _MISSING else ENTRY_TTL
+    )
+    return entry
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -247,21 +251,14 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     public_id = keyformat.parse_key(raw_key) if raw_key else None
     entry = None
     if public_id is not None:
-        cache_key = _entry_key(public_id)
         try:
-            entry = cache.get(cache_key)
+            entry = entry_get(public_id)
+            if entry is None:
+                entry = _refresh_entry(public_id)
         except Exception:
             log.warning("key cache unavailable, reading the key from the database")
             entry = _load_entry(public_id)
             release_connection()
-        else:
-            if entry is None:
-                entry = _load_entry(public_id)
-                release_connection()
-                # add, not set: a change committed meanwhile has written a fresher entry.
-                _cache_quietly(
-                    cache.add, cache_key, entry, MISSING_TTL if entry == _MISSING else ENTRY_TTL
-                )
     now = time.time()
     if (
         not isinstance(entry, dict)

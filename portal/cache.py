@@ -4,6 +4,9 @@ Django's RedisCacheClient builds a new `redis.Redis` for every operation; in red
 constructor (response callbacks, a case-insensitive dict) was a fifth of a worker's CPU on the
 /v1/ path, where every request reads its API key's entry from this cache. A client is
 thread- and greenlet-safe (its pool hands out connections), so one per pool is enough.
+
+It also offers the two operations a versioned cache entry needs (`next_ticket`,
+`set_if_newer`); `apikeys/cache.py` explains why the key cache needs them.
 """
 
 from __future__ import annotations
@@ -25,3 +28,38 @@ class PortalRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = _ReusedClient
+
+    # --- versioned entries (see apikeys/cache.py) ---------------------------------------------
+
+    def next_ticket(self, key: str) -> int:
+        """INCR a counter that never expires: a number larger than any handed out before, in
+        every process sharing this Redis."""
+        key = self.make_and_validate_key(key)
+        return int(self._cache.get_client(key, write=True).incr(key))
+
+    def set_if_newer(
+        self, key: str, value, timeout: int, *, version_key: str, version: int, version_ttl: int
+    ) -> bool:
+        """Write `value` only if `version` is above the one stored beside it (one Lua call, so
+        no writer can slip in between the comparison and the write). Both keys carry the same
+        hash tag in callers' names, so the script is valid on Redis Cluster."""
+        key = self.make_and_validate_key(key)
+        version_key = self.make_and_validate_key(version_key)
+        client = self._cache.get_client(key, write=True)
+        script = self.__dict__.get("_set_if_newer")
+        if script is None:
+            script = self.__dict__["_set_if_newer"] = client.register_script(_SET_IF_NEWER)
+        value = self._cache._serializer.dumps(value)
+        written = script(
+            keys=[key, version_key], args=[version, value, timeout, version_ttl], client=client
+        )
+        return bool(written)
+
+
+_SET_IF_NEWER = """
+local stored = tonumber(redis.call('GET', KEYS[2]) or '0')
+if stored >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+return 1
+"""
