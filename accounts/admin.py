@@ -7,6 +7,7 @@ with their plan in one join, plans with their user count in one aggregate.
 from __future__ import annotations
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -16,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts.models import Plan, User
-from accounts.services import user_set_plan
+from accounts.services import user_set_plan, users_set_active
 
 UNLIMITED_HELP = "Empty = unlimited."
 LIMIT_HELP = {
@@ -106,6 +107,25 @@ class UserAdmin(DjangoUserAdmin):
     ordering = ("email",)
     readonly_fields = ("last_login", "date_joined")
     show_full_result_count = False  # no second COUNT(*) on a big table for every search
+    actions = ("suspend_selected", "reinstate_selected")
+
+    @admin.action(description="Suspend selected users (no log-in, API keys refused)",
+                  permissions=["change"])  # fmt: skip
+    def suspend_selected(self, request, queryset):
+        count = users_set_active(users=queryset.exclude(pk=request.user.pk), active=False)
+        self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
+
+    @admin.action(description="Reinstate selected users", permissions=["change"])
+    def reinstate_selected(self, request, queryset):
+        count = users_set_active(users=queryset, active=True)
+        self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
+
+    def get_deleted_objects(self, objs, request):
+        # The key admin refuses to delete single keys (revoke them instead), which would also
+        # block deleting their owner: a user's keys go with the user.
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(apps.get_model("apikeys", "ApiKey")._meta.verbose_name)
+        return to_delete, model_count, perms_needed, protected
 
     def get_actions(self, request):
         actions = super().get_actions(request)

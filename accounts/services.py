@@ -6,23 +6,26 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.models import Plan, User
+from accounts.signals import users_bulk_changed
+
+
+def _bulk_update(users: QuerySet[User], **fields) -> int:
+    """One UPDATE for the rows, then, after commit, `users_bulk_changed`: caches built from
+    these users (their API keys' entries carry the plan and the active flag) are rewritten,
+    since a bulk update sends no post_save."""
+    with transaction.atomic():
+        user_ids = list(users.values_list("pk", flat=True))
+        updated = User.objects.filter(pk__in=user_ids).update(**fields)
+        transaction.on_commit(lambda: users_bulk_changed.send(sender=User, user_ids=user_ids))
+    return updated
 
 
 def user_set_plan(*, users: QuerySet[User], plan: Plan | None) -> int:
-    """Move users to `plan` (None: no plan, so the default plan applies). Returns how many.
+    """Move users to `plan` (None: no plan, so the default plan applies). Returns how many."""
+    return _bulk_update(users, plan=plan)
 
-    One UPDATE for the rows, then, after commit, the cached entries of their API keys are
-    rewritten: those entries carry the plan id, and a bulk update sends no post_save.
-    """
-    from apikeys.services import apikeys_refresh_cache_for_owner
 
-    with transaction.atomic():
-        user_ids = list(users.values_list("pk", flat=True))
-        updated = User.objects.filter(pk__in=user_ids).update(plan=plan)
-
-        def refresh() -> None:
-            for user_id in user_ids:
-                apikeys_refresh_cache_for_owner(owner_id=user_id)
-
-        transaction.on_commit(refresh)
-    return updated
+def users_set_active(*, users: QuerySet[User], active: bool) -> int:
+    """Suspend (active=False) or reinstate users. A suspended user cannot log in, and their
+    API keys answer 401 from the next request on, in every process."""
+    return _bulk_update(users, is_active=active)

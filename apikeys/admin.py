@@ -1,5 +1,9 @@
 """The operator console for keys: find, inspect, revoke. Never shows a hash or a secret.
 
+Keys are revoked here, never deleted: usage records and ledgers point at them, and the audit
+trail keeps who revoked what. (Deleting a key's owner still takes their keys with them; the
+cache forgets deleted keys after commit, see signals.py.)
+
 Adding a key here is disabled on purpose: the secret would have to travel back through a
 message (stored in a cookie or the session) to be shown. Keys are made by their owner on
 /keys, by POST /api/keys, or by `manage.py apikey_create`, which print the secret once.
@@ -81,6 +85,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return key.status
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoke instead (the "Revoke selected keys" action): this also removes "delete
+        # selected" and the delete button.
         return False
 
     def save_model(self, request, obj, form, change):

@@ -1,16 +1,27 @@
-"""Whatever changes a key or its owner (pages, admin, shell) rewrites the cached entry."""
+"""Whatever changes or deletes a key or its owner (pages, admin, shell) rewrites the cached
+entry after commit, so the next request in every process sees it."""
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import m2m_changed, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from accounts.signals import users_bulk_changed
 from apikeys.models import ApiKey
 from apikeys.services import apikey_refresh_cache, apikeys_refresh_cache_for_owner
 
 
 @receiver(post_save, sender=ApiKey)
 def _key_saved(sender, instance: ApiKey, **kwargs):
+    public_id = instance.public_id
+    transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+
+
+@receiver(post_delete, sender=ApiKey)
+def _key_deleted(sender, instance: ApiKey, **kwargs):
+    # Covers the ORM's every path: a queryset delete, and the cascade from deleting the owner
+    # (a receiver here also stops Django from fast-deleting keys without signals). The
+    # refresh finds no row and writes the "missing" entry.
     public_id = instance.public_id
     transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
 
@@ -22,8 +33,20 @@ def _key_models_changed(sender, instance, action, **kwargs):
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
 
 
+# The owner's fields a key's entry carries; a save touching none of them (a login writes
+# last_login, a password change the hash) needs no refresh.
+_OWNER_FIELDS_IN_ENTRY = frozenset({"email", "is_active", "plan", "plan_id"})
+
+
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
-def _owner_saved(sender, instance, created: bool, **kwargs):
-    if not created:
-        owner_id = instance.pk
-        transaction.on_commit(lambda: apikeys_refresh_cache_for_owner(owner_id=owner_id))
+def _owner_saved(sender, instance, created: bool, update_fields=None, **kwargs):
+    if created or (update_fields is not None and not _OWNER_FIELDS_IN_ENTRY & update_fields):
+        return
+    owner_id = instance.pk
+    transaction.on_commit(lambda: apikeys_refresh_cache_for_owner(owner_id=owner_id))
+
+
+@receiver(users_bulk_changed)
+def _owners_bulk_changed(sender, user_ids, **kwargs):
+    for owner_id in user_ids:
+        apikeys_refresh_cache_for_owner(owner_id=owner_id)

@@ -120,6 +120,61 @@ def test_adding_keys_in_the_admin_is_disabled(as_staff, keys):
     assert f'href="{CHANGELIST}add/"' not in as_staff.get(CHANGELIST).content.decode()
 
 
+def test_keys_are_revoked_in_the_admin_never_deleted(as_staff, keys):
+    live = keys["live"]
+
+    assert as_staff.get(f"{CHANGELIST}{live.pk}/delete/").status_code == 403
+    assert as_staff.post(f"{CHANGELIST}{live.pk}/delete/", {"post": "yes"}).status_code == 403
+    changelist = as_staff.get(CHANGELIST).content.decode()
+    assert 'value="delete_selected"' not in changelist
+    assert 'value="revoke_selected"' in changelist
+    response = as_staff.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [live.pk], "post": "yes"}
+    )
+    assert response.status_code in (200, 302)
+    assert ApiKey.objects.filter(pk=live.pk).exists()
+
+
+def test_deleting_the_owner_in_the_admin_takes_the_keys_and_the_cache_forgets_them(
+    as_staff, keys, alice, django_capture_on_commit_callbacks
+):
+    raw = keys["live_raw"]
+    apikey_authenticate(raw_key=raw)  # cached as valid
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_staff.post(f"/admin/accounts/user/{alice.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not ApiKey.objects.filter(pk=keys["live"].pk).exists()
+    with pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=raw)
+
+
+def test_suspending_the_owner_in_the_admin_refuses_their_keys(
+    as_staff, keys, alice, django_capture_on_commit_callbacks
+):
+    raw = keys["live_raw"]
+    apikey_authenticate(raw_key=raw)  # cached as valid
+
+    with django_capture_on_commit_callbacks(execute=True):
+        as_staff.post(
+            "/admin/accounts/user/",
+            {"action": "suspend_selected", "_selected_action": [alice.pk]},
+        )
+
+    alice.refresh_from_db()
+    assert not alice.is_active
+    with pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=raw)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        as_staff.post(
+            "/admin/accounts/user/",
+            {"action": "reinstate_selected", "_selected_action": [alice.pk]},
+        )
+    assert apikey_authenticate(raw_key=raw).owner_id == alice.pk
+
+
 def test_editing_goes_through_the_service_and_is_audited(
     as_staff, staff, keys, django_capture_on_commit_callbacks
 ):

@@ -16,6 +16,9 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 
+from accounts.models import User
+from accounts.services import users_set_active
+from apikeys.models import ApiKey
 from apikeys.services import apikey_create, apikey_revoke
 
 pytestmark = pytest.mark.skipif(
@@ -113,3 +116,33 @@ def test_the_other_process_refuses_keys_of_a_deactivated_user(alice, worker):
     alice.save()
 
     assert worker.authenticate(raw) == "invalid_api_key"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "delete",
+    [
+        pytest.param(lambda key: key.delete(), id="the admin's delete"),
+        pytest.param(lambda key: ApiKey.objects.filter(pk=key.pk).delete(), id="delete selected"),
+        pytest.param(lambda key: key.owner.delete(), id="deleting the owner"),
+    ],
+)
+def test_the_other_process_refuses_a_deleted_key(alice, worker, delete):
+    key, raw = apikey_create(owner=alice, name="shared")
+    assert worker.authenticate(raw) == "ok"  # cached as valid in the shared cache
+
+    delete(key)
+
+    assert worker.authenticate(raw) == "invalid_api_key"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_other_process_refuses_keys_of_a_suspended_user_and_takes_them_back(alice, worker):
+    _, raw = apikey_create(owner=alice, name="shared")
+    assert worker.authenticate(raw) == "ok"
+
+    users_set_active(users=User.objects.filter(pk=alice.pk), active=False)
+    assert worker.authenticate(raw) == "invalid_api_key"
+
+    users_set_active(users=User.objects.filter(pk=alice.pk), active=True)
+    assert worker.authenticate(raw) == "ok"
