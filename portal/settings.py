@@ -212,6 +212,9 @@ MFA_ADAPTER = "accounts.mfa_adapter.MFAAdapter"
 MFA_SECRET = env_str("MFA_SECRET") or APIKEY_HASH_SECRET  # encrypts TOTP keys at rest
 MFA_SECRET_FALLBACKS = env_list("MFA_SECRET_FALLBACKS", [])
 MFA_TOTP_ISSUER = "Cortensor Portal"
+# Staff reach router keys, users and API keys: without an authenticator they are sent to set
+# one up before any admin page (accounts.middleware.StaffMFAMiddleware).
+STAFF_REQUIRE_MFA = env_bool("STAFF_REQUIRE_MFA", not DEBUG)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,9 +1,18 @@
 """Demo data for `make run`: plans, a pool on the router simulator, two models, a demo user
 and a staff user, and a fresh demo API key. Safe to run again: it converges to the same state
-(the previous demo key is revoked, since a secret cannot be shown twice)."""
+(the previous demo key is revoked, since a secret cannot be shown twice).
+
+It is for development: it makes a demo plan the default, adds a router at a local address and
+creates a superuser. With DEBUG off it refuses unless given `--allow-production`; then the
+passwords in this file are never used: they come from SEED_ADMIN_PASSWORD and
+SEED_DEMO_PASSWORD, or are generated and printed once.
+"""
+
+import os
+import secrets
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Plan, User
@@ -97,13 +106,31 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--router-url", default="http://127.0.0.1:5010")
         parser.add_argument("--quiet", action="store_true", help="print only the API key")
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="run with DEBUG off (a demo on a production-shaped install); passwords "
+            "then come from SEED_ADMIN_PASSWORD / SEED_DEMO_PASSWORD or are generated",
+        )
 
     @transaction.atomic
-    def handle(self, *args, router_url: str, quiet: bool, **options):
+    def handle(self, *args, router_url: str, quiet: bool, allow_production: bool, **options):
+        if not settings.DEBUG and not allow_production:
+            raise CommandError(
+                "seed_demo is for development: DEBUG is off. It would create a superuser, make "
+                "a demo plan the default and add a demo router. Use --allow-production if you "
+                "really want demo data here."
+            )
+        demo_password, admin_password = DEMO_PASSWORD, ADMIN_PASSWORD
+        if not settings.DEBUG:
+            demo_password = _production_password("SEED_DEMO_PASSWORD")
+            admin_password = _production_password("SEED_ADMIN_PASSWORD")
         catalog_apply_config(config=demo_config(router_url.rstrip("/")))
         free = Plan.objects.get(name="free")
-        demo = self._user(DEMO_EMAIL, DEMO_PASSWORD, plan=free, staff=False)
-        self._user(ADMIN_EMAIL, ADMIN_PASSWORD, plan=Plan.objects.get(name="pro"), staff=True)
+        demo, demo_new = self._user(DEMO_EMAIL, demo_password, plan=free, staff=False)
+        _, admin_new = self._user(
+            ADMIN_EMAIL, admin_password, plan=Plan.objects.get(name="pro"), staff=True
+        )
         for old in ApiKey.objects.filter(owner=demo, name=DEMO_KEY_NAME, revoked_at__isnull=True):
             apikey_revoke(key=old, actor_label="manage.py seed_demo")
         _, raw = apikey_create(owner=demo, name=DEMO_KEY_NAME, actor_label="manage.py seed_demo")
@@ -111,13 +138,21 @@ class Command(BaseCommand):
             self.stdout.write(raw)
             return
         base = settings.PORTAL_BASE_URL
+        demo_login = f"{DEMO_EMAIL} / {demo_password if demo_new else '(password unchanged)'}"
+        admin_login = f"{ADMIN_EMAIL} / {admin_password if admin_new else '(password unchanged)'}"
+        mfa = ""
+        if settings.STAFF_REQUIRE_MFA:
+            mfa = (
+                "\n  MFA         staff must set up an authenticator app at their first admin "
+                "visit (STAFF_REQUIRE_MFA)"
+            )
         self.stdout.write(
             self.style.SUCCESS("Demo data ready.")
             + f"""
 
   Portal      {base}/
-  Log in      {DEMO_EMAIL} / {DEMO_PASSWORD}
-  Admin       {base}/admin/  ({ADMIN_EMAIL} / {ADMIN_PASSWORD})
+  Log in      {demo_login}
+  Admin       {base}/admin/  ({admin_login}){mfa}
   API key     {raw}
 
   Try it:
@@ -128,15 +163,24 @@ class Command(BaseCommand):
 """
         )
 
-    def _user(self, email: str, password: str, *, plan: Plan, staff: bool) -> User:
+    def _user(self, email: str, password: str, *, plan: Plan, staff: bool) -> tuple[User, bool]:
+        """The user, made if missing (an existing user's password is left alone); and
+        whether it was made."""
         from allauth.account.models import EmailAddress
 
         user = User.objects.filter(email=email).first()
-        if user is None:
+        created = user is None
+        if created:
             user = User.objects.create_user(
                 email=email, password=password, plan=plan, is_staff=staff, is_superuser=staff
             )
         EmailAddress.objects.update_or_create(
             user=user, email=email, defaults={"verified": True, "primary": True}
         )
-        return user
+        return user, created
+
+
+def _production_password(variable: str) -> str:
+    """The password from the environment, or a fresh random one (printed once by the
+    command): never the development password that is in this file."""
+    return os.environ.get(variable) or secrets.token_urlsafe(18)
