@@ -40,6 +40,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
+    # First, so that its createsuperuser (which mentions STAFF_REQUIRE_MFA) wins.
+    "accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -53,7 +55,6 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "portal",
-    "accounts",
     "apikeys",
     "catalog",
     "inference",
@@ -74,6 +75,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.StaffMFAMiddleware",
 ]
 
 # The /v1/ API's stack (portal/wsgi.py): no sessions, CSRF, messages, allauth or CSP there.

@@ -74,7 +74,20 @@ def bob(make_user):
 
 @pytest.fixture
 def staff(make_user):
-    return make_user("staff@example.com", staff=True)
+    """An operator as production has them: staff with an authenticator app, since
+    STAFF_REQUIRE_MFA keeps staff without one out of the admin. `staff.totp_secret` makes
+    codes for logging in."""
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    user = make_user("staff@example.com", staff=True)
+    user.totp_secret = generate_totp_secret()
+    TOTP.activate(user, user.totp_secret)
+    return user
+
+
+@pytest.fixture
+def staff_without_mfa(make_user):
+    return make_user("new-staff@example.com", staff=True)
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.test import Client
 
 from accounts.models import Plan, User
@@ -70,8 +73,12 @@ def test_staff_log_in_to_the_admin_through_the_portal_login(client, staff):
         "/accounts/login/?next=/admin/",
         {"login": "staff@example.com", "password": "correct horse battery"},
     )
-
     assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/2fa/authenticate/")
+    assert client.get("/admin/").status_code == 302  # the password alone is not enough
+
+    code = format_hotp_value(hotp_value(staff.totp_secret, int(time.time()) // 30))
+    assert client.post("/accounts/2fa/authenticate/", {"code": code}).status_code == 302
     assert client.get("/admin/").status_code == 200
 
 

@@ -3,6 +3,7 @@ for staff only, and weak passwords are refused at sign-up."""
 
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from allauth.mfa.totp.internal.auth import (
     generate_totp_secret,
     hotp_value,
 )
+from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import User
@@ -92,10 +94,65 @@ def test_customers_cannot_log_in_to_the_admin(client, alice):
 
 
 def test_staff_with_mfa_cannot_enter_the_admin_with_the_password_alone(staff):
-    _with_totp(staff)
     client = Client()
     client.post("/admin/login/?next=/admin/", {"username": staff.email, "password": PASSWORD})
     assert client.get("/admin/").status_code == 302
+
+
+ADMIN_PAGES = (
+    "/admin/",
+    "/admin/accounts/user/",
+    "/admin/catalog/router/",
+    "/admin/apikeys/apikey/",
+)
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_staff_without_an_authenticator_are_sent_to_set_one_up(
+    client, staff_without_mfa, settings, path
+):
+    settings.STAFF_REQUIRE_MFA = True
+    client.post("/accounts/login/", {"login": staff_without_mfa.email, "password": PASSWORD})
+
+    response = client.get(path)
+
+    assert response.status_code == 302
+    setup = response["Location"]
+    assert setup.startswith("/accounts/2fa/totp/activate/")
+    # allauth asks for the password again before a new authenticator, then shows the page.
+    client.post("/accounts/reauthenticate/", {"password": PASSWORD})
+    page = client.get(setup)
+    assert page.status_code == 200
+    assert 'name="code"' in page.content.decode()
+
+
+def test_once_set_up_the_admin_opens_and_asks_for_the_code_at_log_in(
+    client, staff_without_mfa, settings
+):
+    settings.STAFF_REQUIRE_MFA = True
+    client.post("/accounts/login/", {"login": staff_without_mfa.email, "password": PASSWORD})
+    assert client.get("/admin/").status_code == 302
+
+    secret = _with_totp(staff_without_mfa)
+
+    assert client.get("/admin/").status_code == 200
+    client.post("/admin/logout/")
+    client.post("/accounts/login/", {"login": staff_without_mfa.email, "password": PASSWORD})
+    assert client.get("/admin/").status_code == 302
+    client.post("/accounts/2fa/authenticate/", {"code": _code(secret)})
+    assert client.get("/admin/").status_code == 200
+
+
+def test_the_requirement_can_be_turned_off(client, staff_without_mfa, settings):
+    settings.STAFF_REQUIRE_MFA = False
+    client.force_login(staff_without_mfa)
+    assert client.get("/admin/").status_code == 200
+
+
+def test_customers_are_not_asked_for_an_authenticator(client, alice, settings):
+    settings.STAFF_REQUIRE_MFA = True
+    client.force_login(alice)
+    assert client.get("/keys").status_code == 200
 
 
 # --- passwords ----------------------------------------------------------------------------------
@@ -125,3 +182,18 @@ def test_a_strong_password_is_accepted(client, plan):
     )
     assert response.status_code == 302
     assert User.objects.filter(email="strong@example.com").exists()
+
+
+def test_createsuperuser_says_an_authenticator_comes_next(db, settings):
+    settings.STAFF_REQUIRE_MFA = True
+    out = io.StringIO()
+    call_command(
+        "createsuperuser",
+        "--noinput",
+        "--email",
+        "root@example.com",
+        stdout=out,
+    )
+
+    assert User.objects.get(email="root@example.com").is_superuser
+    assert "authenticator" in out.getvalue()
