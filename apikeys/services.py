@@ -8,6 +8,7 @@ owner, rewrites that entry after commit, so the very next request in any process
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -247,27 +248,30 @@ _last_used_local: dict[int, float] = {}
 
 
 def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPrincipal:
-    """The caller behind an Authorization header, or InvalidApiKey (one answer for every case)."""
+    """The caller behind an Authorization header, or InvalidApiKey (one answer for every case).
+
+    A client that keeps sending bad keys is throttled (429) per address, IPv6 per /64. The
+    throttle is read before the database: a key missing from the cache costs a query, so a
+    throttled client's random well-formed keys are refused first. A key that is real but
+    revoked, expired or whose owner is suspended is not guessing: it answers 401 however often
+    it is sent, so its holder learns what is wrong.
+    """
     public_id = keyformat.parse_key(raw_key) if raw_key else None
-    entry = None
-    if public_id is not None:
-        try:
-            entry = entry_get(public_id)
-            if entry is None:
-                entry = _refresh_entry(public_id)
-        except Exception:
-            log.warning("key cache unavailable, reading the key from the database")
-            entry = _load_entry(public_id)
-            release_connection()
-    now = time.time()
-    if (
-        not isinstance(entry, dict)
-        or entry["revoked"]
-        or not entry["owner_active"]
-        or (entry["expires_at"] is not None and entry["expires_at"] <= now)
-        or not keyformat.key_matches(raw_key, entry["hash"], entry["hash_version"])
+    if public_id is None:
+        _count_failure(ip)
+        raise InvalidApiKey()
+    entry = _entry_for(public_id, ip)
+    if not isinstance(entry, dict) or not keyformat.key_matches(
+        raw_key, entry["hash"], entry["hash_version"]
     ):
         _count_failure(ip)
+        raise InvalidApiKey()
+    now = time.time()
+    if (
+        entry["revoked"]
+        or not entry["owner_active"]
+        or (entry["expires_at"] is not None and entry["expires_at"] <= now)
+    ):
         raise InvalidApiKey()
     if entry["hash_version"] != keyformat.current_hash_version():
         _rehash(entry["id"], raw_key)
@@ -286,6 +290,28 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     )
 
 
+def _entry_for(public_id: str, ip: str | None) -> dict | str:
+    """The key's entry: from the cache (the hot path: one GET), else from the database once
+    the client is known not to be throttled."""
+    try:
+        entry = entry_get(public_id)
+    except Exception:
+        log.warning("key cache unavailable, reading the key from the database")
+        entry = _load_entry(public_id)
+        release_connection()
+        return entry
+    if entry is not None:
+        return entry
+    _refuse_if_throttled(ip)
+    try:
+        return _refresh_entry(public_id)
+    except Exception:
+        log.warning("key cache unavailable, reading the key from the database")
+        entry = _load_entry(public_id)
+        release_connection()
+        return entry
+
+
 def _cache_quietly(operation, *args):
     try:
         return operation(*args)
@@ -294,10 +320,41 @@ def _cache_quietly(operation, *args):
         return None
 
 
+def throttle_client(ip: str) -> str:
+    """Whom the failed-auth throttle counts: an IPv4 address, or an IPv6 /64 (one host, or
+    one customer's network, usually holds a whole /64, so counting single addresses would let
+    it rotate through 2**64 of them)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _failure_bucket(ip: str) -> str:
+    return f"authfail:{throttle_client(ip)}:{int(time.time() // 60)}"
+
+
+def _throttled() -> RateLimited:
+    return RateLimited(
+        "Too many requests with an invalid API key from your address; wait before retrying.",
+        headers={"Retry-After": str(60 - int(time.time() % 60))},
+    )
+
+
+def _refuse_if_throttled(ip: str | None) -> None:
+    if ip and (_cache_quietly(cache.get, _failure_bucket(ip)) or 0) >= AUTH_FAILURES_PER_MINUTE:
+        raise _throttled()
+
+
 def _count_failure(ip: str | None) -> None:
     if not ip:
         return
-    bucket = f"authfail:{ip}:{int(time.time() // 60)}"
+    bucket = _failure_bucket(ip)
     _cache_quietly(cache.add, bucket, 0, 120)
     try:
         failures = cache.incr(bucket)
@@ -306,11 +363,7 @@ def _count_failure(ip: str | None) -> None:
     except Exception:
         return
     if failures > AUTH_FAILURES_PER_MINUTE:
-        retry = 60 - int(time.time() % 60)
-        raise RateLimited(
-            "Too many requests with an invalid API key from your address; wait before retrying.",
-            headers={"Retry-After": str(retry)},
-        )
+        raise _throttled()
 
 
 def _touch_last_used(key_id: int, now: float) -> None:
