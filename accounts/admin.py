@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from accounts.models import Plan, User
 from accounts.services import user_set_plan, users_set_active
+from portal.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
 LIMIT_HELP = {
@@ -197,7 +198,7 @@ class PlanAdminForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     form = PlanAdminForm
     list_display = (
         "name",

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apikeys.authentication import client_ip
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_revoke, apikey_update
+from portal.bounds import BoundedIntegersAdminMixin
 
 _EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
 
@@ -58,7 +59,7 @@ class ApiKeyEventInline(admin.TabularInline):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     list_display = ("display_prefix", "name", "owner", "status_label", "created_at",
                     "last_used_at", "expires_at")  # fmt: skip
     list_filter = (StatusFilter, "created_at")

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from apikeys.models import ApiKey
 from apikeys.selectors import apikey_model_choices
+from portal.bounds import column_range
 
 
 class ApiKeyOutputSerializer(serializers.ModelSerializer):
@@ -51,8 +52,18 @@ class ApiKeyCreateInputSerializer(serializers.Serializer):
     models = serializers.ListField(
         child=serializers.CharField(max_length=128), required=False, max_length=200
     )
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    requests_per_minute = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=column_range(ApiKey, "requests_per_minute")[1],
+    )
+    tokens_per_minute = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=column_range(ApiKey, "tokens_per_minute")[1],
+    )
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():

@@ -21,6 +21,7 @@ from django.utils import timezone
 from apikeys import keyformat
 from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
+from portal.bounds import column_range
 from portal.db import release_connection
 from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
 
@@ -77,6 +78,8 @@ def apikey_create(
         raise InvalidRequest("A key name has at most 100 characters.", param="name")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("The expiry must be in the future.", param="expires_at")
+    requests_per_minute = _key_cap("requests_per_minute", requests_per_minute)
+    tokens_per_minute = _key_cap("tokens_per_minute", tokens_per_minute)
     public_id = keyformat.new_public_id()
     raw = keyformat.new_key(public_id)
     with transaction.atomic():
@@ -121,6 +124,19 @@ def apikey_revoke(
 _UNCHANGED = object()
 
 
+def _key_cap(field: str, value: int | None) -> int | None:
+    """A key's own rate cap: empty (the plan's), or from 1 to what its column holds."""
+    if value is None:
+        return None
+    high = column_range(ApiKey, field)[1]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidRequest(
+            f"{field} must be an integer from 1 to {high} (or empty for the plan's).",
+            param=field,
+        )
+    return value
+
+
 def apikey_update(
     *,
     key: ApiKey,
@@ -153,11 +169,7 @@ def apikey_update(
         ("tokens_per_minute", tokens_per_minute),
     ):
         if value is not _UNCHANGED:
-            if value is not None and value < 1:
-                raise InvalidRequest(
-                    f"{field} must be at least 1 (or empty for the plan's).", param=field
-                )
-            fields[field] = value
+            fields[field] = _key_cap(field, value)
     with transaction.atomic():
         if fields:
             ApiKey.objects.filter(pk=key.pk).update(**fields)

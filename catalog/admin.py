@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from catalog.models import CatalogModel, Router, RouterPool
 from catalog.services import router_probe, router_set_state
 from inference import balancer
+from portal.bounds import BoundedIntegersAdminMixin
 
 
 class RouterForm(forms.ModelForm):
@@ -39,7 +40,7 @@ class RouterForm(forms.ModelForm):
         return token
 
 
-class RouterInline(admin.TabularInline):
+class RouterInline(BoundedIntegersAdminMixin, admin.TabularInline):
     model = Router
     form = RouterForm
     extra = 0
@@ -77,7 +78,7 @@ class RouterPoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(Router)
-class RouterAdmin(admin.ModelAdmin):
+class RouterAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     form = RouterForm
     list_display = (
         "__str__",
@@ -135,7 +136,7 @@ class RouterAdmin(admin.ModelAdmin):
 
 
 @admin.register(CatalogModel)
-class CatalogModelAdmin(admin.ModelAdmin):
+class CatalogModelAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     list_display = (
         "public_id",
         "display_name",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import Plan
 from catalog.models import CatalogModel, Router, RouterPool
+from portal.bounds import column_range
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,27 @@ def _str(data: dict, name: str, where: str, *, required: bool = True, default: s
 
 
 def _int(
-    data: dict, name: str, where: str, *, default=None, nullable: bool = False, minimum: int = 0
+    data: dict,
+    name: str,
+    where: str,
+    *,
+    model: type[models.Model],
+    default=None,
+    nullable: bool = False,
+    minimum: int = 0,
 ):
+    """An integer field of `model` (same name), from `minimum` to what its column holds."""
     if name not in data:
         return default
     value = data[name]
     if value is None and nullable:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    low, high = column_range(model, name)
+    minimum = max(minimum, low)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= high:
         raise ConfigInvalid(
-            f"{where}.{name}: expected an integer >= {minimum}" + (" or null" if nullable else "")
+            f"{where}.{name}: expected an integer from {minimum} to {high}"
+            + (" or null" if nullable else "")
         )
     return value
 
@@ -99,7 +111,9 @@ def catalog_apply_config(*, config) -> ApplyResult:
         where = f"plans[{i}]"
         data = _obj(raw, where)
         name = _str(data, "name", where)
-        fields = {f: _int(data, f, where, default=_UNSET, nullable=True) for f in _PLAN_LIMITS}
+        fields = {
+            f: _int(data, f, where, model=Plan, default=_UNSET, nullable=True) for f in _PLAN_LIMITS
+        }
         fields = {k: v for k, v in fields.items() if v is not _UNSET}
         models = _list(data.get("models", ["*"]), f"{where}.models")
         if not all(isinstance(m, str) for m in models):
@@ -132,12 +146,12 @@ def catalog_apply_config(*, config) -> ApplyResult:
             version = rdata.get("api_version", "v1")
             if version not in Router.ApiVersion.values:
                 raise ConfigInvalid(f"{rwhere}.api_version: expected one of v1, v3")
-            session_id = _int(rdata, "session_id", rwhere)
+            session_id = _int(rdata, "session_id", rwhere, model=Router)
             if session_id is None:
                 raise ConfigInvalid(f"{rwhere}.session_id: required")
             defaults = {
                 "api_version": version,
-                "weight": _int(rdata, "weight", rwhere, default=1, minimum=1),
+                "weight": _int(rdata, "weight", rwhere, model=Router, default=1, minimum=1),
                 "enabled": _bool(rdata, "enabled", rwhere, True),
             }
             if "token" in rdata:
@@ -168,16 +182,17 @@ def catalog_apply_config(*, config) -> ApplyResult:
             "chat_template": template,
             "enabled": _bool(data, "enabled", where, True),
         }
-        for src, dst in (
-            ("max_tokens", "max_tokens"),
-            ("default_max_tokens", "default_max_tokens"),
-            ("context_length", "context_length"),
-            ("request_timeout", "request_timeout"),
-            ("sort_order", "sort_order"),
+        for name in (
+            "max_tokens",
+            "default_max_tokens",
+            "context_length",
+            "request_timeout",
+            "sort_order",
         ):
-            value = _int(data, src, where, minimum=1 if src != "sort_order" else -(10**6))
+            minimum = -(10**6) if name == "sort_order" else 1
+            value = _int(data, name, where, model=CatalogModel, minimum=minimum)
             if value is not None:
-                defaults[dst] = value
+                defaults[name] = value
         for text in ("display_name", "description"):
             if text in data:
                 defaults[text] = _str(data, text, where, required=False)

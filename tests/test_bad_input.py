@@ -314,6 +314,7 @@ CHAT_WRONG = {
         [{"type": "text", "text": 1}],
         None,
     ],
+    ("messages", 0, "name"): [T, ONE, F, L, D, LI, "a\nb", "n" * 257, "\ud800"],
     ("max_tokens",): [T, F, S, E, L, D, NEG, 0, BIG, 2**63, 1025],
     ("max_completion_tokens",): [T, F, S, L, D, NEG, 0, BIG],
     ("temperature",): [T, S, L, D, NEG, 2.5, BIG],
@@ -703,3 +704,123 @@ def test_bad_host_header_is_json_400(wire):
     )
     response.refused(expected=400)
     ledger.assert_untouched()
+
+
+# --- integers beyond their column, everywhere they are entered ---------------------------------
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Over the column, far over it, below the minimum, and not integers at all.
+KEY_CAP_WRONG = [INT32_MAX + 1, 3_000_000_000, 2**63, 10**30, 0, -1, T, F, S, L, D]
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute"])
+@pytest.mark.parametrize("value", KEY_CAP_WRONG, ids=repr)
+def test_key_api_integers_beyond_their_column(client, alice, field, value):
+    from apikeys.models import ApiKey
+
+    client.force_login(alice)
+    response = client.post(
+        "/api/keys", {"name": "x", field: value}, content_type="application/json"
+    )
+
+    refused(response, expected=400, param=field)
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute"])
+def test_key_api_takes_the_column_maximum(client, alice, field):
+    client.force_login(alice)
+    response = client.post(
+        "/api/keys", {"name": "x", field: INT32_MAX}, content_type="application/json"
+    )
+    assert response.status_code == 201
+    assert response.json()[field] == INT32_MAX
+
+
+def _config_with(section: str, field: str, value) -> dict:
+    plan = {"name": "p", "models": ["*"]}
+    router = {"url": "http://10.0.0.5:5010", "session_id": 1}
+    model = {"id": "m/x", "pool": "default"}
+    target = {"plans": plan, "routers": router, "models": model}[section]
+    target[field] = value
+    return {
+        "plans": [plan],
+        "pools": [{"name": "default", "routers": [router]}],
+        "models": [model],
+    }
+
+
+CONFIG_INTEGERS = [
+    *(
+        ("plans", f, INT32_MAX + 1)
+        for f in (
+            "requests_per_minute",
+            "tokens_per_minute",
+            "requests_per_day",
+            "requests_per_month",
+            "max_concurrent_requests",
+        )
+    ),
+    ("plans", "tokens_per_day", INT64_MAX + 1),
+    ("plans", "tokens_per_month", 10**30),
+    ("routers", "session_id", INT32_MAX + 1),
+    ("routers", "weight", 3_000_000_000),
+    *(
+        ("models", f, INT32_MAX + 1)
+        for f in (
+            "max_tokens",
+            "default_max_tokens",
+            "context_length",
+            "request_timeout",
+            "sort_order",
+        )
+    ),
+    ("models", "sort_order", -(2**31) - 1),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("section", "field", "value"), CONFIG_INTEGERS)
+def test_apply_config_integers_beyond_their_column(section, field, value):
+    from accounts.models import Plan
+    from catalog.models import CatalogModel
+    from catalog.services import ConfigInvalid, catalog_apply_config
+
+    with pytest.raises(ConfigInvalid, match=rf"{field}: expected an integer"):
+        catalog_apply_config(config=_config_with(section, field, value))
+    assert not Plan.objects.exists() and not CatalogModel.objects.exists()
+
+
+PLAN_FORM = {"name": "p", "all_models": "on"}
+ADMIN_INTEGER_FORMS = [
+    ("/admin/accounts/plan/add/", PLAN_FORM, "requests_per_minute", INT32_MAX + 1),
+    ("/admin/accounts/plan/add/", PLAN_FORM, "tokens_per_day", INT64_MAX + 1),
+    ("/admin/catalog/catalogmodel/add/", None, "max_tokens", INT32_MAX + 1),
+    ("/admin/catalog/router/add/", None, "session_id", INT32_MAX + 1),
+    ("/admin/catalog/router/add/", None, "weight", 3_000_000_000),
+]
+
+
+@pytest.mark.parametrize(("path", "data", "field", "value"), ADMIN_INTEGER_FORMS)
+def test_admin_forms_refuse_integers_beyond_their_column(
+    client, staff, catalog, path, data, field, value
+):
+    client.force_login(staff)
+    if data is None:  # a complete form as the admin renders it, then one field too big
+        data = _admin_form_defaults(client.get(path).content.decode())
+        data.update(pool=catalog["pool"].pk, public_id="m/new", base_url="http://10.0.0.9:1")
+    data = {**data, field: str(value)}
+
+    response = client.post(path, data)
+
+    assert response.status_code == 200  # the form again, not a 500
+    assert "Ensure this value is less than or equal to" in response.content.decode()
+
+
+def _admin_form_defaults(html: str) -> dict:
+    import re
+
+    values = dict(re.findall(r'<input[^>]*name="([a-z_]+)"[^>]*value="([^"]*)"', html))
+    values.pop("csrfmiddlewaretoken", None)
+    return values
