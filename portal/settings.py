@@ -132,6 +132,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache, Redis, Celery -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL") or None
+# Without Redis every process keeps its own key cache and limit counters: a revocation reaches
+# only the worker that made it, and limits multiply by the worker count. Fine for one process
+# (the embedded default, or an explicit ALLOW_LOCAL_STATE=1), refused for several in
+# production. WEB_CONCURRENCY is gunicorn's worker count (gunicorn.conf.py, default 2).
+ALLOW_LOCAL_STATE = env_bool("ALLOW_LOCAL_STATE", False)
+if (
+    not REDIS_URL
+    and not DEBUG
+    and not ALLOW_LOCAL_STATE
+    and env_int("WEB_CONCURRENCY", 2, minimum=1) > 1
+):
+    raise ConfigError(
+        "REDIS_URL must be set when DEBUG is off and WEB_CONCURRENCY is above 1 (processes "
+        "would not share revocations or limits); set ALLOW_LOCAL_STATE=1 for one process"
+    )
 if REDIS_URL:
     check_redis_url(REDIS_URL)
     CACHES = {

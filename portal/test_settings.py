@@ -14,6 +14,9 @@ os.environ.setdefault("EMAIL_URL", "locmem:")
 os.environ.setdefault("LOG_FORMAT", "text")
 os.environ.setdefault("PORTAL_TESTING", "1")
 os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
+# The test process is one process, so local state is fine without REDIS_URL. Served tests on
+# the embedded default inherit this: their gunicorns run workers with local state on purpose.
+os.environ.setdefault("ALLOW_LOCAL_STATE", "1")
 # Tests read records right after a response; served-process tests run the batched writer.
 os.environ.setdefault("USAGE_WRITE_BATCHED", "0")
 

@@ -40,5 +40,7 @@ except Exception as exc:
 
     if isinstance(exc, ConfigError):
         print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        # gunicorn's APP_LOAD_ERROR: its master stops instead of respawning workers that
+        # cannot start.
+        sys.exit(4)
     raise

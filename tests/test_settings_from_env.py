@@ -101,3 +101,70 @@ def test_ci_runs_on_the_real_services():
 
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     assert settings.REDIS_URL and "redis" in settings.CACHES["default"]["BACKEND"].lower()
+
+
+# --- production without Redis ---------------------------------------------------------------
+
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "x" * 50}
+
+
+def _manage_without_local_state(*args, **env):
+    """_manage, without the ALLOW_LOCAL_STATE=1 that portal.test_settings gives this process."""
+    saved = os.environ.pop("ALLOW_LOCAL_STATE", None)
+    try:
+        return _manage(*args, **env)
+    finally:
+        if saved is not None:
+            os.environ["ALLOW_LOCAL_STATE"] = saved
+
+
+@pytest.mark.parametrize("workers", [None, "2", "8"])
+def test_several_workers_without_redis_stop_with_one_line(workers):
+    env = dict(PRODUCTION)
+    if workers:
+        env["WEB_CONCURRENCY"] = workers
+    else:
+        env["WEB_CONCURRENCY"] = ""  # unset: gunicorn's default of 2
+    result = _manage_without_local_state("check", **env)
+
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("configuration error: REDIS_URL must be set")
+    assert "ALLOW_LOCAL_STATE=1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WEB_CONCURRENCY": "1"},
+        {"WEB_CONCURRENCY": "4", "ALLOW_LOCAL_STATE": "1"},
+        {"WEB_CONCURRENCY": "4", "DEBUG": "1"},
+        {"WEB_CONCURRENCY": "4", "REDIS_URL": "redis://127.0.0.1:6379/1"},
+    ],
+    ids=["one-worker", "explicit-local-state", "debug", "redis"],
+)
+def test_one_process_or_redis_or_an_explicit_opt_in_start(env):
+    result = _manage_without_local_state("check", **{**PRODUCTION, **env})
+    assert result.returncode == 0, result.stderr
+
+
+def test_gunicorn_refuses_to_serve_several_workers_without_redis(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "ALLOW_LOCAL_STATE", "DJANGO_SETTINGS_MODULE"}
+        and not k.startswith("PYTEST")
+    }
+    env.update(PRODUCTION, WEB_CONCURRENCY="2", HOST="127.0.0.1", PORT="0")
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    result = subprocess.run(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "portal.wsgi:application"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "configuration error: REDIS_URL must be set" in result.stderr
