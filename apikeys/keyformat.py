@@ -50,16 +50,39 @@ def current_hash_version() -> str:
     return _version(settings.APIKEY_HASH_SECRET)
 
 
+def _secret_for(version: str | None) -> str | None:
+    """The hashing secret a stored hash was made with: the current one, the next one (phase 1
+    of a rotation) or a fallback (an old one); None for a secret this process does not know."""
+    current = settings.APIKEY_HASH_SECRET
+    if not version or version == _version(current):
+        return current
+    for secret in (settings.APIKEY_HASH_SECRET_NEXT, *settings.APIKEY_HASH_SECRET_FALLBACKS):
+        if secret and _version(secret) == version:
+            return secret
+    return None
+
+
 def hash_key(raw: str, *, version: str | None = None) -> str:
-    """HMAC-SHA256 of the whole key under the hashing secret named by `version`."""
-    secret = settings.APIKEY_HASH_SECRET
-    if version and version != current_hash_version():
-        for fallback in settings.APIKEY_HASH_SECRET_FALLBACKS:
-            if _version(fallback) == version:
-                secret = fallback
-                break
+    """HMAC-SHA256 of the whole key under the hashing secret named by `version` (default: the
+    current one)."""
+    secret = _secret_for(version)
+    if secret is None:
+        raise LookupError("no hashing secret of that version")
     return hmac.new(secret.encode(), raw.encode(), hashlib.sha256).hexdigest()
 
 
 def key_matches(raw: str, stored_hash: str, version: str) -> bool:
-    return hmac.compare_digest(hash_key(raw, version=version), stored_hash)
+    try:
+        return hmac.compare_digest(hash_key(raw, version=version), stored_hash)
+    except LookupError:
+        return False
+
+
+def needs_rehash(version: str) -> bool:
+    """Move a key to the current secret on use, from an old one only. A key hashed with the
+    next secret (made by a process already in phase 2 of a rotation) is left alone: moving it
+    back would undo the rotation, key by key, in every process not yet restarted."""
+    if version == current_hash_version():
+        return False
+    upcoming = settings.APIKEY_HASH_SECRET_NEXT
+    return not (upcoming and version == _version(upcoming))

@@ -285,7 +285,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         or (entry["expires_at"] is not None and entry["expires_at"] <= now)
     ):
         raise InvalidApiKey()
-    if entry["hash_version"] != keyformat.current_hash_version():
+    if keyformat.needs_rehash(entry["hash_version"]):
         _rehash(entry["id"], raw_key)
     _touch_last_used(entry["id"], now)
     allowed = entry["allowed_models"]

@@ -31,8 +31,12 @@ if not SECRET_KEY:
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 # API keys are stored as HMAC-SHA256(APIKEY_HASH_SECRET, secret). A separate secret from
-# SECRET_KEY so each can be rotated on its own; fallbacks keep old keys valid (see SECURITY.md).
+# SECRET_KEY so each can be rotated on its own. A rotation has two phases (SECURITY.md): first
+# the new secret as APIKEY_HASH_SECRET_NEXT (verifies, hashes nothing), then as
+# APIKEY_HASH_SECRET with the old one in APIKEY_HASH_SECRET_FALLBACKS (verifies old keys,
+# which move to the new secret on use).
 APIKEY_HASH_SECRET = env_str("APIKEY_HASH_SECRET") or SECRET_KEY
+APIKEY_HASH_SECRET_NEXT = env_str("APIKEY_HASH_SECRET_NEXT") or ""
 APIKEY_HASH_SECRET_FALLBACKS = env_list("APIKEY_HASH_SECRET_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])

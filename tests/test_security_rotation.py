@@ -99,3 +99,95 @@ def test_without_the_fallback_sessions_end(client, alice):
         response = client.get("/keys")
         assert response.status_code == 302
         assert response["Location"].startswith(settings.LOGIN_URL)
+
+
+# --- the two phases of a hash-secret rotation, with processes on different phases ------------
+#
+# Each `with` block is a process on one configuration; they share the database and the cache,
+# as the web processes of a rolling deploy do.
+
+
+def _phase0(old: str):
+    """Before the rotation."""
+    return override_settings(
+        APIKEY_HASH_SECRET=old, APIKEY_HASH_SECRET_NEXT="", APIKEY_HASH_SECRET_FALLBACKS=[]
+    )
+
+
+def _phase1(old: str):
+    """The new secret verifies, hashes nothing."""
+    return override_settings(
+        APIKEY_HASH_SECRET=old,
+        APIKEY_HASH_SECRET_NEXT=NEW_HASH_SECRET,
+        APIKEY_HASH_SECRET_FALLBACKS=[],
+    )
+
+
+def _phase2(old: str):
+    """The new secret hashes; the old one verifies."""
+    return override_settings(
+        APIKEY_HASH_SECRET=NEW_HASH_SECRET,
+        APIKEY_HASH_SECRET_NEXT="",
+        APIKEY_HASH_SECRET_FALLBACKS=[old],
+    )
+
+
+def _version_of(secret: str) -> str:
+    with override_settings(APIKEY_HASH_SECRET=secret):
+        return keyformat.current_hash_version()
+
+
+def test_phase_one_changes_nothing_stored(alice_key):
+    key, raw = alice_key
+    old = settings.APIKEY_HASH_SECRET
+    before = _stored(key)
+
+    with _phase1(old):
+        assert apikey_authenticate(raw_key=raw).key_id == key.pk
+
+    assert _stored(key) == before
+
+
+def test_rolling_into_phase_two_breaks_no_process_still_in_phase_one(alice_key, make_key, alice):
+    key, raw = alice_key
+    old = settings.APIKEY_HASH_SECRET
+
+    with _phase2(old):  # the first restarted process moves the key to the new secret
+        assert apikey_authenticate(raw_key=raw).key_id == key.pk
+        made_in_phase2, raw_made_in_phase2 = make_key(alice, "made in phase 2")
+    assert _stored(key)[0] == _version_of(NEW_HASH_SECRET)
+
+    with _phase1(old):  # a process not restarted yet
+        assert apikey_authenticate(raw_key=raw).key_id == key.pk
+        assert apikey_authenticate(raw_key=raw_made_in_phase2).key_id == made_in_phase2.pk
+    # ... and it did not move the key back: no flip-flop between the two configurations.
+    assert _stored(key)[0] == _version_of(NEW_HASH_SECRET)
+
+
+def test_rolling_back_from_phase_two_to_phase_one_keeps_every_key(alice_key, make_key, alice):
+    key, raw = alice_key
+    old = settings.APIKEY_HASH_SECRET
+    with _phase2(old):
+        apikey_authenticate(raw_key=raw)  # moved to the new secret
+        made, raw_made = make_key(alice, "made in phase 2")
+
+    with _phase1(old):  # the rollback
+        for _ in range(2):
+            assert apikey_authenticate(raw_key=raw).key_id == key.pk
+            assert apikey_authenticate(raw_key=raw_made).key_id == made.pk
+        made_after, raw_made_after = make_key(alice, "made after the rollback")
+
+    with _phase2(old):  # and forward again
+        assert apikey_authenticate(raw_key=raw_made_after).key_id == made_after.pk
+
+
+def test_skipping_phase_one_is_what_breaks(alice_key):
+    """Why phase 1 exists: a process that does not know the new secret yet refuses a key that
+    a phase-2 process has moved."""
+    _, raw = alice_key
+    old = settings.APIKEY_HASH_SECRET
+    with _phase2(old):
+        apikey_authenticate(raw_key=raw)
+
+    with _phase0(old), pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=raw)
