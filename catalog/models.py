@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from accounts.models import Plan
+from catalog.routerurl import router_url_problem
 
 
 class RouterPool(models.Model):
@@ -60,6 +62,12 @@ class Router(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"{self.pool.name}#{self.pk}"
+
+    def clean(self) -> None:
+        super().clean()
+        problem = router_url_problem(self.base_url or "")
+        if self.base_url and problem:
+            raise ValidationError({"base_url": f"Router URL refused: {problem}."})
 
 
 class CatalogModel(models.Model):

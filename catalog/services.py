@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Plan
 from catalog.models import CatalogModel, Router, RouterPool
+from catalog.routerurl import router_url_problem
 from portal.bounds import column_range
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,9 @@ def catalog_apply_config(*, config) -> ApplyResult:
             rwhere = f"{where}.routers[{j}]"
             rdata = _obj(rraw, rwhere)
             url = _str(rdata, "url", rwhere).rstrip("/")
-            if not url.startswith(("http://", "https://")):
-                raise ConfigInvalid(f"{rwhere}.url: expected an http(s):// URL")
+            problem = router_url_problem(url)
+            if problem:
+                raise ConfigInvalid(f"{rwhere}.url: {problem}")
             version = rdata.get("api_version", "v1")
             if version not in Router.ApiVersion.values:
                 raise ConfigInvalid(f"{rwhere}.api_version: expected one of v1, v3")
@@ -234,8 +236,12 @@ def router_probe(*, router: Router, timeout: float = 3.0) -> Router:
     url = api_for(router.api_version).status_url(router.base_url.rstrip("/"))
     error = ""
     try:
+        # No redirects: the router key would follow them, to wherever they point.
         response = requests.get(
-            url, headers={"Authorization": f"Bearer {router.token}"}, timeout=timeout
+            url,
+            headers={"Authorization": f"Bearer {router.token}"},
+            timeout=timeout,
+            allow_redirects=False,
         )
         if response.status_code != 200:
             error = f"status answered HTTP {response.status_code}"
