@@ -68,3 +68,18 @@ def test_a_newer_refresh_replaces_an_older_entry(alice, make_key):
 def test_tickets_only_grow():
     first = key_cache.take_ticket()
     assert key_cache.take_ticket() > first
+
+
+@pytest.mark.django_db  # not transactional: on_commit callbacks are captured, not run
+def test_a_log_in_does_not_refresh_the_keys_of_the_user(
+    alice, make_key, django_capture_on_commit_callbacks
+):
+    """Fewer refreshes, fewer races: a log-in writes only last_login, which no entry holds."""
+    make_key(alice)
+    with django_capture_on_commit_callbacks() as callbacks:
+        alice.save(update_fields=["last_login"])
+    assert callbacks == []
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        alice.save(update_fields=["is_active"])
+    assert len(callbacks) == 1
