@@ -38,7 +38,7 @@ INSERT = """
 INSERT INTO metering_usagerecord
     (request_id, user_id, key_id, model, pool, router_id, endpoint, streamed, outcome,
      http_status, error_code, prompt_tokens, completion_tokens, total_tokens,
-     tokens_estimated, latency_ms, ttfb_ms, created_at)
+     estimated, latency_ms, ttfb_ms, created_at)
 SELECT 'bench-' || g,
        (%(key_owners)s::bigint[])[1 + g %% %(nkeys)s],
        (%(key_ids)s::bigint[])[1 + g %% %(nkeys)s],

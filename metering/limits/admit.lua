@@ -1,6 +1,7 @@
 -- Admission: every limit checked, and only if all pass, every counter moved. One EVALSHA.
 --
 -- KEYS[1] user base (plan counters), KEYS[2] key base (key caps); both carry the user's hash tag.
+-- KEYS[3] the admission journal (hash), KEYS[4] its due times (sorted set); metering.limits.keys
 -- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),
@@ -157,8 +158,8 @@ if admitted then
 end
 
 if admitted and ARGV[20] and ARGV[20] ~= '' then
-  redis.call('HSET', 'usage:journal', member, ARGV[20])
-  redis.call('ZADD', 'usage:journal:due', now + lease, member)
+  redis.call('HSET', KEYS[3], member, ARGV[20])
+  redis.call('ZADD', KEYS[4], now + lease, member)
 end
 
 local out = {admitted and 1 or 0, now, inflight, table.concat(failed, ',')}

@@ -1,6 +1,6 @@
 -- Settle: release the in-flight slot and replace the token reservation by the real count.
 --
--- KEYS[1] user base, KEYS[2] key base.
+-- KEYS[1] user base, KEYS[2] key base, KEYS[3] admission journal, KEYS[4] its due times.
 -- ARGV: 1 now_ms ('' = server TIME), 2 member, 3 reserved, 4 actual, 5 window_ms, 6 day,
 --       7 month, 8 day expire-at (s), 9 month expire-at (s), 10 tracks (c, p, k letters)
 
@@ -19,8 +19,8 @@ local tracks = ARGV[10]
 
 if string.find(tracks, 'c', 1, true) then redis.call('ZREM', ub .. ':inflight', member) end
 -- the request ended in a live process, which writes its own usage record
-redis.call('HDEL', 'usage:journal', member)
-redis.call('ZREM', 'usage:journal:due', member)
+redis.call('HDEL', KEYS[3], member)
+redis.call('ZREM', KEYS[4], member)
 
 local function adjust(key, expire_at)
   if delta == 0 then return end
