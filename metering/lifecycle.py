@@ -57,6 +57,7 @@ class MeteredRequest:
             request_id=usage.request_id,
             journal=journal_entry(usage, prompt_tokens=prompt_tokens),
         )
+        usage.admitted = True
         return cls(usage=usage, admission=admission)
 
     @property

@@ -36,6 +36,9 @@ class UsageRecord(models.Model):
     total_tokens = models.PositiveBigIntegerField(default=0)
     # The counts are the portal's estimate or were clamped, not what the router reported.
     estimated = models.BooleanField(default=False)
+    # Passed the limits (a slot, a reservation): what the limit counters count. A request
+    # refused before (bad input, unknown model, a limit) has a record but was never admitted.
+    admitted = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)

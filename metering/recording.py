@@ -73,6 +73,7 @@ class Usage:
     completion_tokens: int = 0
     # The counts are the portal's estimate, or were clamped from what the router reported.
     estimated: bool = False
+    admitted: bool = False
     latency_ms: int = 0
     ttfb_ms: int | None = None
     created_at: datetime = field(default_factory=timezone.now)
@@ -440,6 +441,7 @@ def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
         http_status=499,
         error_code=LOST_CODE,
         estimated=True,
+        admitted=True,
         prompt_tokens=prompt_tokens,
         completion_tokens=0,
         total_tokens=prompt_tokens,

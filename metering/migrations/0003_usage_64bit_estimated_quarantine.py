@@ -10,6 +10,19 @@ END;
 """
 
 
+# Records from before the flag: refused by a limit, or a client error without a router (refused
+# before admission), were not admitted; everything else was.
+MARK_ADMITTED = """
+UPDATE metering_usagerecord SET admitted = TRUE
+WHERE outcome <> 'rate_limited' AND (outcome <> 'client_error' OR router_id IS NOT NULL)
+"""
+
+
+def mark_admitted(apps, schema_editor):
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(MARK_ADMITTED)
+
+
 def restore_sqlite_trigger(apps, schema_editor):
     # SQLite alters a column by rebuilding the table, which drops its triggers; PostgreSQL
     # alters in place and keeps its trigger.
@@ -60,5 +73,11 @@ class Migration(migrations.Migration):
             name='total_tokens',
             field=models.PositiveBigIntegerField(default=0),
         ),
+        migrations.AddField(
+            model_name='usagerecord',
+            name='admitted',
+            field=models.BooleanField(default=False),
+        ),
+        migrations.RunPython(mark_admitted, migrations.RunPython.noop),
         migrations.RunPython(restore_sqlite_trigger, migrations.RunPython.noop),
     ]

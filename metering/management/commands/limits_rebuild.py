@@ -1,10 +1,11 @@
 """Rebuild the limit counters in Redis from the usage records, after Redis lost its data.
 
-UsageRecord is the source of truth. Today's and this month's requests and tokens per user
-(requests refused by a limit do not count) become the day and month counters; the last
-minute's records refill the per-minute windows of users and keys. Safe to run any number of
-times: a counter is only raised to the database's count, never lowered (it may hold requests
-admitted since Redis came back that have no record yet), unless --force.
+UsageRecord is the source of truth. Today's and this month's admitted requests and their
+tokens per user (a request refused by a limit or for bad input was never counted) become the
+day and month counters; the last minute's records refill the per-minute windows of users and
+keys. Safe to run any number of times: a counter is only raised to the database's count, never
+lowered (it may hold requests admitted since Redis came back that have no record yet), unless
+--force.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Command(BaseCommand):
         periods = Periods.at(int(now.timestamp() * 1000))
         day_start = periods.day_end - timedelta(days=1)
         month_start = day_start.replace(day=1)
-        counted = UsageRecord.objects.exclude(outcome=UsageRecord.Outcome.RATE_LIMITED)
+        counted = UsageRecord.objects.filter(admitted=True)
 
         set_at_least = client.register_script(SET_AT_LEAST)
         add_to_window = client.register_script(ADD_TO_WINDOW)
