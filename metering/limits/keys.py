@@ -35,6 +35,31 @@ def inflight(user_base_: str) -> str:
     return f"{user_base_}:inflight"
 
 
+def period(user_base_: str, name: str, day: str, month: str) -> str:
+    """A day or month counter: rpd, tpd (requests, tokens per day), rpmo, tpmo (per month)."""
+    kind = {"rpd": "rd", "tpd": "td", "rpmo": "rm", "tpmo": "tm"}[name]
+    return f"{user_base_}:{kind}:{day if name in ('rpd', 'tpd') else month}"
+
+
+def window_keys(base: str) -> list[str]:
+    """A sliding window's keys: the request log, and the token log, its amounts and its sum."""
+    return [f"{base}:rpm", f"{base}:tpm", f"{base}:tpm:t", f"{base}:tpm:s"]
+
+
+def script_keys(user_base_: str, key_base_: str, day: str, month: str) -> list[str]:
+    """Every key admit.lua and settle.lua touch, in the order they read them from KEYS:
+    1 in-flight slots, 2 user rpm, 3-5 user tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
+    10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times."""
+    return [
+        inflight(user_base_),
+        *window_keys(user_base_),
+        *window_keys(key_base_),
+        *(period(user_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
+        journal(),
+        journal_due(),
+    ]
+
+
 def refused(key_base_: str, minute: int) -> str:
     """Requests of one key refused before admission, in one UTC minute."""
     return f"{key_base_}:refused:{minute}"

@@ -101,7 +101,8 @@ class RedisBackend(LimitsBackend):
 
     @staticmethod
     def _keys(ticket: Ticket) -> list[str]:
-        return [ticket.user_base, ticket.key_base, keys.journal(), keys.journal_due()]
+        p = ticket.periods
+        return keys.script_keys(ticket.user_base, ticket.key_base, p.day, p.month)
 
     def release(self, *, ticket: Ticket) -> None:
         if "c" in ticket.tracks:
