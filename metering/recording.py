@@ -227,6 +227,7 @@ def _unfold(record: UsageRecord) -> None:
         prompt_tokens=F("prompt_tokens") - record.prompt_tokens,
         completion_tokens=F("completion_tokens") - record.completion_tokens,
         total_tokens=F("total_tokens") - record.total_tokens,
+        estimated=F("estimated") - (1 if record.estimated else 0),
     )
 
 

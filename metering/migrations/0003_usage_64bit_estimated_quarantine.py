@@ -79,5 +79,10 @@ class Migration(migrations.Migration):
             field=models.BooleanField(default=False),
         ),
         migrations.RunPython(mark_admitted, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name='dailyusage',
+            name='estimated',
+            field=models.PositiveBigIntegerField(default=0),
+        ),
         migrations.RunPython(restore_sqlite_trigger, migrations.RunPython.noop),
     ]
