@@ -134,7 +134,6 @@ class Call:
                 "retrying. Retry after 60s.",
                 headers={"Retry-After": "60"},
             )
-            headers = {**(headers or {}), **error.headers}
         response = error_response(error)
         for name, value in (headers or {}).items():
             response.setdefault(name, value)
