@@ -38,7 +38,7 @@ INSERT = """
 INSERT INTO metering_usagerecord
     (request_id, user_id, key_id, model, pool, router_id, endpoint, streamed, outcome,
      http_status, error_code, prompt_tokens, completion_tokens, total_tokens,
-     tokens_estimated, latency_ms, ttfb_ms, created_at)
+     estimated, admitted, latency_ms, ttfb_ms, created_at)
 SELECT 'bench-' || g,
        (%(key_owners)s::bigint[])[1 + g %% %(nkeys)s],
        (%(key_ids)s::bigint[])[1 + g %% %(nkeys)s],
@@ -47,7 +47,7 @@ SELECT 'bench-' || g,
        CASE WHEN g %% 50 = 0 THEN 'rate_limited' WHEN g %% 97 = 0 THEN 'upstream_error'
             ELSE 'ok' END,
        CASE WHEN g %% 50 = 0 THEN 429 WHEN g %% 97 = 0 THEN 502 ELSE 200 END,
-       '', g %% 400, g %% 250, g %% 400 + g %% 250, false, 200 + g %% 900, 50,
+       '', g %% 400, g %% 250, g %% 400 + g %% 250, false, g %% 50 <> 0, 200 + g %% 900, 50,
        now() - make_interval(secs => (g %% (30 * 86400))::double precision)
 FROM generate_series(1, %(n)s) AS g
 """

@@ -28,9 +28,10 @@ from inference.openai_format import ChunkWriter, completion_body, usage_dict
 from inference.stops import StopScanner, cut_at_stop
 from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
-from metering.limits import Admission, limits_admit
+from metering.lifecycle import MeteredRequest, usage_refused
+from metering.limits import Admission
 from metering.models import UsageRecord
-from metering.recording import Usage, journal_entry, usage_record_write, usage_writer
+from metering.recording import Usage
 from portal import metrics  # issue 8: metrics
 from portal.errors import (
     ApiError,
@@ -61,11 +62,12 @@ def outcome_for(error: ApiError) -> str:
 
 @dataclass(slots=True)
 class Call:
-    """One metered API call: its usage record in the making and when it started."""
+    """One API call: its usage record in the making, when it started, and once admitted, the
+    metering lifecycle that writes and settles it (metering.lifecycle)."""
 
     usage: Usage
     started: float
-    admission: Admission | None = None  # set once admitted: end() settles it
+    metered: MeteredRequest | None = None
 
     @classmethod
     def begin(cls, *, request_id: str, principal: KeyPrincipal, endpoint: str) -> Call:
@@ -82,7 +84,29 @@ class Call:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def end(self, *, outcome: str, status: int, error_code: str = "") -> None:
+    def admit(self, *, principal, plan, reserve_tokens: int, prompt_tokens: int) -> Admission:
+        self.metered = MeteredRequest.admit(
+            usage=self.usage,
+            principal=principal,
+            plan=plan,
+            reserve_tokens=reserve_tokens,
+            prompt_tokens=prompt_tokens,
+        )
+        return self.metered.admission
+
+    def keep_alive(self) -> None:
+        """From a stream's loop: keeps a long stream's slot and journal entry alive."""
+        if self.metered is not None:
+            self.metered.keep_alive()
+
+    def release_slot(self) -> None:
+        """The client is about to have its whole answer: free the concurrency slot."""
+        if self.metered is not None:
+            self.metered.release()
+
+    def end(self, *, outcome: str, status: int, error_code: str = "") -> bool:
+        """Meter the end of the call. False only for a refused call over its key's rate of
+        refused calls: nothing was recorded, and the answer must be a 429."""
         self.usage.outcome = outcome
         self.usage.http_status = status
         self.usage.error_code = error_code
@@ -98,28 +122,18 @@ class Call:
             prompt_tokens=u.prompt_tokens,
             completion_tokens=u.completion_tokens,
         )
-        writer = usage_writer()
-        if writer is not None and self.admission is not None and self.admission.ticket:
-            # Batched: the writer inserts the record, then settles the admission (whose
-            # journal entry keeps the request recoverable until then). An admission made
-            # while Redis was down (fail-open) has no journal: its record is written now.
-            writer.submit(self.usage, self.admission)
-            return
-        if self.admission is not None:
-            self.admission.settle(total_tokens=self.usage.total_tokens)
-        try:
-            usage_record_write(self.usage)
-        except Exception:
-            metrics.USAGE_WRITE_FAILURES.inc()  # issue 8: metrics
-            # Never let metering turn an answered request into a 500; the failure is logged
-            # with the request id so it can be replayed (see README "What to monitor").
-            log.exception(
-                "usage record could not be written",
-                extra={"usage_request_id": self.usage.request_id},
-            )
+        if self.metered is not None:
+            self.metered.finish()
+            return True
+        return usage_refused(self.usage)
 
     def fail(self, error: ApiError, headers: dict[str, str] | None = None):
-        self.end(outcome=outcome_for(error), status=error.status, error_code=error.code)
+        if not self.end(outcome=outcome_for(error), status=error.status, error_code=error.code):
+            error = RateLimited(
+                "Too many refused requests from this API key; fix the requests before "
+                "retrying. Retry after 60s.",
+                headers={"Retry-After": "60"},
+            )
         response = error_response(error)
         for name, value in (headers or {}).items():
             response.setdefault(name, value)
@@ -151,9 +165,9 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
     call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
     try:
         creq: CompletionRequest = creq_parse(body_getter())
-        call.usage.model = creq.model
         call.usage.streamed = creq.stream
         model, plan = resolve_model(principal, creq.model)
+        call.usage.model = model.public_id  # only once resolved: never what a client typed
         call.usage.pool = model.pool_name
         max_tokens = creq.sampling.max_tokens or model.default_max_tokens
         if max_tokens > model.max_tokens:
@@ -184,14 +198,12 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
         return call.fail(error)
 
     try:
-        admission = limits_admit(
+        admission = call.admit(
             principal=principal,
             plan=plan,
             reserve_tokens=prompt_tokens + max_tokens,
-            request_id=request_id,
-            journal=journal_entry(call.usage, prompt_tokens=prompt_tokens),
+            prompt_tokens=prompt_tokens,
         )
-        call.admission = admission
     except ApiError as error:
         return call.fail(error, headers=getattr(error, "headers", None))
 
@@ -242,7 +254,7 @@ def _settle_usage(
     if prompt_tokens is None or completion_tokens is None:
         call.usage.prompt_tokens = prompt_est
         call.usage.completion_tokens = estimate_tokens(text)
-        call.usage.tokens_estimated = True
+        call.usage.estimated = True
     else:
         call.usage.prompt_tokens = prompt_tokens
         call.usage.completion_tokens = completion_tokens
@@ -348,6 +360,7 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
             if writer.chat:
                 yield writer.role()
             while True:
+                call.keep_alive()
                 try:
                     item = events.get(timeout=settings.STREAM_KEEPALIVE_SECONDS)
                 except queue.Empty:
@@ -386,6 +399,7 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
                 yield writer.usage(
                     usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
                 )
+            call.release_slot()
             yield writer.done()
         except GeneratorExit:
             outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
@@ -414,6 +428,7 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
                 "you received is incomplete. Retry the request.",
                 code=code,
             )
+            call.release_slot()
             yield writer.done()
         finally:
             metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics

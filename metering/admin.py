@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from metering.models import DailyUsage, UsageRecord
+from metering.models import DailyUsage, QuarantinedUsage, UsageRecord
 from metering.selectors import daily_usage_csv_lines
 
 
@@ -97,9 +97,10 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "outcome",
         "http_status",
         "total_tokens",
+        "estimated",
         "latency_ms",
     )
-    list_filter = ("outcome", "streamed")
+    list_filter = ("outcome", "streamed", "estimated")
     list_select_related = ("user", "key")
     search_fields = ("request_id",)
     search_help_text = "An exact request id (the x-request-id response header)."
@@ -114,3 +115,15 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         if not term:
             return queryset, False
         return queryset.filter(request_id=term), False
+
+
+@admin.register(QuarantinedUsage)
+class QuarantinedUsageAdmin(ReadOnlyAdmin):
+    """Records the database refused: read them, fix the cause, replay them by hand."""
+
+    list_display = ("created_at", "request_id", "source", "error")
+    list_filter = ("source",)
+    search_fields = ("=request_id",)
+    search_help_text = "An exact request id."
+    readonly_fields = ("created_at", "request_id", "source", "error", "raw")
+    actions = None

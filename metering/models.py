@@ -30,10 +30,15 @@ class UsageRecord(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     http_status = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveIntegerField(default=0)
-    tokens_estimated = models.BooleanField(default=False)
+    # 64-bit: a router may report any count; one out of range must not fail a batch insert.
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    # The counts are the portal's estimate or were clamped, not what the router reported.
+    estimated = models.BooleanField(default=False)
+    # Passed the limits (a slot, a reservation): what the limit counters count. A request
+    # refused before (bad input, unknown model, a limit) has a record but was never admitted.
+    admitted = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
@@ -43,6 +48,25 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="usage_user_recent"),
         ]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
+class QuarantinedUsage(models.Model):
+    """A usage record the database refused (a value out of range, a broken constraint), kept
+    as it came with the error, so that it blocks no record behind it and an operator can see it
+    (admin, `portal_usage_quarantined_total`) and replay it once fixed."""
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    raw = models.TextField(help_text="The record as JSON, as the writer had it.")
+    error = models.TextField()
+    source = models.CharField(max_length=16, help_text="writer, direct, spool or journal")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "quarantined usage"
 
     def __str__(self) -> str:
         return self.request_id
@@ -82,6 +106,8 @@ class DailyUsage(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
+    # How many of `requests` had their tokens estimated (or clamped) rather than as reported.
+    estimated = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,30 +11,49 @@ If the database cannot take the record (PostgreSQL restarting, the pool exhauste
 spooled rather than lost: to a Redis list shared by every host, or, if Redis is down too, to
 an fsync'ed file in var/usage-spool/. `usage_spool_drain` (beat, every 30 s, and before each
 aggregation) moves spooled records into the table; the request id keeps it idempotent.
+
+A record the database refuses for what it holds (a count out of range, a broken constraint)
+is quarantined (QuarantinedUsage, with the error) instead, so it never blocks the records
+written with it or after it.
+
+Two writers stand behind one interface (`record_writer()`): with Redis, a batch writer per
+process; without, a direct write in the request. Both write the record first and settle the
+admission after, so a request is never settled (its journal entry gone) without a record.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from metering.models import UsageRecord
+from metering.limits import keys
+from metering.models import DailyUsage, QuarantinedUsage, UsagePending, UsageRecord
+from portal import metrics
 
 log = logging.getLogger(__name__)
 
-SPOOL_KEY = "usage:spool"
-JOURNAL_KEY = "usage:journal"  # written by metering/limits/admit.lua, cleared by settle.lua
-JOURNAL_DUE_KEY = "usage:journal:due"
 DRAIN_BATCH = 500
+# A drain's claim (Redis processing list or renamed spool file) older than this belonged to a
+# drain that died: the next drain takes it over. Drains run under a 60 s task time limit.
+CLAIM_STALE_SECONDS = 300
+LOST_CODE = "request_lost"  # error_code of a record written from the admission journal
+MAX_COUNT = 2**63 - 1  # a bigint column's top
 
 
 @dataclass(slots=True)
@@ -52,7 +71,9 @@ class Usage:
     error_code: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    tokens_estimated: bool = False
+    # The counts are the portal's estimate, or were clamped from what the router reported.
+    estimated: bool = False
+    admitted: bool = False
     latency_ms: int = 0
     ttfb_ms: int | None = None
     created_at: datetime = field(default_factory=timezone.now)
@@ -61,20 +82,187 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    # The field's earlier name, still set by inference's token accounting.
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.estimated
+
+    @tokens_estimated.setter
+    def tokens_estimated(self, value: bool) -> None:
+        self.estimated = value
+
     def row(self) -> dict:
         values = asdict(self)
         values["total_tokens"] = self.total_tokens
         return values
 
 
-def usage_record_write(usage: Usage) -> bool:
-    """Store the record (or spool it); False if one with this request id exists already."""
+# --- inserting records --------------------------------------------------------------------------
+
+# What a record's own content can make the database (or the driver) refuse. Anything else (a
+# lost connection, a full pool) means the database is unavailable: the caller spools.
+_BAD_RECORD = (DataError, IntegrityError, OverflowError, ValueError, TypeError)
+
+
+def _invalid(row: dict) -> str:
+    """Why the database must not be asked to take this row ('' if it may)."""
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens", "latency_ms"):
+        value = row.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+            return f"{name} out of range: {value!r}"
+    return ""
+
+
+def _quarantine(row: dict, error: object, source: str) -> None:
+    raw = json.dumps(row, default=str)
+    log.error(
+        "usage record quarantined: %s",
+        error,
+        extra={"usage_request_id": row.get("request_id"), "source": source},
+    )
+    QuarantinedUsage.objects.create(
+        request_id=str(row.get("request_id", ""))[:64], raw=raw, error=str(error), source=source
+    )
+    metrics.USAGE_QUARANTINED.inc()
+
+
+def _insert_one(row: dict, source: str) -> bool:
+    """Insert one record; quarantine it if refused for its content. True if it is new."""
     try:
         with transaction.atomic():
-            UsageRecord.objects.create(**usage.row())
+            UsageRecord.objects.create(**row)
         return True
-    except IntegrityError:
+    except IntegrityError as exc:
+        if UsageRecord.objects.filter(request_id=row["request_id"]).exists():
+            return False  # a duplicate: the record is there already
+        _quarantine(row, exc, source)
+    except _BAD_RECORD as exc:
+        _quarantine(row, exc, source)
+    return False
+
+
+def records_insert(rows: list[dict], *, source: str, journal: bool = False) -> int:
+    """Insert records (UsageRecord field values); returns how many were new.
+
+    Records refused for their content are quarantined, one by one, and the rest still go in.
+    A real record replaces one written from the admission journal for the same request; with
+    `journal` (these rows come from the journal) an existing record is never replaced.
+    Raises DatabaseError when the database is unavailable: nothing was written, spool them."""
+    unique: dict[str, dict] = {}
+    for row in rows:
+        problem = _invalid(row)
+        if problem:
+            _quarantine(row, problem, source)
+        else:
+            unique.setdefault(row["request_id"], row)
+    if not unique:
+        return 0
+    existing = set(
+        UsageRecord.objects.filter(request_id__in=list(unique)).values_list("request_id", flat=True)
+    )
+    new = [row for rid, row in unique.items() if rid not in existing]
+    written = 0
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(
+                [UsageRecord(**row) for row in new], ignore_conflicts=True
+            )
+        written = len(new)
+    except _BAD_RECORD:
+        # One row failed the whole statement: find it, and let the others through.
+        written = sum(_insert_one(row, source) for row in new)
+    if not journal:
+        # Checked after the insert: a journal record inserted between our check and our
+        # insert made ours a conflict, and is visible now.
+        _replace_journal_records(list(unique.values()), source=source)
+    return written
+
+
+def _replace_journal_records(rows: list[dict], *, source: str) -> None:
+    """Where a record written from the admission journal (the request's process looked dead)
+    stands in for one of these real records, put the real one in its place, and take the
+    journal record back out of its daily ledger if it was folded in already."""
+    if not rows:
+        return
+    by_id = {row["request_id"]: row for row in rows}
+    stand_ins = UsageRecord.objects.filter(request_id__in=list(by_id), error_code=LOST_CODE)
+    if not stand_ins.exists():
+        return
+    with transaction.atomic():
+        lost = list(stand_ins.select_for_update())
+        if not lost:
+            return
+        # Deleting the pending rows first also waits for an aggregation that holds them: a
+        # record whose pending row is gone afterwards is in a ledger.
+        unfolded = _delete_pending([record.id for record in lost])
+        for record in lost:
+            if record.id not in unfolded:
+                _unfold(record)
+        UsageRecord.objects.filter(id__in=[record.id for record in lost]).delete()
+        for record in lost:
+            _insert_one(by_id[record.request_id], source)
+    log.warning("usage: %d real records replaced their admission-journal stand-ins", len(lost))
+
+
+def _delete_pending(record_ids: list[int]) -> set[int]:
+    table = UsagePending._meta.db_table
+    marks = ", ".join(["%s"] * len(record_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE record_id IN ({marks}) RETURNING record_id",  # noqa: S608
+            record_ids,
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _unfold(record: UsageRecord) -> None:
+    DailyUsage.objects.filter(
+        day=record.created_at.astimezone(UTC).date(),
+        user_id=record.user_id,
+        key_id=record.key_id,
+        model=record.model,
+    ).update(
+        requests=F("requests") - 1,
+        errors=F("errors") - (0 if record.outcome == UsageRecord.Outcome.OK else 1),
+        prompt_tokens=F("prompt_tokens") - record.prompt_tokens,
+        completion_tokens=F("completion_tokens") - record.completion_tokens,
+        total_tokens=F("total_tokens") - record.total_tokens,
+        estimated=F("estimated") - (1 if record.estimated else 0),
+    )
+
+
+def _rows(lines: list[str]) -> list[dict]:
+    rows = []
+    for line in lines:
+        data = json.loads(line)
+        data["created_at"] = parse_datetime(data["created_at"])
+        rows.append(data)
+    return rows
+
+
+def usage_record_write(usage: Usage) -> bool:
+    """Store the record (or spool it); False if one with this request id exists already."""
+    row = usage.row()
+    problem = _invalid(row)
+    if problem:
+        _quarantine(row, problem, "direct")
+        return True
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.create(**row)
+        return True
+    except IntegrityError as exc:
+        existing = UsageRecord.objects.filter(request_id=usage.request_id).first()
+        if existing is None:
+            _quarantine(row, exc, "direct")
+            return True
+        if existing.error_code == LOST_CODE and usage.error_code != LOST_CODE:
+            _replace_journal_records([row], source="direct")
+            return True
         return False
+    except _BAD_RECORD as exc:
+        _quarantine(row, exc, "direct")
+        return True
     except DatabaseError as exc:
         if transaction.get_connection().in_atomic_block:
             raise  # inside someone's transaction: theirs to handle
@@ -87,90 +275,174 @@ def usage_record_write(usage: Usage) -> bool:
         return True
 
 
+# --- the spool ------------------------------------------------------------------------------------
+
+# Claim up to ARGV[1] records for one drain: each moves atomically from the spool to the drain's
+# own processing list, so no two drains ever hold the same record, and a drain that dies leaves
+# its claim where the next drain finds it (the claims set, scored by claim time).
+CLAIM_LUA = """
+-- KEYS[1] the spool, KEYS[2] this drain's processing list, KEYS[3] the claims sorted set
+-- ARGV[1] how many records to claim, ARGV[2] now (seconds)
+redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
+for i = 1, tonumber(ARGV[1]) do
+  if not redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') then break end
+end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
+
+# Give a claim back to the head of the spool in its order (the database went away mid-drain).
+UNCLAIM_LUA = """
+-- KEYS[1] the spool, KEYS[2] a processing list, KEYS[3] the claims sorted set
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do end
+redis.call('ZREM', KEYS[3], KEYS[2])
+return 1
+"""
+
+
 def _spool_dir() -> Path:
     return Path(getattr(settings, "USAGE_SPOOL_DIR", settings.BASE_DIR / "var" / "usage-spool"))
 
 
 def _spool(usage: Usage) -> None:
-    line = json.dumps(usage.row(), default=str)
+    _spool_line(json.dumps(usage.row(), default=str))
+
+
+def _spool_line(line: str) -> None:
     from portal.redis import get_redis
 
     client = get_redis()
     if client is not None:
         try:
-            client.rpush(SPOOL_KEY, line)
+            client.rpush(keys.spool(), line)
             return
         except Exception as exc:
             log.warning("usage spool: Redis unavailable too (%s)", exc.__class__.__name__)
+    _spool_file_append(line)
+
+
+def _spool_file_append(line: str) -> None:
     directory = _spool_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f"{os.getpid()}.jsonl", "a") as spool:
-        spool.write(line + "\n")
-        spool.flush()
-        os.fsync(spool.fileno())
+    path = directory / f"{os.getpid()}.jsonl"
+    while True:
+        with open(path, "a") as spool:
+            # A drain renames the file, then takes this lock before reading it: holding the
+            # lock on the file still at `path` means no drain has read it yet.
+            fcntl.flock(spool.fileno(), fcntl.LOCK_EX)
+            try:
+                if os.fstat(spool.fileno()).st_ino != os.stat(path).st_ino:
+                    continue  # claimed by a drain since we opened it: write a new one
+            except FileNotFoundError:
+                continue
+            spool.write(line + "\n")
+            spool.flush()
+            os.fsync(spool.fileno())
+            return
 
 
-def _insert(lines: list[str]) -> int:
-    """Insert records not already in the table; returns how many were new."""
-    rows = {}
-    for line in lines:
-        data = json.loads(line)
-        data["created_at"] = parse_datetime(data["created_at"])
-        rows[data["request_id"]] = UsageRecord(**data)
-    with transaction.atomic():
-        existing = set(
-            UsageRecord.objects.filter(request_id__in=list(rows)).values_list(
-                "request_id", flat=True
-            )
-        )
-        new = [row for rid, row in rows.items() if rid not in existing]
-        UsageRecord.objects.bulk_create(new, ignore_conflicts=True)
-    return len(new)
+def _drain_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _drain_redis(client) -> int:
+    claim_script = client.register_script(CLAIM_LUA)
+    unclaim_script = client.register_script(UNCLAIM_LUA)
+    spool, claims = keys.spool(), keys.spool_claims()
+    moved = 0
+    # First the claims of drains that died holding them.
+    stale_before = time.time() - CLAIM_STALE_SECONDS
+    for stale in client.zrangebyscore(claims, "-inf", stale_before):
+        stale = stale.decode()
+        lines = [b.decode() for b in client.lrange(stale, 0, -1)]
+        if lines:
+            log.warning("usage spool: taking over a dead drain's claim of %d records", len(lines))
+            moved += records_insert(_rows(lines), source="spool")
+        client.delete(stale)
+        client.zrem(claims, stale)
+    claim = keys.spool_claim(_drain_id())
+    while True:
+        raw = claim_script(keys=[spool, claim, claims], args=[DRAIN_BATCH, int(time.time())])
+        lines = [b.decode() for b in raw]
+        if not lines:
+            break
+        try:
+            moved += records_insert(_rows(lines), source="spool")
+        except DatabaseError:
+            unclaim_script(keys=[spool, claim, claims])
+            raise
+        client.delete(claim)
+    client.zrem(claims, claim)
+    return moved
+
+
+def _owner_gone(claimed: Path) -> bool:
+    """A claimed spool file whose drain died (or hung) long ago."""
+    try:
+        pid = int(claimed.suffix.rsplit("-", 1)[-1])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return True
+    except PermissionError:
+        pass
+    try:
+        return claimed.stat().st_mtime < time.time() - CLAIM_STALE_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def _drain_files() -> int:
+    directory = _spool_dir()
+    if not directory.is_dir():
+        return 0
+    moved = 0
+    candidates = sorted(directory.glob("*.jsonl")) + [
+        path for path in sorted(directory.glob("*.draining-*")) if _owner_gone(path)
+    ]
+    for path in candidates:
+        stem = path.name.split(".")[0]
+        claimed = directory / f"{stem}.{secrets.token_hex(4)}.draining-{os.getpid()}"
+        try:
+            path.rename(claimed)  # atomic: one drainer per file
+        except FileNotFoundError:
+            continue
+        with open(claimed) as spool:
+            fcntl.flock(spool.fileno(), fcntl.LOCK_EX)  # a writer mid-line finishes first
+            lines = [line for line in spool.read().splitlines() if line.strip()]
+        for start in range(0, len(lines), DRAIN_BATCH):
+            moved += records_insert(_rows(lines[start : start + DRAIN_BATCH]), source="spool")
+        claimed.unlink(missing_ok=True)
+    return moved
 
 
 def usage_spool_drain() -> int:
     """Move spooled records into the table (safe to run anywhere, twice, or at once)."""
-    moved = 0
     from portal.redis import get_redis
 
+    moved = 0
     client = get_redis()
     if client is not None:
-        while True:
-            # Peek, insert, then trim: a crash between the two re-inserts (ignored as a
-            # duplicate) rather than losing the batch.
-            lines = [b.decode() for b in client.lrange(SPOOL_KEY, 0, DRAIN_BATCH - 1)]
-            if not lines:
-                break
-            moved += _insert(lines)
-            client.ltrim(SPOOL_KEY, len(lines), -1)
-    directory = _spool_dir()
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.jsonl")):
-            claimed = path.with_suffix(f".draining-{os.getpid()}")
-            try:
-                path.rename(claimed)  # atomic: one drainer per file
-            except FileNotFoundError:
-                continue
-            lines = [line for line in claimed.read_text().splitlines() if line.strip()]
-            for start in range(0, len(lines), DRAIN_BATCH):
-                moved += _insert(lines[start : start + DRAIN_BATCH])
-            claimed.unlink()
+        moved += _drain_redis(client)
+    moved += _drain_files()
     if moved:
         log.info("usage spool drained", extra={"records": moved})
     return moved
+
+
+# --- the admission journal ------------------------------------------------------------------------
 
 
 def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
     """The record to write if the process serving this request dies before it ends (SIGKILL,
     OOM): admission stores it in Redis, settling removes it, and `usage_journal_reconcile`
     writes the ones whose lease ran out. The tokens are the prompt estimate; what was streamed
-    before the process died is unknown."""
+    before the process died is unknown. A live stream keeps pushing its due time back."""
     row = usage.row()
     row.update(
         outcome=UsageRecord.Outcome.CANCELLED,
         http_status=499,
-        error_code="request_lost",
-        tokens_estimated=True,
+        error_code=LOST_CODE,
+        estimated=True,
+        admitted=True,
         prompt_tokens=prompt_tokens,
         completion_tokens=0,
         total_tokens=prompt_tokens,
@@ -187,32 +459,65 @@ def usage_journal_reconcile() -> int:
         return 0
     seconds, micros = client.time()
     now_ms = seconds * 1000 + micros // 1000
+    journal, due = keys.journal(), keys.journal_due()
     written = 0
     while True:
-        members = client.zrangebyscore(JOURNAL_DUE_KEY, "-inf", now_ms, start=0, num=DRAIN_BATCH)
+        members = client.zrangebyscore(due, "-inf", now_ms, start=0, num=DRAIN_BATCH)
         if not members:
             break
-        lines = [line.decode() for line in client.hmget(JOURNAL_KEY, members) if line]
+        lines = [line.decode() for line in client.hmget(journal, members) if line]
         if lines:
-            written += _insert(lines)  # a record the request wrote itself wins (same id)
+            # A record the request wrote itself wins (same id); this one never replaces it.
+            written += records_insert(_rows(lines), source="journal", journal=True)
         pipe = client.pipeline(transaction=False)
-        pipe.hdel(JOURNAL_KEY, *members)
-        pipe.zrem(JOURNAL_DUE_KEY, *members)
+        pipe.hdel(journal, *members)
+        pipe.zrem(due, *members)
         pipe.execute()
     if written:
         log.warning("usage journal: wrote %d records of requests whose process died", written)
     return written
 
 
-class UsageWriter:
+# --- writers: write the record, then settle ----------------------------------------------------
+
+
+class RecordWriter:
+    """Takes the record of a request that ended and its admission (None for a request refused
+    before admission): writes the record, then settles the admission. Never raises."""
+
+    def submit(self, usage: Usage, admission) -> None:
+        raise NotImplementedError
+
+
+class DirectWriter(RecordWriter):
+    """Writes in the request (the embedded default, without Redis)."""
+
+    def submit(self, usage: Usage, admission) -> None:
+        try:
+            usage_record_write(usage)
+        except Exception:
+            metrics.USAGE_WRITE_FAILURES.inc()
+            # Never let metering turn an answered request into a 500. The admission stays
+            # unsettled: its journal entry (with Redis) writes the record once its lease ends.
+            log.exception(
+                "usage record could not be written", extra={"usage_request_id": usage.request_id}
+            )
+            return
+        if admission is not None:
+            admission.settle(total_tokens=usage.total_tokens)
+
+
+class UsageWriter(RecordWriter):
     """Writes usage records off the request greenlets, in batches (production, with Redis).
 
-    A request that ends hands its record and its limits admission here. Every FLUSH_SECONDS
-    the writer inserts the batch in one statement, then settles the batch's admissions in one
-    Redis pipeline. Settling is what removes a request's admission journal entry (see
+    A request that ends hands its record and its limits admission here (its concurrency slot
+    was released already, when the client got its answer). Every FLUSH_SECONDS the writer
+    inserts the batch in one statement, then settles the batch's admissions in one Redis
+    pipeline. Settling is what removes a request's admission journal entry (see
     `journal_entry`), so until its record is in the table a request stays recoverable: if
     this process dies with records queued, `usage_journal_reconcile` writes them (with the
-    admission's estimate) once their lease runs out. Nothing queued is only in memory.
+    admission's estimate) once their lease runs out. Nothing queued is only in memory, except
+    the records of requests refused before admission (they have no journal).
 
     Per request this replaces a transaction (BEGIN, INSERT, COMMIT and a WAL flush) and a
     Redis round trip with a share of one batched INSERT and one pipelined round trip.
@@ -222,13 +527,9 @@ class UsageWriter:
     MAX_BATCH = 500
 
     def __init__(self) -> None:
-        import threading
-        from collections import deque
-
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._threading = threading
 
     def submit(self, usage: Usage, admission) -> None:
         self._queue.append((usage, admission))
@@ -237,15 +538,13 @@ class UsageWriter:
                 if self._thread is None:
                     import atexit
 
-                    self._thread = self._threading.Thread(
+                    self._thread = threading.Thread(
                         target=self._run, daemon=True, name="usage-writer"
                     )
                     self._thread.start()
                     atexit.register(self.flush)
 
     def _run(self) -> None:
-        import time
-
         while True:
             time.sleep(self.FLUSH_SECONDS)
             try:
@@ -255,40 +554,50 @@ class UsageWriter:
 
     def flush(self) -> int:
         """Write and settle everything queued now (also called at worker exit)."""
-        from metering.limits import limits_settle_many
-        from portal.db import release_connection
-
         written = 0
         with self._lock:  # one flusher at a time: the loop, or an exit hook
             while self._queue:
                 batch = []
                 while self._queue and len(batch) < self.MAX_BATCH:
                     batch.append(self._queue.popleft())
-                rows = [UsageRecord(**usage.row()) for usage, _ in batch]
-                try:
-                    UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
-                except DatabaseError as exc:
-                    log.warning(
-                        "usage writer: database unavailable (%s), spooling %d records",
-                        exc.__class__.__name__,
-                        len(batch),
-                    )
-                    for usage, _ in batch:
-                        _spool(usage)
-                finally:
-                    release_connection()
-                limits_settle_many(
-                    [
-                        (admission, usage.total_tokens)
-                        for usage, admission in batch
-                        if admission is not None
-                    ]
-                )
-                written += len(batch)
+                written += self._write_then_settle(batch)
         return written
+
+    def _write_then_settle(self, batch: list) -> int:
+        from metering.limits import limits_settle_many
+        from portal.db import release_connection
+
+        settle = batch
+        try:
+            records_insert([usage.row() for usage, _ in batch], source="writer")
+        except DatabaseError as exc:
+            log.warning(
+                "usage writer: database unavailable (%s), spooling %d records",
+                exc.__class__.__name__,
+                len(batch),
+            )
+            settle = []
+            for usage, admission in batch:
+                try:
+                    _spool(usage)
+                except Exception:  # neither Redis nor the disk: the journal still has it
+                    log.exception("usage writer: could not spool %s", usage.request_id)
+                    continue
+                settle.append((usage, admission))
+        finally:
+            release_connection()
+        limits_settle_many(
+            [
+                (admission, usage.total_tokens)
+                for usage, admission in settle
+                if admission is not None
+            ]
+        )
+        return len(batch)
 
 
 _writer: UsageWriter | None = None
+_direct = DirectWriter()
 
 
 def usage_writer() -> UsageWriter | None:
@@ -299,3 +608,12 @@ def usage_writer() -> UsageWriter | None:
     if _writer is None:
         _writer = UsageWriter()
     return _writer
+
+
+def record_writer(admission=None) -> RecordWriter:
+    """The writer for this record. An admission made while Redis was down (fail-open) has no
+    journal to fall back on, so its record is written at once."""
+    batched = usage_writer()
+    if batched is not None and (admission is None or admission.ticket is not None):
+        return batched
+    return _direct

@@ -35,6 +35,7 @@ CSV_HEADER = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "estimated",
 )
 
 
@@ -45,6 +46,7 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    estimated: int = 0  # requests among these whose tokens are an estimate
 
     def add(self, row: UsageRow) -> None:
         self.requests += row.requests
@@ -52,6 +54,7 @@ class Totals:
         self.prompt_tokens += row.prompt_tokens
         self.completion_tokens += row.completion_tokens
         self.total_tokens += row.total_tokens
+        self.estimated += row.estimated
 
     def brief(self) -> dict[str, int]:
         return {"requests": self.requests, "tokens": self.total_tokens}
@@ -76,6 +79,7 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    estimated: int = 0
 
 
 def _utc_today() -> date:
@@ -103,11 +107,12 @@ def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
     )
     sql = f"""
         SELECT day, key_id, model, requests, errors, prompt_tokens, completion_tokens,
-               total_tokens
+               total_tokens, estimated
         FROM metering_dailyusage WHERE user_id = %s AND day >= %s
         UNION ALL
         SELECT {day_expr}, key_id, model, 1, CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END,
-               prompt_tokens, completion_tokens, total_tokens
+               prompt_tokens, completion_tokens, total_tokens,
+               CASE WHEN estimated THEN 1 ELSE 0 END
         FROM metering_usagerecord
         WHERE id IN (SELECT record_id FROM metering_usagepending)
           AND user_id = %s AND created_at >= %s
@@ -125,8 +130,9 @@ def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
             int(pt),
             int(ct),
             int(tt),
+            int(est),
         )
-        for day, key_id, model, req, err, pt, ct, tt in rows
+        for day, key_id, model, req, err, pt, ct, tt, est in rows
     ]
 
 
@@ -322,6 +328,7 @@ def daily_usage_csv_lines(*, queryset, include_user: bool = False) -> Iterator[s
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "estimated",
     ]
     header = list(CSV_HEADER)
     if include_user:

@@ -31,7 +31,7 @@ _DEADLOCK_RETRIES = 3
 
 _LEDGER_COLUMNS = (
     "day, user_id, key_id, model, requests, errors, prompt_tokens, completion_tokens, "
-    "total_tokens, updated_at"
+    "total_tokens, estimated, updated_at"
 )
 _ON_CONFLICT = """
     ON CONFLICT (day, user_id, key_id, model) DO UPDATE SET
@@ -40,6 +40,7 @@ _ON_CONFLICT = """
         prompt_tokens = metering_dailyusage.prompt_tokens + EXCLUDED.prompt_tokens,
         completion_tokens = metering_dailyusage.completion_tokens + EXCLUDED.completion_tokens,
         total_tokens = metering_dailyusage.total_tokens + EXCLUDED.total_tokens,
+        estimated = metering_dailyusage.estimated + EXCLUDED.estimated,
         updated_at = EXCLUDED.updated_at
 """
 
@@ -58,13 +59,14 @@ WITH claimed AS (
     RETURNING record_id
 ), batch AS (
     SELECT r.created_at, r.user_id, r.key_id, r.model, r.outcome,
-           r.prompt_tokens, r.completion_tokens, r.total_tokens
+           r.prompt_tokens, r.completion_tokens, r.total_tokens, r.estimated
     FROM metering_usagerecord r JOIN claimed c ON r.id = c.record_id
 ), folded AS (
     INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
     SELECT (created_at AT TIME ZONE 'UTC')::date, user_id, key_id, model,
            count(*), count(*) FILTER (WHERE outcome <> 'ok'),
-           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), %(now)s
+           sum(prompt_tokens), sum(completion_tokens), sum(total_tokens),
+           count(*) FILTER (WHERE estimated), %(now)s
     FROM batch
     GROUP BY 1, 2, 3, 4
     ORDER BY 1, 2, 3, 4
@@ -86,7 +88,7 @@ _SQLITE_FOLD = f"""
 INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
 SELECT date(created_at), user_id, key_id, model,
        count(*), sum(outcome <> 'ok'),
-       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), %s
+       sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(estimated), %s
 FROM metering_usagerecord
 WHERE id IN (SELECT record_id FROM metering_usagepending WHERE record_id <= %s) AND true
 GROUP BY 1, 2, 3, 4

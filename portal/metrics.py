@@ -70,6 +70,10 @@ STREAMS_IN_FLIGHT = Gauge(
     "SSE streams open right now (summed over live workers).",
     multiprocess_mode="livesum",
 )
+USAGE_QUARANTINED = Counter(
+    "portal_usage_quarantined",
+    "Usage records the database refused, kept in QuarantinedUsage (admin) for an operator.",
+)
 USAGE_WRITE_FAILURES = Counter(
     "portal_usage_write_failures",
     "Usage records that could not be written (logged with the request id for replay).",

@@ -199,6 +199,9 @@ LIMITS_INFLIGHT_LEASE_SECONDS = env_int("LIMITS_INFLIGHT_LEASE_SECONDS", 900, mi
 # With Redis, usage records are written in batches off the request path (the admission
 # journal in Redis keeps them recoverable until written; see metering/recording.py).
 USAGE_WRITE_BATCHED = env_bool("USAGE_WRITE_BATCHED", bool(REDIS_URL))
+# Requests refused before admission (bad input, unknown model, a limit) per key and minute that
+# still get a usage record; past this the key's refused requests get a 429 and no record.
+USAGE_REFUSED_PER_MINUTE = env_int("USAGE_REFUSED_PER_MINUTE", 120, minimum=1)
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 

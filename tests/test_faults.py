@@ -127,7 +127,7 @@ def test_router_killed_mid_stream_ends_in_error_chunk_and_bills_what_was_deliver
     assert rest[-2]["error"]["code"] == "upstream_error"
     (record,) = _records(db, "request_id = %s", [response.headers["x-request-id"]], expect=1)
     assert record["outcome"] == "upstream_error" and record["streamed"]
-    assert record["completion_tokens"] > 0 and record["tokens_estimated"]
+    assert record["completion_tokens"] > 0 and record["estimated"]
 
 
 def test_all_routers_down_is_503_and_recorded():
@@ -168,7 +168,7 @@ def test_worker_killed_mid_stream_is_recorded_from_the_admission_journal():
         manage("metering_reconcile", database_url=db)  # twice: still one record
         (record,) = _records(db, "request_id = %s", [request_id])
         assert (record["outcome"], record["error_code"]) == ("cancelled", "request_lost")
-        assert record["prompt_tokens"] > 0 and record["tokens_estimated"]
+        assert record["prompt_tokens"] > 0 and record["estimated"]
         # gunicorn replaced the worker: service goes on.
         deadline = time.monotonic() + 20
         while True:

@@ -151,6 +151,6 @@ def test_router_oddities_are_survived(client, alice_key, option):
         from metering.models import UsageRecord
 
         assert usage["completion_tokens"] > 0
-        assert UsageRecord.objects.get().tokens_estimated is True
+        assert UsageRecord.objects.get().estimated is True
     else:
         assert usage["completion_tokens"] == 3

@@ -1,5 +1,5 @@
 """`manage.py limits_rebuild`: after Redis lost its data, the day, month and per-minute
-counters come back from UsageRecord (refused requests do not count), idempotently."""
+counters come back from UsageRecord (only admitted requests count), idempotently."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def alice_usage(alice, make_key):
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month_start = day_start.replace(day=1)
 
-    def record(rid, at, tokens, outcome=UsageRecord.Outcome.OK):
+    def record(rid, at, tokens, outcome=UsageRecord.Outcome.OK, admitted=True):
         UsageRecord.objects.create(
             request_id=rid,
             user=alice,
@@ -39,16 +39,19 @@ def alice_usage(alice, make_key):
             http_status=200,
             total_tokens=tokens,
             created_at=at,
+            admitted=admitted,
         )
 
     record("recent-1", now - timedelta(seconds=5), 100)
     record("recent-2", now - timedelta(seconds=20), 200)
-    record("refused", now - timedelta(seconds=10), 0, UsageRecord.Outcome.RATE_LIMITED)
+    record("refused", now - timedelta(seconds=10), 0, UsageRecord.Outcome.RATE_LIMITED, False)
+    # refused for bad input, before admission: the counters never saw it
+    record("invalid", now - timedelta(seconds=15), 0, UsageRecord.Outcome.CLIENT_ERROR, False)
     record("failed", now - timedelta(seconds=30), 0, UsageRecord.Outcome.UPSTREAM_ERROR)
     record("early-today", max(day_start, now - timedelta(minutes=5)), 50)
     record("month-start", month_start, 1000)  # today too, on the 1st before 00:05
     record("last-month", month_start - timedelta(hours=1), 5000)
-    today = UsageRecord.objects.filter(created_at__gte=day_start).exclude(outcome="rate_limited")
+    today = UsageRecord.objects.filter(created_at__gte=day_start, admitted=True)
     return {
         "key": key,
         "day_requests": today.count(),
@@ -106,7 +109,7 @@ def test_rebuild_restores_day_month_and_minute_counters_idempotently(
     assert status["tokens_per_day"]["used"] == alice_usage["day_tokens"]
     assert status["requests_per_month"]["used"] == alice_usage["month_requests"]
     assert status["tokens_per_month"]["used"] == alice_usage["month_tokens"]
-    assert status["requests_per_minute"]["used"] == 3  # the refused one does not count
+    assert status["requests_per_minute"]["used"] == 3  # the refused ones do not count
     assert status["tokens_per_minute"]["remaining"] == 100_000 - 300
     assert status["tokens_per_minute"]["used"] == 300
 

@@ -177,6 +177,7 @@ def test_csv_export_is_the_customers_own_ledger(
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "estimated",
     ]
     expected = [
         [
@@ -188,6 +189,7 @@ def test_csv_export_is_the_customers_own_ledger(
             str(r.prompt_tokens),
             str(r.completion_tokens),
             str(r.total_tokens),
+            str(r.estimated),
         ]
         for r in DailyUsage.objects.filter(user=alice)
         .select_related("key")
@@ -209,3 +211,20 @@ def test_bob_never_sees_alices_usage(client, bob, usage):
     for key in usage["keys"]:
         assert key.public_id not in body
     assert "prod" not in body and "staging" not in body
+
+
+def test_estimated_figures_say_so_on_the_page_and_in_the_csv(client, alice, alice_key):
+    from metering.recording import Usage, usage_record_write
+    from metering.services import usage_aggregate
+
+    key, _ = alice_key
+    for rid, estimated in (("req_counted", False), ("req_guessed", True)):
+        usage = Usage(request_id=rid, user_id=alice.pk, key_id=key.pk, endpoint="chat")
+        usage.model, usage.completion_tokens, usage.estimated = "m", 10, estimated
+        usage_record_write(usage)
+    client.force_login(alice)
+    assert b'class="estimated"' in client.get("/usage").content  # pending records
+    usage_aggregate()
+    assert b'class="estimated"' in client.get("/usage").content  # and from the ledger
+    rows = _csv(client.get("/usage/export.csv"))
+    assert [row[-1] for row in rows] == ["estimated", "1"]

@@ -55,7 +55,7 @@ def test_ok_records_router_usage(client, catalog, alice_key):
     assert (record.user_id, record.key_id) == (key.owner_id, key.pk)
     assert record.model == "cortensor/llama-3.1-8b" and record.pool == "default"
     assert record.router_id == catalog["router"].pk
-    assert record.completion_tokens == 3 and not record.tokens_estimated
+    assert record.completion_tokens == 3 and not record.estimated
     assert record.total_tokens == response.json()["usage"]["total_tokens"]
     assert record.ttfb_ms is not None
 
@@ -111,7 +111,7 @@ def test_mid_stream_drop_bills_what_was_delivered(client, alice_key):
         _, raw = alice_key
         b"".join(_chat(client, raw, model, stream=True).streaming_content)
     record = UsageRecord.objects.get()
-    assert (record.outcome, record.streamed, record.tokens_estimated) == (
+    assert (record.outcome, record.streamed, record.estimated) == (
         "upstream_error",
         True,
         True,
@@ -147,7 +147,7 @@ def test_client_disconnect_mid_stream_is_recorded_and_closes_upstream(live_serve
             time.sleep(0.1)
         record = UsageRecord.objects.get()
         assert (record.outcome, record.streamed) == ("cancelled", True)
-        assert record.completion_tokens > 0 and record.tokens_estimated
+        assert record.completion_tokens > 0 and record.estimated
         # The upstream request was closed, not left running to its 200th chunk.
         status = requests.get(f"{sim.url}/api/v1/status", headers=sim.headers).json()
         deadline = time.monotonic() + 5

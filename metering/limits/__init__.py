@@ -79,13 +79,17 @@ class Admission:
     """An admitted request: its headers, and `settle` to call once it has ended."""
 
     __slots__ = (
+        "_admitted_at",
         "_backend",
         "_lock",
         "_now_ms",
+        "_released",
         "_settled",
         "headers",
+        "lease_ms",
         "request_id",
         "reserved",
+        "server_ms",
         "ticket",
     )
 
@@ -98,6 +102,8 @@ class Admission:
         headers: dict[str, str],
         request_id: str,
         now_ms: int | None = None,
+        server_ms: int | None = None,
+        lease_ms: int = 0,
     ):
         self._backend = backend
         self.ticket = ticket
@@ -106,7 +112,13 @@ class Admission:
         self.request_id = request_id
         self._now_ms = now_ms
         self._settled = False
+        self._released = False
         self._lock = threading.Lock()
+        # The backend's clock at admission, and ours: a lease is renewed on the backend's clock
+        # (the one the slot's deadline was set on) without asking it the time again.
+        self.server_ms = server_ms
+        self.lease_ms = lease_ms
+        self._admitted_at = time.monotonic()
 
     @property
     def settled(self) -> bool:
@@ -119,6 +131,31 @@ class Admission:
                 return False
             self._settled = True
             return True
+
+    def release(self) -> None:
+        """Free the in-flight slot now (the client has its answer); the tokens and the journal
+        entry are settled later, once the record is written. Idempotent, never raises."""
+        if self._released or self._settled or self._backend is None or self.ticket is None:
+            return
+        self._released = True
+        try:
+            self._backend.release(ticket=self.ticket)
+        except Exception as exc:  # the lease frees the slot on its own
+            log.warning("limits release failed for %s: %s", self.request_id, exc)
+
+    def renew(self) -> None:
+        """Push back this request's slot lease and journal due time by a whole lease: it is
+        still being served (a long stream). Never raises."""
+        if self._settled or self._backend is None or self.ticket is None or not self.lease_ms:
+            return
+        if self.server_ms is None:
+            return
+        elapsed_ms = int((time.monotonic() - self._admitted_at) * 1000)
+        deadline = self.server_ms + elapsed_ms + self.lease_ms
+        try:
+            self._backend.renew(ticket=self.ticket, deadline_ms=deadline, lease_ms=self.lease_ms)
+        except Exception as exc:
+            log.warning("limits lease renewal failed for %s: %s", self.request_id, exc)
 
     def settle(self, *, total_tokens: int, _now_ms: int | None = None) -> None:
         """Release the in-flight slot and count `total_tokens` instead of the reservation.
@@ -248,6 +285,8 @@ def limits_admit(
         headers=rate_headers(limits, outcome),
         request_id=request_id,
         now_ms=_now_ms,
+        server_ms=outcome.now_ms,
+        lease_ms=int(lease * 1000),
     )
 
 

@@ -1,6 +1,9 @@
 -- Admission: every limit checked, and only if all pass, every counter moved. One EVALSHA.
 --
--- KEYS[1] user base (plan counters), KEYS[2] key base (key caps); both carry the user's hash tag.
+-- KEYS: every key it touches, named by metering.limits.keys.script_keys: 1 in-flight slots,
+--       2-5 the user's rpm log and tpm log, amounts, sum; 6-9 the same for the key;
+--       10-13 rpd tpd rpmo tpmo counters; 14 the admission journal (hash), 15 its due times.
+--       1-13 carry the user's hash tag (one Cluster slot).
 -- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),
@@ -15,7 +18,13 @@
 --          then for each window p_rpm k_rpm p_tpm k_tpm: used, reset_ms, retry_ms,
 --          then rpd tpd rpmo tpmo used}
 
-local ub, kb = KEYS[1], KEYS[2]
+local K = {
+  inflight = KEYS[1],
+  p_rpm = KEYS[2], p_tpm = KEYS[3], p_tpm_t = KEYS[4], p_tpm_s = KEYS[5],
+  k_rpm = KEYS[6], k_tpm = KEYS[7], k_tpm_t = KEYS[8], k_tpm_s = KEYS[9],
+  rpd = KEYS[10], tpd = KEYS[11], rpmo = KEYS[12], tpmo = KEYS[13],
+  journal = KEYS[14], due = KEYS[15],
+}
 local now = tonumber(ARGV[1])
 if not now then
   -- One clock for every web process: their own clocks may drift apart, the server's is one.
@@ -35,7 +44,6 @@ local dry = ARGV[19] == '1'
 local cutoff = now - W
 local live = '(' .. cutoff
 
-local base = {p_rpm = ub, k_rpm = kb, p_tpm = ub, k_tpm = kb}
 local used, reset, retry, failed = {}, {}, {}, {}
 
 local function newest_reset(z)
@@ -45,7 +53,7 @@ local function newest_reset(z)
 end
 
 local function requests_window(n)
-  local z = base[n] .. ':rpm'
+  local z = K[n]
   if not dry then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
   local count = redis.call('ZCOUNT', z, live, '+inf')
   used[n], reset[n], retry[n] = count, newest_reset(z), 0
@@ -58,7 +66,7 @@ local function requests_window(n)
 end
 
 local function tokens_window(n)
-  local z, h, s = base[n] .. ':tpm', base[n] .. ':tpm:t', base[n] .. ':tpm:s'
+  local z, h, s = K[n], K[n .. '_t'], K[n .. '_s']
   local total = 0
   if dry then
     local members = redis.call('ZRANGEBYSCORE', z, live, '+inf')
@@ -97,15 +105,12 @@ local function tokens_window(n)
   end
 end
 
-local periods = {
-  rpd = ub .. ':rd:' .. day, tpd = ub .. ':td:' .. day,
-  rpmo = ub .. ':rm:' .. month, tpmo = ub .. ':tm:' .. month,
-}
+local periods = {rpd = K.rpd, tpd = K.tpd, rpmo = K.rpmo, tpmo = K.tpmo}
 local cost = {rpd = 1, tpd = reserve, rpmo = 1, tpmo = reserve}
 
 -- in-flight slots: a sorted set of admissions scored by a deadline, so a slot whose process
 -- died without settling frees itself when its lease ends
-local inflight_key = ub .. ':inflight'
+local inflight_key = K.inflight
 local inflight = 0
 if lim.conc >= 0 then
   if not dry then redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now) end
@@ -130,7 +135,7 @@ if admitted then
   end
   for _, n in ipairs({'p_rpm', 'k_rpm'}) do
     if lim[n] >= 0 then
-      local z = base[n] .. ':rpm'
+      local z = K[n]
       redis.call('ZADD', z, now, member)
       redis.call('PEXPIRE', z, ttl)
       used[n], reset[n] = used[n] + 1, W
@@ -139,7 +144,7 @@ if admitted then
   for _, n in ipairs({'p_tpm', 'k_tpm'}) do
     -- nothing reserved, nothing logged: a settle above zero logs its tokens when it comes
     if lim[n] >= 0 and reserve > 0 then
-      local z, h, s = base[n] .. ':tpm', base[n] .. ':tpm:t', base[n] .. ':tpm:s'
+      local z, h, s = K[n], K[n .. '_t'], K[n .. '_s']
       redis.call('ZADD', z, now, member)
       redis.call('HSET', h, member, reserve)
       redis.call('INCRBY', s, reserve)
@@ -157,8 +162,8 @@ if admitted then
 end
 
 if admitted and ARGV[20] and ARGV[20] ~= '' then
-  redis.call('HSET', 'usage:journal', member, ARGV[20])
-  redis.call('ZADD', 'usage:journal:due', now + lease, member)
+  redis.call('HSET', K.journal, member, ARGV[20])
+  redis.call('ZADD', K.due, now + lease, member)
 end
 
 local out = {admitted and 1 or 0, now, inflight, table.concat(failed, ',')}

@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
-
+from metering.limits.keys import key_base, key_prefix, user_base  # noqa: F401 - re-exported
 from portal.errors import QuotaExceeded, RateLimited
 
 WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
@@ -49,6 +48,18 @@ class LimitsBackend:
         raise NotImplementedError
 
     def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+        raise NotImplementedError
+
+    def release(self, *, ticket: Ticket) -> None:
+        """Free the in-flight slot now; `settle` still corrects the tokens later."""
+        raise NotImplementedError
+
+    def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
+        """Move a live request's slot lease and journal due time to `deadline_ms`."""
+        raise NotImplementedError
+
+    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
+        """Count one refused request of a key in this minute; False once over `limit`."""
         raise NotImplementedError
 
 
@@ -89,23 +100,6 @@ class Limits:
         return [
             UNLIMITED if getattr(self, n) is None else int(getattr(self, n)) for n in LIMIT_NAMES
         ]
-
-
-def key_prefix() -> str:
-    prefix = getattr(settings, "LIMITS_KEY_PREFIX", None)
-    if not prefix:
-        prefix = settings.CACHES.get("default", {}).get("KEY_PREFIX") or "portal"
-    return f"{prefix}:lim"
-
-
-def user_base(owner_id: int) -> str:
-    # The braces are a Cluster hash tag: every key of one user (and of the user's keys) lands
-    # in the same slot, so one script can touch them all.
-    return f"{key_prefix()}:{{u{owner_id}}}"
-
-
-def key_base(owner_id: int, key_id: int | None) -> str:
-    return f"{user_base(owner_id)}:k{key_id if key_id is not None else 0}"
 
 
 @dataclass(frozen=True, slots=True)

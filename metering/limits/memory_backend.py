@@ -189,6 +189,23 @@ class MemoryBackend(LimitsBackend):
                 elif delta > 0:  # the reservation already left the window: count from now
                     log.add(now, f"{ticket.member}:over", delta)
 
+    def release(self, *, ticket: Ticket) -> None:
+        with self._lock:
+            self._inflight.get(f"{ticket.user_base}:inflight", {}).pop(ticket.member, None)
+
+    def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
+        with self._lock:
+            slots = self._inflight.get(f"{ticket.user_base}:inflight", {})
+            if ticket.member in slots:
+                slots[ticket.member] = deadline_ms
+
+    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
+        with self._lock:
+            name = f"{base}:refused:{now_ms // WINDOW_MS}"
+            expire_at = (now_ms // WINDOW_MS + 2) * WINDOW_MS // 1000
+            self._counters[name] = (self._get(name, now_ms) + 1, expire_at)
+            return self._counters[name][0] <= limit
+
     def clear(self) -> None:
         with self._lock:
             self._logs.clear()

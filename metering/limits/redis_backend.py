@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from metering.limits import keys
 from metering.limits.base import (
     PERIOD_NAMES,
     WINDOW_MS,
@@ -80,7 +81,7 @@ class RedisBackend(LimitsBackend):
             "1" if dry else "0",
             journal,
         ]
-        raw = self._run(self._admit, [ticket.user_base, ticket.key_base], args)
+        raw = self._run(self._admit, self._keys(ticket), args)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
         outcome = Outcome(
             admitted=bool(raw[0]),
@@ -97,6 +98,42 @@ class RedisBackend(LimitsBackend):
             outcome.used[name] = int(values[12 + i])
         outcome.used["conc"] = outcome.inflight
         return outcome
+
+    @staticmethod
+    def _keys(ticket: Ticket) -> list[str]:
+        p = ticket.periods
+        return keys.script_keys(ticket.user_base, ticket.key_base, p.day, p.month)
+
+    def release(self, *, ticket: Ticket) -> None:
+        if "c" in ticket.tracks:
+            self._call(self.client.zrem, keys.inflight(ticket.user_base), ticket.member)
+
+    def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
+        # XX: a slot or journal entry that is gone (settled, or reclaimed) is not brought back.
+        pipe = self.client.pipeline(transaction=False)
+        if "c" in ticket.tracks:
+            inflight = keys.inflight(ticket.user_base)
+            pipe.zadd(inflight, {ticket.member: deadline_ms}, xx=True)
+            pipe.pexpire(inflight, lease_ms + 1000, gt=True)
+        pipe.zadd(keys.journal_due(), {ticket.member: deadline_ms}, xx=True)
+        self._call(pipe.execute)
+
+    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
+        minute = now_ms // WINDOW_MS
+        pipe = self.client.pipeline(transaction=False)
+        name = keys.refused(base, minute)
+        pipe.incr(name)
+        pipe.pexpire(name, WINDOW_MS + 1000)
+        count, _ = self._call(pipe.execute)
+        return int(count) <= limit
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
+        except redis.RedisError as exc:
+            raise BackendUnavailable(f"Redis error: {exc}") from exc
 
     def _settle_args(self, ticket: Ticket, reserved: int, actual: int, now_ms: int | None):
         p = ticket.periods
@@ -115,14 +152,14 @@ class RedisBackend(LimitsBackend):
 
     def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
         args = self._settle_args(ticket, reserved, actual, now_ms)
-        self._run(self._settle, [ticket.user_base, ticket.key_base], args)
+        self._run(self._settle, self._keys(ticket), args)
 
     def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
         """Settle many admissions in one round trip (a pipeline of settle scripts)."""
         pipe = self.client.pipeline(transaction=False)
         for ticket, reserved, actual in items:
             args = self._settle_args(ticket, reserved, actual, None)
-            self._settle(keys=[ticket.user_base, ticket.key_base], args=args, client=pipe)
+            self._settle(keys=self._keys(ticket), args=args, client=pipe)
         try:
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -1,10 +1,9 @@
 -- Settle: release the in-flight slot and replace the token reservation by the real count.
 --
--- KEYS[1] user base, KEYS[2] key base.
+-- KEYS: as admit.lua's (metering.limits.keys.script_keys).
 -- ARGV: 1 now_ms ('' = server TIME), 2 member, 3 reserved, 4 actual, 5 window_ms, 6 day,
 --       7 month, 8 day expire-at (s), 9 month expire-at (s), 10 tracks (c, p, k letters)
 
-local ub, kb = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -13,14 +12,13 @@ end
 local member = ARGV[2]
 local delta = tonumber(ARGV[4]) - tonumber(ARGV[3])
 local W = tonumber(ARGV[5])
-local day, month = ARGV[6], ARGV[7]
 local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
 local tracks = ARGV[10]
 
-if string.find(tracks, 'c', 1, true) then redis.call('ZREM', ub .. ':inflight', member) end
+if string.find(tracks, 'c', 1, true) then redis.call('ZREM', KEYS[1], member) end
 -- the request ended in a live process, which writes its own usage record
-redis.call('HDEL', 'usage:journal', member)
-redis.call('ZREM', 'usage:journal:due', member)
+redis.call('HDEL', KEYS[14], member)
+redis.call('ZREM', KEYS[15], member)
 
 local function adjust(key, expire_at)
   if delta == 0 then return end
@@ -28,11 +26,10 @@ local function adjust(key, expire_at)
   redis.call('EXPIREAT', key, expire_at)
 end
 -- the day and month the request was admitted in, even if it ends after midnight
-adjust(ub .. ':td:' .. day, day_exp)
-adjust(ub .. ':tm:' .. month, month_exp)
+adjust(KEYS[11], day_exp)
+adjust(KEYS[13], month_exp)
 
-local function tokens_window(b)
-  local z, h, s = b .. ':tpm', b .. ':tpm:t', b .. ':tpm:s'
+local function tokens_window(z, h, s)
   if redis.call('HEXISTS', h, member) == 1 then
     if delta ~= 0 then
       redis.call('HINCRBY', h, member, delta)
@@ -47,6 +44,6 @@ local function tokens_window(b)
     for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, W + 1000) end
   end
 end
-if string.find(tracks, 'p', 1, true) then tokens_window(ub) end
-if string.find(tracks, 'k', 1, true) then tokens_window(kb) end
+if string.find(tracks, 'p', 1, true) then tokens_window(KEYS[3], KEYS[4], KEYS[5]) end
+if string.find(tracks, 'k', 1, true) then tokens_window(KEYS[7], KEYS[8], KEYS[9]) end
 return 1

@@ -1,10 +1,11 @@
 """Rebuild the limit counters in Redis from the usage records, after Redis lost its data.
 
-UsageRecord is the source of truth. Today's and this month's requests and tokens per user
-(requests refused by a limit do not count) become the day and month counters; the last
-minute's records refill the per-minute windows of users and keys. Safe to run any number of
-times: a counter is only raised to the database's count, never lowered (it may hold requests
-admitted since Redis came back that have no record yet), unless --force.
+UsageRecord is the source of truth. Today's and this month's admitted requests and their
+tokens per user (a request refused by a limit or for bad input was never counted) become the
+day and month counters; the last minute's records refill the per-minute windows of users and
+keys. Safe to run any number of times: a counter is only raised to the database's count, never
+lowered (it may hold requests admitted since Redis came back that have no record yet), unless
+--force.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from metering.limits import keys
 from metering.limits.base import WINDOW_MS, Periods, key_base, user_base
 from metering.models import UsageRecord
 from portal.redis import get_redis
@@ -29,17 +31,18 @@ return 1
 """
 
 # Put one finished request back into a per-minute window, once (keyed by its request id).
+# KEYS: the window's request log, token log, token amounts, token sum (keys.window_keys).
 ADD_TO_WINDOW = """
-local b, m, at, tokens, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if not redis.call('ZSCORE', b .. ':rpm', m) then
-  redis.call('ZADD', b .. ':rpm', at, m)
+local m, at, tokens, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if not redis.call('ZSCORE', KEYS[1], m) then
+  redis.call('ZADD', KEYS[1], at, m)
 end
-if not redis.call('ZSCORE', b .. ':tpm', m) then
-  redis.call('ZADD', b .. ':tpm', at, m)
-  redis.call('HSET', b .. ':tpm:t', m, tokens)
-  redis.call('INCRBY', b .. ':tpm:s', tokens)
+if not redis.call('ZSCORE', KEYS[2], m) then
+  redis.call('ZADD', KEYS[2], at, m)
+  redis.call('HSET', KEYS[3], m, tokens)
+  redis.call('INCRBY', KEYS[4], tokens)
 end
-for _, k in ipairs({b .. ':rpm', b .. ':tpm', b .. ':tpm:t', b .. ':tpm:s'}) do
+for _, k in ipairs(KEYS) do
   redis.call('PEXPIRE', k, ttl)
 end
 return 1
@@ -69,7 +72,7 @@ class Command(BaseCommand):
         periods = Periods.at(int(now.timestamp() * 1000))
         day_start = periods.day_end - timedelta(days=1)
         month_start = day_start.replace(day=1)
-        counted = UsageRecord.objects.exclude(outcome=UsageRecord.Outcome.RATE_LIMITED)
+        counted = UsageRecord.objects.filter(admitted=True)
 
         set_at_least = client.register_script(SET_AT_LEAST)
         add_to_window = client.register_script(ADD_TO_WINDOW)
@@ -79,7 +82,6 @@ class Command(BaseCommand):
             (day_start, "d", periods.day_expire_at),
             (month_start, "m", periods.month_expire_at),
         ):
-            suffix = periods.day if span == "d" else periods.month
             rows = (
                 counted.filter(created_at__gte=since)
                 .order_by()
@@ -89,9 +91,10 @@ class Command(BaseCommand):
             for row in rows:
                 base = user_base(row["user_id"])
                 users.add(row["user_id"])
-                for kind, value in (("r", row["n"]), ("t", row["tokens"] or 0)):
+                names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
+                for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
                     set_at_least(
-                        keys=[f"{base}:{kind}{span}:{suffix}"],
+                        keys=[keys.period(base, name, periods.day, periods.month)],
                         args=[value, expire_at, "1" if force else "0"],
                         client=pipe,
                     )
@@ -107,7 +110,11 @@ class Command(BaseCommand):
             at = int(created_at.timestamp() * 1000)
             member = f"{request_id}:rebuilt"
             for base in (user_base(user_id), key_base(user_id, key_id)):
-                add_to_window(keys=[base], args=[member, at, tokens, WINDOW_MS + 1000], client=pipe)
+                add_to_window(
+                    keys=keys.window_keys(base),
+                    args=[member, at, tokens, WINDOW_MS + 1000],
+                    client=pipe,
+                )
             in_window += 1
         pipe.execute()
         self.stdout.write(

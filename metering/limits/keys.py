@@ -1,0 +1,94 @@
+"""Every Redis key name metering uses, in one place, under the deployment's prefix.
+
+Two deployments may share one Redis database: each names its keys under its own
+CACHE_KEY_PREFIX (or LIMITS_KEY_PREFIX), so neither reads the other's counters, admission
+journal or spool. The braces are Redis Cluster hash tags: keys one Lua script touches together
+share a tag (a user's counters, or the spool and its claims) and so land in one slot.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def prefix() -> str:
+    value = getattr(settings, "LIMITS_KEY_PREFIX", None)
+    if not value:
+        value = settings.CACHES.get("default", {}).get("KEY_PREFIX") or "portal"
+    return value
+
+
+def key_prefix() -> str:
+    return f"{prefix()}:lim"
+
+
+def user_base(owner_id: int) -> str:
+    # Every key of one user (and of the user's keys) carries the user's tag: one slot.
+    return f"{key_prefix()}:{{u{owner_id}}}"
+
+
+def key_base(owner_id: int, key_id: int | None) -> str:
+    return f"{user_base(owner_id)}:k{key_id if key_id is not None else 0}"
+
+
+def inflight(user_base_: str) -> str:
+    return f"{user_base_}:inflight"
+
+
+def period(user_base_: str, name: str, day: str, month: str) -> str:
+    """A day or month counter: rpd, tpd (requests, tokens per day), rpmo, tpmo (per month)."""
+    kind = {"rpd": "rd", "tpd": "td", "rpmo": "rm", "tpmo": "tm"}[name]
+    return f"{user_base_}:{kind}:{day if name in ('rpd', 'tpd') else month}"
+
+
+def window_keys(base: str) -> list[str]:
+    """A sliding window's keys: the request log, and the token log, its amounts and its sum."""
+    return [f"{base}:rpm", f"{base}:tpm", f"{base}:tpm:t", f"{base}:tpm:s"]
+
+
+def script_keys(user_base_: str, key_base_: str, day: str, month: str) -> list[str]:
+    """Every key admit.lua and settle.lua touch, in the order they read them from KEYS:
+    1 in-flight slots, 2 user rpm, 3-5 user tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
+    10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times."""
+    return [
+        inflight(user_base_),
+        *window_keys(user_base_),
+        *window_keys(key_base_),
+        *(period(user_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
+        journal(),
+        journal_due(),
+    ]
+
+
+def refused(key_base_: str, minute: int) -> str:
+    """Requests of one key refused before admission, in one UTC minute."""
+    return f"{key_base_}:refused:{minute}"
+
+
+def journal() -> str:
+    """Hash: admission member -> the record to write if its process dies (admit.lua)."""
+    return f"{prefix()}:usage:journal"
+
+
+def journal_due() -> str:
+    """Sorted set: admission member scored by when its journal entry falls due."""
+    return f"{prefix()}:usage:journal:due"
+
+
+def _spool_tag() -> str:
+    return f"{{{prefix()}:usage}}"
+
+
+def spool() -> str:
+    """List of usage records the database could not take, oldest first."""
+    return f"{_spool_tag()}:spool"
+
+
+def spool_claims() -> str:
+    """Sorted set: the processing lists of running drains, scored by when they claimed."""
+    return f"{_spool_tag()}:spool:claims"
+
+
+def spool_claim(drain_id: str) -> str:
+    """One drain's processing list: the records it took from the spool and is inserting."""
+    return f"{_spool_tag()}:spool:claim:{drain_id}"
