@@ -17,8 +17,6 @@ import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
-    NewConnectionError,
-    ProtocolError,
     ReadTimeoutError,
 )
 
@@ -26,26 +24,30 @@ from catalog.routing import ModelInfo, RouterInfo
 from inference import balancer
 from inference.router_api import api_for
 from portal import metrics  # issue 8: metrics
-from portal.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from portal.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 3
-RETRYABLE_STATUS = {502, 503, 504}
+# The router says the request itself is wrong (too long, a bad parameter): the customer's to
+# fix. Any other error status says the router did not take the work, so another one may.
+REQUEST_REFUSED = {400, 413, 422}
 
 _pool: urllib3.PoolManager | None = None
 
 
 def pool() -> urllib3.PoolManager:
-    """One pool per process: connections to routers are reused across requests."""
+    """One pool per process: connections to routers are reused across requests. retries=False:
+    urllib3 must never send a completion twice; open_completion decides what is retried."""
     global _pool
     if _pool is None:
         _pool = urllib3.PoolManager(num_pools=64, maxsize=2048, block=False, retries=False)
     return _pool
 
 
-class _Retryable(Exception):
-    pass
+class _NotStarted(Exception):
+    """The router did not take the work (no connection, or an error status): safe to send it
+    to another router."""
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class Upstream:
     router: RouterInfo
     response: urllib3.BaseHTTPResponse
     connected_at: float
+    deadline: float  # the call's total-time cap (monotonic), for reading the answer too
 
     def close(self) -> None:
         try:
@@ -93,31 +96,50 @@ def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeou
 
 
 def _open_one(
-    router: RouterInfo, model: ModelInfo, payload: dict, stream: bool
+    router: RouterInfo, model: ModelInfo, payload: dict, stream: bool, deadline: float
 ) -> urllib3.BaseHTTPResponse:
     api = api_for(router.api_version)
     body_url, path_url = api.completion_urls(router.base_url, router.session_id)
     read_timeout = router.read_timeout or float(model.request_timeout)
+    read_timeout = max(0.001, min(read_timeout, deadline - time.monotonic()))
     try:
         response = _post(router, body_url, payload, stream, read_timeout)
         if response.status == 404:
             # Some deployments answer only the path form (or only the body form).
             _discard(response)
             response = _post(router, path_url, payload, stream, read_timeout)
-    except (NewConnectionError, ConnectTimeoutError, ProtocolError) as exc:
-        # Nothing reached the client yet: another router may take it.
-        raise _Retryable(exc.__class__.__name__) from None
-    if response.status in RETRYABLE_STATUS:
+    except ConnectTimeoutError as exc:  # NewConnectionError too: nothing was sent
+        raise _NotStarted(exc.__class__.__name__) from None
+    # A connection that broke after the request went out (ProtocolError) is not caught here:
+    # the router may be generating already, and sending it again would run it twice.
+    if response.status >= 400 and response.status not in REQUEST_REFUSED:
         _discard(response)
-        raise _Retryable(f"HTTP {response.status}")
+        raise _NotStarted(f"HTTP {response.status}")
     return response
+
+
+def _request_refused(router: RouterInfo, response: urllib3.BaseHTTPResponse) -> InvalidRequest:
+    """A router's 400/413/422 as the customer's 400. The router's own words stay in our log
+    (status only): they can name sessions, URLs or miners, which customers never see."""
+    status = response.status
+    _discard(response)
+    log.info("router refused the request", extra={"router_id": router.id, "status": status})
+    if status == 413:
+        return InvalidRequest(
+            "The request is too large for this model. Shorten the prompt or lower max_tokens."
+        )
+    return InvalidRequest(
+        "The model could not process this request. Check the prompt and the sampling "
+        "parameters (max_tokens, stop, temperature) and send a corrected request."
+    )
 
 
 def open_completion(
     *, routers: list[RouterInfo], model: ModelInfo, payload_for, stream: bool
 ) -> Upstream:
-    """Send to a router of the pool; on a connection error, a connect timeout or a 502/503/504
-    (all before any byte reached the client) try another, within MAX_TRIES and the deadline."""
+    """Send to a router of the pool. Another router is tried (within MAX_TRIES and the model's
+    timeout) only when the first cannot have started the work: no connection, or an error
+    status other than the ones about the request. Every pick gets a verdict for the breaker."""
     deadline = time.monotonic() + model.request_timeout
     tried: set[int] = set()
     last_error = None
@@ -129,10 +151,9 @@ def open_completion(
             break
         tried.add(router.id)
         try:
-            response = _open_one(router, model, payload_for(router), stream)
-        except _Retryable as exc:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+            response = _open_one(router, model, payload_for(router), stream, deadline)
+        except _NotStarted as exc:
+            _failed(router)
             last_error = str(exc)
             log.warning(
                 "router failed before the first byte, trying another",
@@ -140,31 +161,28 @@ def open_completion(
             )
             continue
         except ReadTimeoutError:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+            _failed(router)
             raise UpstreamTimeout(
                 "The model did not answer in time. Retry, or lower max_tokens."
             ) from None
-        except HTTPError as exc:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+        except (HTTPError, OSError) as exc:
+            _failed(router)
             log.warning(
-                "router request failed",
+                "router connection broke after the request was sent",
                 extra={"router_id": router.id, "reason": exc.__class__.__name__},
             )
             raise UpstreamError("The upstream model server failed. Retry in a moment.") from None
-        if response.status >= 400:
-            status = response.status
-            _discard(response)
-            balancer.release(router.id)
-            if status >= 500:
-                balancer.record_failure(router.id)
-            log.warning(
-                "router answered an error", extra={"router_id": router.id, "status": status}
-            )
-            raise UpstreamError("The upstream model server refused the request. Retry in a moment.")
+        except BaseException:
+            _failed(router)  # whatever it was, the breaker gets its verdict
+            raise
+        # The router answered: alive, whether or not it liked the request.
         balancer.record_success(router.id)
-        return Upstream(router=router, response=response, connected_at=time.monotonic())
+        if response.status in REQUEST_REFUSED:
+            balancer.release(router.id)
+            raise _request_refused(router, response)
+        return Upstream(
+            router=router, response=response, connected_at=time.monotonic(), deadline=deadline
+        )
     if not tried:
         raise UpstreamUnavailable(
             "No capacity is available for this model right now. Retry in a few seconds."
@@ -173,6 +191,11 @@ def open_completion(
     raise UpstreamUnavailable(
         "The model's servers are unavailable right now. Retry in a few seconds."
     )
+
+
+def _failed(router: RouterInfo) -> None:
+    balancer.record_failure(router.id)
+    balancer.release(router.id)
 
 
 # --- reading answers ----------------------------------------------------------------------------
