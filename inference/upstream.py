@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import urllib3
+from django.conf import settings
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -199,14 +200,22 @@ def _failed(router: RouterInfo) -> None:
 
 
 # --- reading answers ----------------------------------------------------------------------------
+# Nothing a router sends is trusted to be small or quick: a JSON answer is read up to
+# settings.UPSTREAM_MAX_BYTES and within the call's deadline, an SSE event up to the same size.
+# Usage counts are passed on as the router sent them; inference.relay decides what to believe.
 
 
 @dataclass(slots=True)
 class Completion:
     text: str
     finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
+    prompt_tokens: object  # as reported: checked by inference.relay before billing
+    completion_tokens: object
+
+
+class AnswerTooLarge(UpstreamError):
+    def __init__(self) -> None:
+        super().__init__("The upstream model server sent an answer too large to relay.")
 
 
 def _text_of(choice: dict) -> str:
@@ -218,13 +227,11 @@ def _text_of(choice: dict) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _usage_of(data: dict) -> tuple[int | None, int | None]:
+def _usage_of(data: dict) -> tuple[object, object]:
     usage = data.get("usage")
     if not isinstance(usage, dict):
         return None, None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    ok = all(isinstance(v, int) and v >= 0 for v in (prompt, completion))
-    return (prompt, completion) if ok else (None, None)
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
 def parse_completion_json(data) -> Completion:
@@ -240,21 +247,34 @@ def parse_completion_json(data) -> Completion:
     prompt, completion = _usage_of(data)
     return Completion(
         text=text,
-        finish_reason=finish or "stop",
+        finish_reason=finish if isinstance(finish, str) and finish else "stop",
         prompt_tokens=prompt,
         completion_tokens=completion,
     )
 
 
+def _past(deadline: float) -> bool:
+    return time.monotonic() >= deadline
+
+
 def read_completion(upstream: Upstream) -> Completion:
+    """A JSON answer, read as it arrives, refused past UPSTREAM_MAX_BYTES or the deadline."""
+    limit = settings.UPSTREAM_MAX_BYTES
+    body = bytearray()
     try:
-        data = json.loads(upstream.response.read())
+        for chunk in _chunks(upstream.response):
+            body += chunk
+            if len(body) > limit:
+                raise AnswerTooLarge()
+            if _past(upstream.deadline):
+                raise ReadTimeoutError(None, None, "the call's deadline")
         upstream.response.release_conn()  # read to the end: the connection is reusable
+        data = json.loads(body)
     except ReadTimeoutError:
         raise UpstreamTimeout(
             "The model did not answer in time. Retry, or lower max_tokens."
         ) from None
-    except (ValueError, HTTPError):
+    except (ValueError, HTTPError, OSError):
         raise UpstreamError("The upstream model server sent an answer we could not read.") from None
     return parse_completion_json(data)
 
@@ -263,8 +283,9 @@ def read_completion(upstream: Upstream) -> Completion:
 class StreamEvent:
     text: str = ""
     finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: object = None
+    completion_tokens: object = None
+    whole: bool = False  # the router's whole answer at once (JSON to a stream request)
 
 
 class StreamBroken(Exception):
@@ -287,18 +308,48 @@ def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         yield data
 
 
-def iter_stream(response: urllib3.BaseHTTPResponse) -> Iterator[StreamEvent]:
+class LineSplitter:
+    """Bytes in, complete lines out. Each byte is looked at once, however the router cuts
+    its chunks (a long line in many small chunks must not be rescanned on every chunk), and a
+    line may not grow past `limit` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's first bytes hold no newline
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += chunk
+        lines = []
+        start = 0
+        newline = buffer.find(b"\n", self._scanned)
+        while newline >= 0:
+            lines.append(bytes(buffer[start:newline]))
+            start = newline + 1
+            newline = buffer.find(b"\n", start)
+        del buffer[:start]
+        self._scanned = len(buffer)
+        if len(buffer) > self.limit:
+            raise StreamBroken("an event over the size limit")
+        return lines
+
+
+def iter_stream(
+    response: urllib3.BaseHTTPResponse, deadline: float | None = None
+) -> Iterator[StreamEvent]:
     """Router SSE -> events. Survives: chunks of a second task id (kept to the first id's),
     a usage-only final chunk, a missing [DONE] after a finish_reason. Raises StreamBroken on
-    EOF before a finish_reason or on a broken connection."""
+    EOF before a finish_reason, on a broken connection or an oversized event; UpstreamTimeout
+    past the deadline, if one is given."""
     first_id = None
     finished = False
-    buffer = b""
+    lines = LineSplitter(settings.UPSTREAM_MAX_BYTES)
     try:
         for chunk in _chunks(response):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
+            if deadline is not None and _past(deadline):
+                raise UpstreamTimeout("The model did not finish its answer in time.")
+            for line in lines.feed(chunk):
                 line = line.strip()
                 if not line.startswith(b"data:"):
                     continue  # comments, blank separators, event:/id: lines
@@ -323,7 +374,8 @@ def iter_stream(response: urllib3.BaseHTTPResponse) -> Iterator[StreamEvent]:
                 choices = obj.get("choices")
                 if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                     event.text = _text_of(choices[0])
-                    event.finish_reason = choices[0].get("finish_reason")
+                    finish = choices[0].get("finish_reason")
+                    event.finish_reason = finish if isinstance(finish, str) and finish else None
                     if event.finish_reason:
                         finished = True
                 if event.text or event.finish_reason or event.prompt_tokens is not None:
