@@ -226,3 +226,36 @@ def test_every_trial_outcome_resolves_the_half_open_breaker(clock, client, alice
 
     routers = routing_table().routers[routing_table().models[model].pool_id]
     assert balancer.pick(routers, set()) is not None  # the router can be tried again
+
+
+@pytest.mark.django_db
+def test_weights_from_the_catalog_steer_real_requests(client, alice_key):
+    """End to end: the weights entered for a pool's routers decide where requests go."""
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    _, raw = alice_key
+    with RouterSim() as light, RouterSim() as heavy:
+        pool = RouterPool.objects.create(name="weighted")
+        for sim, weight in ((light, 1), (heavy, 4)):
+            Router.objects.create(
+                pool=pool, base_url=sim.url, session_id=1, token=sim.token, weight=weight
+            )
+        CatalogModel.objects.create(
+            public_id="cortensor/weighted", pool=pool, max_tokens=8, default_max_tokens=1
+        )
+        requests_sent = 200
+        for _ in range(requests_sent):
+            assert _post(client, raw, "cortensor/weighted").status_code == 200
+        import requests
+
+        served = {
+            name: requests.get(f"{sim.url}/api/v1/status", headers=sim.headers, timeout=5).json()[
+                "requests_total"
+            ]
+            for name, sim in (("light", light), ("heavy", heavy))
+        }
+    assert served["light"] + served["heavy"] == requests_sent
+    # Expected 4/5 on the heavy router; six standard deviations (~34 requests) of slack. Equal
+    # shares (weights ignored) would be 100, far below the bound.
+    expected, sd = requests_sent * 4 / 5, (requests_sent * 4 / 5 * 1 / 5) ** 0.5
+    assert abs(served["heavy"] - expected) < 6 * sd, served
