@@ -257,7 +257,7 @@ class _Answer:
     ident: str
     created: int
 
-    def relay(self) -> Relay:
+    def new_relay(self) -> Relay:
         return Relay(stops=self.creq.sampling.stop, max_tokens=self.max_tokens)
 
     def bill(self, relay: Relay, *, prompt_tokens=None, completion_tokens=None) -> None:
@@ -276,7 +276,7 @@ class _Answer:
 
 
 def _answer_json(a: _Answer):
-    relay = a.relay()
+    relay = a.new_relay()
     try:
         if upstream.is_event_stream(a.up.response):
             completion = _collect_stream(a.up, relay)
@@ -400,7 +400,7 @@ def _answer_stream(a: _Answer, client_socket=None):
     call, up = a.call, a.up
 
     def generate() -> Iterator[bytes]:
-        relay = a.relay()
+        relay = a.new_relay()
         deadline = call.started + settings.STREAM_MAX_SECONDS
         router_finish = None
         prompt_t = completion_t = None

@@ -19,6 +19,7 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from catalog.routing import ModelInfo, RouterInfo
@@ -102,14 +103,17 @@ def _open_one(
     api = api_for(router.api_version)
     body_url, path_url = api.completion_urls(router.base_url, router.session_id)
     read_timeout = router.read_timeout or float(model.request_timeout)
-    read_timeout = max(0.001, min(read_timeout, deadline - time.monotonic()))
+    if not stream:
+        # The whole call has a deadline; a stream's reads keep the usual timeout (its total
+        # time is settings.STREAM_MAX_SECONDS).
+        read_timeout = max(0.001, min(read_timeout, deadline - time.monotonic()))
     try:
         response = _post(router, body_url, payload, stream, read_timeout)
         if response.status == 404:
             # Some deployments answer only the path form (or only the body form).
             _discard(response)
             response = _post(router, path_url, payload, stream, read_timeout)
-    except ConnectTimeoutError as exc:  # NewConnectionError too: nothing was sent
+    except (ConnectTimeoutError, SSLError) as exc:  # NewConnectionError too: nothing was sent
         raise _NotStarted(exc.__class__.__name__) from None
     # A connection that broke after the request went out (ProtocolError) is not caught here:
     # the router may be generating already, and sending it again would run it twice.
