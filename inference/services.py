@@ -434,8 +434,6 @@ def _answer_stream(a: _Answer, client_socket=None):
             if tail:
                 yield writer.content(tail)
             yield writer.finish(relay.finish_reason(router_finish))
-            if relay.over:
-                prompt_t = completion_t = None  # its count, if any, is for text never relayed
             a.bill(relay, prompt_tokens=prompt_t, completion_tokens=completion_t)
             if a.creq.include_usage:
                 yield writer.usage(
