@@ -83,6 +83,7 @@ class SimConfig:
     usage_tokens: int | None = None
     ignore_max_tokens: bool = False
     stream_seconds: float | None = None
+    sse_for_json: bool = False
 
 
 class DropConnection(Exception):
@@ -333,7 +334,7 @@ class _Simulator:
             gevent.sleep(config.latency_ms / 1000)
 
         plan = self._plan(request)
-        if request.stream and not config.json_for_stream:
+        if (request.stream and not config.json_for_stream) or config.sse_for_json:
             write = start_response(_status_line(200), list(_SSE_HEADERS))
             return self._stream(plan, write)
         if config.drop_after is not None:
@@ -641,6 +642,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ignore-max-tokens",
         action="store_true",
         help="send all --chunks tokens even when max_tokens asked for fewer",
+    )
+    parser.add_argument(
+        "--sse-for-json",
+        action="store_true",
+        help="answer stream:false with an SSE stream (the opposite of --json-for-stream)",
     )
     parser.add_argument(
         "--stream-seconds",

@@ -138,6 +138,16 @@ def test_max_tokens_is_enforced_on_a_stream(client, alice_key):
     assert _record(response).completion_tokens == 3
 
 
+def test_max_tokens_is_enforced_on_an_sse_answer_to_a_json_request(client, alice_key):
+    _, raw = alice_key
+    with RouterSim("--sse-for-json", "--ignore-max-tokens", "--chunks", "50") as sim:
+        model = _model_on(sim)
+        response = _post(client, raw, model, path="/v1/completions", max_tokens=3)
+    choice = response.json()["choices"][0]
+    assert (choice["text"], choice["finish_reason"]) == (" word0 word1 word2", "length")
+    assert _record(response).completion_tokens == 3
+
+
 # -- billing a stop sequence ------------------------------------------------------------------
 
 
@@ -218,6 +228,15 @@ def test_a_trickling_json_answer_is_cut_at_the_call_deadline(client, alice_key):
     _, raw = alice_key
     # Every piece arrives well within the read timeout; only the whole call is too long.
     with RouterSim("--stream-seconds", "6") as sim:
+        model = _model_on(sim, request_timeout=1)
+        response = _post(client, raw, model)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_a_trickling_sse_answer_to_a_json_request_is_cut_at_the_call_deadline(client, alice_key):
+    _, raw = alice_key
+    with RouterSim("--sse-for-json", "--stream-seconds", "6", "--chunks", "12") as sim:
         model = _model_on(sim, request_timeout=1)
         response = _post(client, raw, model)
     assert response.status_code == 504

@@ -551,6 +551,20 @@ def test_ignore_max_tokens_sends_more_than_was_asked() -> None:
     assert events[-2]["usage"]["completion_tokens"] == 6
 
 
+def test_sse_for_json_answers_a_json_request_with_a_stream() -> None:
+    with RouterSim("--sse-for-json", "--chunks", "3") as router:
+        response = complete(router, stream=False)
+        events = read_stream(response)
+
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert [c["choices"][0]["text"] for c in content_chunks(events)] == [
+        " word0",
+        " word1",
+        " word2",
+    ]
+    assert events[-1] == "[DONE]"
+
+
 def test_stream_seconds_spreads_a_stream_over_that_long() -> None:
     with RouterSim("--stream-seconds", "1", "--chunks", "3") as router:
         started = time.monotonic()
