@@ -159,11 +159,29 @@ if _LOG_FORMAT == "json":
     }
 
 
+class SlowClientFilter(logging.Filter):
+    """A streamed write that timed out is a client that stopped reading, cut off on purpose
+    (the app sets STREAM_WRITE_TIMEOUT_SECONDS on the socket): one INFO line, not an ERROR
+    with a traceback for every slow reader."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TimeoutError) and record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = (
+                "client stopped reading: disconnected after the write timeout",
+                (),
+            )
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def post_fork(server, worker):
     # Python warnings (a missing static folder, a deprecation) become log records too, so a
     # JSON log stays JSON from the worker's first line.
     if _LOG_FORMAT == "json":
         logging.captureWarnings(True)
+    worker.log.error_log.addFilter(SlowClientFilter())
 
 
 def worker_exit(server, worker):

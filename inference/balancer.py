@@ -1,6 +1,10 @@
 """Choosing a router: weighted among the usable ones, fewest in-flight breaking ties, with a
 circuit breaker per router (consecutive failures -> cool-down -> one half-open probe).
 
+Every pick must be followed by exactly one verdict (record_success or record_failure: the
+upstream client gives one on every path, exceptions included) and one release. The verdict is
+what ends a half-open probe, so a pick without one would leave the router "probing" for good.
+
 State is per worker process, on purpose: it is a cache of recent experience, cheap to lose,
 and the Celery probe writes the durable health state (Router.health) that every process
 reads through the routing table.
@@ -26,6 +30,9 @@ class _Breaker:
     probing: bool = False
 
 
+# The clock the breaker reads; tests replace it to step past the cool-down without waiting.
+clock = time.monotonic
+
 _lock = threading.Lock()
 _breakers: dict[int, _Breaker] = {}
 _in_flight: dict[int, int] = {}
@@ -40,7 +47,7 @@ def _available(router: RouterInfo, now: float) -> bool:
 
 
 def pick(routers: list[RouterInfo], exclude: set[int]) -> RouterInfo | None:
-    now = time.monotonic()
+    now = clock()
     with _lock:
         candidates = [
             r
@@ -77,14 +84,16 @@ def record_failure(router_id: int) -> None:
         breaker.failures += 1
         breaker.probing = False
         if breaker.failures >= FAILURES_TO_OPEN:
-            breaker.open_until = time.monotonic() + COOL_DOWN_SECONDS
+            breaker.open_until = clock() + COOL_DOWN_SECONDS
 
 
 def breaker_state(router_id: int) -> str:
     breaker = _breakers.get(router_id)
     if breaker is None or breaker.failures < FAILURES_TO_OPEN:
         return "closed"
-    return "half_open" if time.monotonic() >= breaker.open_until else "open"
+    if clock() < breaker.open_until:
+        return "open"
+    return "probing" if breaker.probing else "half_open"
 
 
 def in_flight_total() -> int:

@@ -19,7 +19,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from inference.validation import MAX_MESSAGES, MAX_STOP
+from inference.validation import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
 
 EXAMPLE_MODEL = "cortensor/llama-3.1-8b"
 MODEL_ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,128}$"
@@ -110,8 +110,12 @@ class ModelListSerializer(serializers.Serializer):
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP},
+            {"type": "string", "maxLength": MAX_STOP_CHARS},
+            {
+                "type": "array",
+                "items": {"type": "string", "maxLength": MAX_STOP_CHARS},
+                "maxItems": MAX_STOP,
+            },
         ],
         "nullable": True,
     }
@@ -173,7 +177,11 @@ class _SamplingSerializer(serializers.Serializer):
     )
     temperature = _optional_number(0, 2)
     top_p = _optional_number(0, 1)
-    stop = StopField(required=False, help_text=f"Up to {MAX_STOP} sequences that end the answer.")
+    stop = StopField(
+        required=False,
+        help_text=f"Up to {MAX_STOP} sequences of at most {MAX_STOP_CHARS} characters that end "
+        "the answer.",
+    )
     presence_penalty = _optional_number(-2, 2)
     frequency_penalty = _optional_number(-2, 2)
     seed = _optional_int(-(2**63), 2**63 - 1, "Accepted; routers may ignore it.")

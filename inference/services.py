@@ -25,7 +25,7 @@ from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
 from inference import chat_templates, upstream
 from inference.openai_format import ChunkWriter, completion_body, usage_dict
-from inference.stops import StopScanner, cut_at_stop
+from inference.relay import Relay, bill
 from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
 from metering.lifecycle import MeteredRequest, usage_refused
@@ -159,8 +159,11 @@ def _prompt_for(creq: CompletionRequest, model: ModelInfo) -> str:
     return creq.prompt or ""
 
 
-def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, body_getter):
-    """Handle one chat or legacy completion request; always returns a response."""
+def completion_serve(
+    *, request_id: str, principal: KeyPrincipal, creq_parse, body_getter, client_socket=None
+):
+    """Handle one chat or legacy completion request; always returns a response.
+    `client_socket` (gunicorn's, when served by it) gets a send timeout while streaming."""
     endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
     call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
     try:
@@ -236,78 +239,104 @@ def completion_serve(*, request_id: str, principal: KeyPrincipal, creq_parse, bo
 
     call.usage.router_id = up.router.id
     call.usage.ttfb_ms = call.elapsed_ms()
-    created = int(time.time())
-    ident = ("chatcmpl-" if creq.endpoint == "chat.completions" else "cmpl-") + request_id[4:]
+    answer = _Answer(
+        call=call,
+        creq=creq,
+        model=model,
+        up=up,
+        admission=admission,
+        prompt_estimate=prompt_tokens,
+        max_tokens=max_tokens,
+        ident=("chatcmpl-" if creq.endpoint == "chat.completions" else "cmpl-") + request_id[4:],
+        created=int(time.time()),
+    )
     if not creq.stream:
-        return _answer_json(call, creq, model, up, admission, prompt_tokens, ident, created)
-    return _answer_stream(call, creq, model, up, admission, prompt_tokens, ident, created)
+        return _answer_json(answer)
+    return _answer_stream(answer, client_socket)
 
 
-def _settle_usage(
-    call: Call,
-    *,
-    prompt_est: int,
-    text: str,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-) -> None:
-    if prompt_tokens is None or completion_tokens is None:
-        call.usage.prompt_tokens = prompt_est
-        call.usage.completion_tokens = estimate_tokens(text)
-        call.usage.estimated = True
-    else:
-        call.usage.prompt_tokens = prompt_tokens
-        call.usage.completion_tokens = completion_tokens
+@dataclass(slots=True)
+class _Answer:
+    """A forwarded request whose answer is on its way: what relaying and billing it needs."""
+
+    call: Call
+    creq: CompletionRequest
+    model: ModelInfo
+    up: upstream.Upstream
+    admission: Admission
+    prompt_estimate: int
+    max_tokens: int
+    ident: str
+    created: int
+
+    def new_relay(self) -> Relay:
+        return Relay(stops=self.creq.sampling.stop, max_tokens=self.max_tokens)
+
+    def bill(self, relay: Relay, *, prompt_tokens=None, completion_tokens=None) -> None:
+        """Put the counts for what `relay` delivered on the usage record (inference.relay)."""
+        counts = bill(
+            relay,
+            prompt_reported=prompt_tokens,
+            completion_reported=completion_tokens,
+            prompt_estimate=self.prompt_estimate,
+            context_length=self.model.context_length,
+            router_id=self.up.router.id,
+        )
+        self.call.usage.prompt_tokens = counts.prompt_tokens
+        self.call.usage.completion_tokens = counts.completion_tokens
+        self.call.usage.estimated = counts.estimated
 
 
-def _answer_json(call, creq, model, up, admission: Admission, prompt_est, ident, created):
+def _answer_json(a: _Answer):
+    relay = a.new_relay()
     try:
-        if upstream.is_event_stream(up.response):
-            completion = _collect_stream(up)
+        if upstream.is_event_stream(a.up.response):
+            completion = _collect_stream(a.up, relay)
         else:
-            completion = upstream.read_completion(up)
+            completion = upstream.read_completion(a.up)
+            relay.feed_answer(completion.text, completion.completion_tokens)
     except ApiError as error:
-        return call.fail(error, headers=admission.headers)
+        return a.call.fail(error, headers=a.admission.headers)
     finally:
-        up.close()
-    text, stopped = cut_at_stop(completion.text, creq.sampling.stop)
-    finish = "stop" if stopped else (completion.finish_reason or "stop")
-    _settle_usage(
-        call,
-        prompt_est=prompt_est,
-        text=text,
+        a.up.close()
+    a.bill(
+        relay,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
     )
-    usage = usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
-    call.end(outcome=Outcome.OK, status=200)
+    usage = usage_dict(a.call.usage.prompt_tokens, a.call.usage.completion_tokens)
+    a.call.end(outcome=Outcome.OK, status=200)
     body = completion_body(
-        endpoint=creq.endpoint,
-        ident=ident,
-        created=created,
-        model=model.public_id,
-        text=text,
-        finish_reason=finish,
+        endpoint=a.creq.endpoint,
+        ident=a.ident,
+        created=a.created,
+        model=a.model.public_id,
+        text=relay.text(),
+        finish_reason=relay.finish_reason(completion.finish_reason),
         usage=usage,
     )
     response = JsonResponse(body)
-    for name, value in admission.headers.items():
+    for name, value in a.admission.headers.items():
         response[name] = value
     return response
 
 
-def _collect_stream(up) -> upstream.Completion:
-    parts, finish, prompt_t, completion_t = [], None, None, None
+def _collect_stream(up: upstream.Upstream, relay: Relay) -> upstream.Completion:
+    """An SSE answer to a non-stream request, relayed into `relay` within the call's deadline."""
+    finish, prompt_t, completion_t = None, None, None
     try:
-        for event in upstream.iter_stream(up.response):
-            parts.append(event.text)
+        for event in upstream.iter_stream(up.response, deadline=up.deadline):
+            relay.feed(event.text)
+            if relay.over:
+                break  # the router sends past max_tokens: nothing more of it is wanted
             finish = event.finish_reason or finish
             if event.prompt_tokens is not None:
                 prompt_t, completion_t = event.prompt_tokens, event.completion_tokens
     except upstream.StreamBroken:
         raise UpstreamError("The upstream model server broke off its answer. Retry.") from None
+    relay.flush()
     return upstream.Completion(
-        text="".join(parts),
+        text=relay.text(),
         finish_reason=finish,
         prompt_tokens=prompt_t,
         completion_tokens=completion_t,
@@ -315,6 +344,11 @@ def _collect_stream(up) -> upstream.Completion:
 
 
 _END = object()
+_IDLE = object()  # no event within the keep-alive interval
+
+
+class _StreamTimeLimit(Exception):
+    """The stream reached settings.STREAM_MAX_SECONDS."""
 
 
 def _pump(up, out: queue.Queue) -> None:
@@ -332,6 +366,7 @@ def _pump(up, out: queue.Queue) -> None:
                     finish_reason=c.finish_reason,
                     prompt_tokens=c.prompt_tokens,
                     completion_tokens=c.completion_tokens,
+                    whole=True,
                 )
             )
         out.put(_END)
@@ -341,29 +376,56 @@ def _pump(up, out: queue.Queue) -> None:
         out.put(upstream.StreamBroken(exc.__class__.__name__))
 
 
-def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, ident, created):
+def _next_event(events: queue.Queue, deadline: float):
+    """The router's next event, _IDLE after a keep-alive interval without one; raises
+    _StreamTimeLimit once the stream has lasted STREAM_MAX_SECONDS."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _StreamTimeLimit
+    try:
+        return events.get(timeout=min(settings.STREAM_KEEPALIVE_SECONDS, remaining))
+    except queue.Empty:
+        return _IDLE
+
+
+def _send_timeout(client_socket, seconds: float | None):
+    """Bound each write to the client (gunicorn's socket under gevent: a send that waits
+    longer raises, the server closes the connection and the stream ends as a disconnect).
+    Returns the previous timeout, to put back when the stream ends."""
+    if client_socket is None:
+        return None
+    try:
+        previous = client_socket.gettimeout()
+        client_socket.settimeout(seconds)
+        return previous
+    except OSError:  # already closed: nothing to bound
+        return None
+
+
+def _answer_stream(a: _Answer, client_socket=None):
     writer = ChunkWriter(
-        endpoint=creq.endpoint, ident=ident, created=created, model=model.public_id
+        endpoint=a.creq.endpoint, ident=a.ident, created=a.created, model=a.model.public_id
     )
     events: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(up, events), daemon=True)
+    reader = threading.Thread(target=_pump, args=(a.up, events), daemon=True)
     reader.start()
+    call, up = a.call, a.up
 
     def generate() -> Iterator[bytes]:
-        delivered: list[str] = []
-        scanner = StopScanner(creq.sampling.stop)
-        finish = None
+        relay = a.new_relay()
+        deadline = call.started + settings.STREAM_MAX_SECONDS
+        router_finish = None
         prompt_t = completion_t = None
         outcome, status, code = Outcome.OK, 200, ""
+        previous_timeout = _send_timeout(client_socket, settings.STREAM_WRITE_TIMEOUT_SECONDS)
         metrics.STREAMS_IN_FLIGHT.inc()  # issue 8: metrics (dec in the finally below)
         try:
             if writer.chat:
                 yield writer.role()
             while True:
                 call.keep_alive()
-                try:
-                    item = events.get(timeout=settings.STREAM_KEEPALIVE_SECONDS)
-                except queue.Empty:
+                item = _next_event(events, deadline)
+                if item is _IDLE:
                     yield writer.keep_alive()
                     continue
                 if item is _END:
@@ -372,30 +434,21 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
                     raise item
                 if item.prompt_tokens is not None:
                     prompt_t, completion_t = item.prompt_tokens, item.completion_tokens
-                if item.text and not scanner.stopped:
-                    piece = scanner.feed(item.text)
-                    if piece:
-                        delivered.append(piece)
-                        yield writer.content(piece)
-                    if scanner.stopped:
-                        finish = "stop"
-                if item.finish_reason and finish is None:
-                    finish = item.finish_reason
-            tail = scanner.flush()
+                if item.whole:
+                    piece = relay.feed_answer(item.text, item.completion_tokens)
+                else:
+                    piece = relay.feed(item.text)
+                if piece:
+                    yield writer.content(piece)
+                if relay.over:
+                    break  # the router sends past max_tokens: stop reading it
+                router_finish = item.finish_reason or router_finish
+            tail = relay.flush()
             if tail:
-                delivered.append(tail)
                 yield writer.content(tail)
-            yield writer.finish(finish or "stop")
-            if scanner.stopped:
-                prompt_t = completion_t = None  # the router's count includes what we cut
-            _settle_usage(
-                call,
-                prompt_est=prompt_est,
-                text="".join(delivered),
-                prompt_tokens=prompt_t,
-                completion_tokens=completion_t,
-            )
-            if creq.include_usage:
+            yield writer.finish(relay.finish_reason(router_finish))
+            a.bill(relay, prompt_tokens=prompt_t, completion_tokens=completion_t)
+            if a.creq.include_usage:
                 yield writer.usage(
                     usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
                 )
@@ -403,26 +456,25 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
             yield writer.done()
         except GeneratorExit:
             outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
-            _settle_usage(
-                call,
-                prompt_est=prompt_est,
-                text="".join(delivered),
-                prompt_tokens=None,
-                completion_tokens=None,
-            )
+            a.bill(relay)
             raise
+        except _StreamTimeLimit:
+            outcome, status, code = Outcome.TIMEOUT, 504, "upstream_timeout"
+            log.warning("stream reached its time limit", extra={"router_id": up.router.id})
+            a.bill(relay)
+            yield writer.error(
+                message=f"The answer reached the {settings.STREAM_MAX_SECONDS} s limit of a "
+                "stream and was cut; what you received is incomplete. Ask for a shorter answer.",
+                code=code,
+            )
+            call.release_slot()
+            yield writer.done()
         except (upstream.StreamBroken, ApiError) as exc:
             timeout = isinstance(exc, UpstreamTimeout)
             outcome = Outcome.TIMEOUT if timeout else Outcome.UPSTREAM_ERROR
             status, code = (504, "upstream_timeout") if timeout else (502, "upstream_error")
             log.warning("stream broke off", extra={"router_id": up.router.id, "reason": str(exc)})
-            _settle_usage(
-                call,
-                prompt_est=prompt_est,
-                text="".join(delivered),
-                prompt_tokens=None,
-                completion_tokens=None,
-            )
+            a.bill(relay)
             yield writer.error(
                 message="The upstream model server broke off the answer; what "
                 "you received is incomplete. Retry the request.",
@@ -433,11 +485,12 @@ def _answer_stream(call, creq, model, up, admission: Admission, prompt_est, iden
         finally:
             metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
             up.close()
+            _send_timeout(client_socket, previous_timeout)
             call.end(outcome=outcome, status=status, error_code=code)
 
     response = StreamingHttpResponse(generate(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
-    for name, value in admission.headers.items():
+    for name, value in a.admission.headers.items():
         response[name] = value
     return response

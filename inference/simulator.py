@@ -79,6 +79,11 @@ class SimConfig:
     path_only: bool = False
     error_shape: str = "error"
     access_log: bool = False
+    status: int | None = None
+    usage_tokens: int | None = None
+    ignore_max_tokens: bool = False
+    stream_seconds: float | None = None
+    sse_for_json: bool = False
 
 
 class DropConnection(Exception):
@@ -113,10 +118,13 @@ class _Plan:
     pieces: tuple[str, ...]
     finish_reason: str
     prompt_tokens: int
+    reported_completion_tokens: int | None = None  # --usage-tokens: a lie about the count
 
     @property
     def usage(self) -> dict[str, int]:
-        completion_tokens = len(self.pieces)
+        completion_tokens = self.reported_completion_tokens
+        if completion_tokens is None:
+            completion_tokens = len(self.pieces)
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -314,6 +322,10 @@ class _Simulator:
         self, request: _CompletionRequest, start_response: StartResponse
     ) -> Iterable[bytes]:
         config = self.config
+        if config.status is not None:
+            raise _HTTPError(
+                config.status, f"simulated answer {config.status} to session {request.session_id}"
+            )
         if self._failures.next_fails():
             raise _HTTPError(503, "no miners available for this session")
         if config.hang:
@@ -322,17 +334,33 @@ class _Simulator:
             gevent.sleep(config.latency_ms / 1000)
 
         plan = self._plan(request)
-        if request.stream and not config.json_for_stream:
+        if (request.stream and not config.json_for_stream) or config.sse_for_json:
             write = start_response(_status_line(200), list(_SSE_HEADERS))
             return self._stream(plan, write)
         if config.drop_after is not None:
             raise DropConnection
+        if config.stream_seconds:
+            return self._slow_json(start_response, self._completion_body(plan))
         return _json_response(start_response, 200, self._completion_body(plan))
+
+    def _slow_json(self, start_response: StartResponse, payload: Any) -> Iterator[bytes]:
+        """--stream-seconds for a JSON answer: the body trickles out over that many seconds,
+        each piece well within any read timeout, so only a cap on the whole call stops it."""
+        body = json.dumps(payload).encode()
+        start_response(_status_line(200), [_JSON_TYPE])  # chunked: no Content-Length
+        pieces = 10
+        step = math.ceil(len(body) / pieces)
+        delay = self.config.stream_seconds / pieces
+        for start in range(0, len(body), step):
+            if start:
+                gevent.sleep(delay)
+            yield body[start : start + step]
 
     def _plan(self, request: _CompletionRequest) -> _Plan:
         count = self.config.chunks
         finish_reason = "stop"
-        if request.max_tokens is not None and request.max_tokens < count:
+        honour_max_tokens = not self.config.ignore_max_tokens
+        if honour_max_tokens and request.max_tokens is not None and request.max_tokens < count:
             count = request.max_tokens
             finish_reason = "length"
         task_id = next(self._task_ids)
@@ -343,6 +371,7 @@ class _Simulator:
             pieces=tuple(f" word{i}" for i in range(count)),
             finish_reason=finish_reason,
             prompt_tokens=max(1, len(request.prompt) // 4),
+            reported_completion_tokens=self.config.usage_tokens,
         )
 
     def _completion_body(self, plan: _Plan) -> dict[str, Any]:
@@ -355,6 +384,9 @@ class _Simulator:
     def _stream(self, plan: _Plan, write: Write) -> Iterator[bytes]:
         config = self.config
         delay = config.chunk_delay_ms / 1000
+        if config.stream_seconds:
+            # The chunks spread over the whole duration (the last one at its end).
+            delay = config.stream_seconds / max(1, len(plan.pieces) - 1)
         last = len(plan.pieces) - 1
         # Answers no longer than --drop-after finish normally: the router "died" too late.
         drop_at = config.drop_after if config.drop_after is not None else -1
@@ -408,7 +440,11 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 
 def _status_line(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # --status may name a code without a standard phrase (e.g. 499)
+        phrase = "Error"
+    return f"{status} {phrase}"
 
 
 def _json_response(start_response: StartResponse, status: int, payload: Any) -> list[bytes]:
@@ -502,6 +538,20 @@ def _rate(text: str) -> float:
     return value
 
 
+def _error_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError("must be an HTTP error status, 400 to 599")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError("must be a number of seconds > 0")
+    return value
+
+
 def _session_list(text: str) -> tuple[int, ...]:
     try:
         sessions = tuple(int(part) for part in text.split(",") if part.strip())
@@ -576,6 +626,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     form.add_argument("--path-only", action="store_true", help="body-form completions answer 404")
     parser.add_argument("--error-shape", choices=ERROR_SHAPES, default=defaults.error_shape)
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--status",
+        type=_error_status,
+        default=None,
+        help="answer every completion with this HTTP status and a JSON error body",
+    )
+    parser.add_argument(
+        "--usage-tokens",
+        type=_non_negative_int,
+        default=None,
+        help="report usage.completion_tokens = N whatever was sent (e.g. 1099511627776)",
+    )
+    parser.add_argument(
+        "--ignore-max-tokens",
+        action="store_true",
+        help="send all --chunks tokens even when max_tokens asked for fewer",
+    )
+    parser.add_argument(
+        "--sse-for-json",
+        action="store_true",
+        help="answer stream:false with an SSE stream (the opposite of --json-for-stream)",
+    )
+    parser.add_argument(
+        "--stream-seconds",
+        type=_positive_seconds,
+        default=None,
+        help="streams spread their chunks over S seconds; JSON answers trickle over S seconds",
+    )
 
 
 def config_from_options(options: dict[str, Any]) -> SimConfig:

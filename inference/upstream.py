@@ -14,38 +14,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import urllib3
+from django.conf import settings
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
-    NewConnectionError,
-    ProtocolError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from catalog.routing import ModelInfo, RouterInfo
 from inference import balancer
 from inference.router_api import api_for
 from portal import metrics  # issue 8: metrics
-from portal.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from portal.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 3
-RETRYABLE_STATUS = {502, 503, 504}
+# The router says the request itself is wrong (too long, a bad parameter): the customer's to
+# fix. Any other error status says the router did not take the work, so another one may.
+REQUEST_REFUSED = {400, 413, 422}
 
 _pool: urllib3.PoolManager | None = None
 
 
 def pool() -> urllib3.PoolManager:
-    """One pool per process: connections to routers are reused across requests."""
+    """One pool per process: connections to routers are reused across requests. retries=False:
+    urllib3 must never send a completion twice; open_completion decides what is retried."""
     global _pool
     if _pool is None:
         _pool = urllib3.PoolManager(num_pools=64, maxsize=2048, block=False, retries=False)
     return _pool
 
 
-class _Retryable(Exception):
-    pass
+class _NotStarted(Exception):
+    """The router did not take the work (no connection, or an error status): safe to send it
+    to another router."""
 
 
 @dataclass(slots=True)
@@ -53,6 +57,7 @@ class Upstream:
     router: RouterInfo
     response: urllib3.BaseHTTPResponse
     connected_at: float
+    deadline: float  # the call's total-time cap (monotonic), for reading the answer too
 
     def close(self) -> None:
         try:
@@ -93,31 +98,53 @@ def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeou
 
 
 def _open_one(
-    router: RouterInfo, model: ModelInfo, payload: dict, stream: bool
+    router: RouterInfo, model: ModelInfo, payload: dict, stream: bool, deadline: float
 ) -> urllib3.BaseHTTPResponse:
     api = api_for(router.api_version)
     body_url, path_url = api.completion_urls(router.base_url, router.session_id)
     read_timeout = router.read_timeout or float(model.request_timeout)
+    if not stream:
+        # The whole call has a deadline; a stream's reads keep the usual timeout (its total
+        # time is settings.STREAM_MAX_SECONDS).
+        read_timeout = max(0.001, min(read_timeout, deadline - time.monotonic()))
     try:
         response = _post(router, body_url, payload, stream, read_timeout)
         if response.status == 404:
             # Some deployments answer only the path form (or only the body form).
             _discard(response)
             response = _post(router, path_url, payload, stream, read_timeout)
-    except (NewConnectionError, ConnectTimeoutError, ProtocolError) as exc:
-        # Nothing reached the client yet: another router may take it.
-        raise _Retryable(exc.__class__.__name__) from None
-    if response.status in RETRYABLE_STATUS:
+    except (ConnectTimeoutError, SSLError) as exc:  # NewConnectionError too: nothing was sent
+        raise _NotStarted(exc.__class__.__name__) from None
+    # A connection that broke after the request went out (ProtocolError) is not caught here:
+    # the router may be generating already, and sending it again would run it twice.
+    if response.status >= 400 and response.status not in REQUEST_REFUSED:
         _discard(response)
-        raise _Retryable(f"HTTP {response.status}")
+        raise _NotStarted(f"HTTP {response.status}")
     return response
+
+
+def _request_refused(router: RouterInfo, response: urllib3.BaseHTTPResponse) -> InvalidRequest:
+    """A router's 400/413/422 as the customer's 400. The router's own words stay in our log
+    (status only): they can name sessions, URLs or miners, which customers never see."""
+    status = response.status
+    _discard(response)
+    log.info("router refused the request", extra={"router_id": router.id, "status": status})
+    if status == 413:
+        return InvalidRequest(
+            "The request is too large for this model. Shorten the prompt or lower max_tokens."
+        )
+    return InvalidRequest(
+        "The model could not process this request. Check the prompt and the sampling "
+        "parameters (max_tokens, stop, temperature) and send a corrected request."
+    )
 
 
 def open_completion(
     *, routers: list[RouterInfo], model: ModelInfo, payload_for, stream: bool
 ) -> Upstream:
-    """Send to a router of the pool; on a connection error, a connect timeout or a 502/503/504
-    (all before any byte reached the client) try another, within MAX_TRIES and the deadline."""
+    """Send to a router of the pool. Another router is tried (within MAX_TRIES and the model's
+    timeout) only when the first cannot have started the work: no connection, or an error
+    status other than the ones about the request. Every pick gets a verdict for the breaker."""
     deadline = time.monotonic() + model.request_timeout
     tried: set[int] = set()
     last_error = None
@@ -129,10 +156,9 @@ def open_completion(
             break
         tried.add(router.id)
         try:
-            response = _open_one(router, model, payload_for(router), stream)
-        except _Retryable as exc:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+            response = _open_one(router, model, payload_for(router), stream, deadline)
+        except _NotStarted as exc:
+            _failed(router)
             last_error = str(exc)
             log.warning(
                 "router failed before the first byte, trying another",
@@ -140,31 +166,28 @@ def open_completion(
             )
             continue
         except ReadTimeoutError:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+            _failed(router)
             raise UpstreamTimeout(
                 "The model did not answer in time. Retry, or lower max_tokens."
             ) from None
-        except HTTPError as exc:
-            balancer.record_failure(router.id)
-            balancer.release(router.id)
+        except (HTTPError, OSError) as exc:
+            _failed(router)
             log.warning(
-                "router request failed",
+                "router connection broke after the request was sent",
                 extra={"router_id": router.id, "reason": exc.__class__.__name__},
             )
             raise UpstreamError("The upstream model server failed. Retry in a moment.") from None
-        if response.status >= 400:
-            status = response.status
-            _discard(response)
-            balancer.release(router.id)
-            if status >= 500:
-                balancer.record_failure(router.id)
-            log.warning(
-                "router answered an error", extra={"router_id": router.id, "status": status}
-            )
-            raise UpstreamError("The upstream model server refused the request. Retry in a moment.")
+        except BaseException:
+            _failed(router)  # whatever it was, the breaker gets its verdict
+            raise
+        # The router answered: alive, whether or not it liked the request.
         balancer.record_success(router.id)
-        return Upstream(router=router, response=response, connected_at=time.monotonic())
+        if response.status in REQUEST_REFUSED:
+            balancer.release(router.id)
+            raise _request_refused(router, response)
+        return Upstream(
+            router=router, response=response, connected_at=time.monotonic(), deadline=deadline
+        )
     if not tried:
         raise UpstreamUnavailable(
             "No capacity is available for this model right now. Retry in a few seconds."
@@ -175,15 +198,28 @@ def open_completion(
     )
 
 
+def _failed(router: RouterInfo) -> None:
+    balancer.record_failure(router.id)
+    balancer.release(router.id)
+
+
 # --- reading answers ----------------------------------------------------------------------------
+# Nothing a router sends is trusted to be small or quick: a JSON answer is read up to
+# settings.UPSTREAM_MAX_BYTES and within the call's deadline, an SSE event up to the same size.
+# Usage counts are passed on as the router sent them; inference.relay decides what to believe.
 
 
 @dataclass(slots=True)
 class Completion:
     text: str
     finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
+    prompt_tokens: object  # as reported: checked by inference.relay before billing
+    completion_tokens: object
+
+
+class AnswerTooLarge(UpstreamError):
+    def __init__(self) -> None:
+        super().__init__("The upstream model server sent an answer too large to relay.")
 
 
 def _text_of(choice: dict) -> str:
@@ -195,13 +231,11 @@ def _text_of(choice: dict) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _usage_of(data: dict) -> tuple[int | None, int | None]:
+def _usage_of(data: dict) -> tuple[object, object]:
     usage = data.get("usage")
     if not isinstance(usage, dict):
         return None, None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    ok = all(isinstance(v, int) and v >= 0 for v in (prompt, completion))
-    return (prompt, completion) if ok else (None, None)
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
 def parse_completion_json(data) -> Completion:
@@ -217,21 +251,34 @@ def parse_completion_json(data) -> Completion:
     prompt, completion = _usage_of(data)
     return Completion(
         text=text,
-        finish_reason=finish or "stop",
+        finish_reason=finish if isinstance(finish, str) and finish else "stop",
         prompt_tokens=prompt,
         completion_tokens=completion,
     )
 
 
+def _past(deadline: float) -> bool:
+    return time.monotonic() >= deadline
+
+
 def read_completion(upstream: Upstream) -> Completion:
+    """A JSON answer, read as it arrives, refused past UPSTREAM_MAX_BYTES or the deadline."""
+    limit = settings.UPSTREAM_MAX_BYTES
+    body = bytearray()
     try:
-        data = json.loads(upstream.response.read())
+        for chunk in _chunks(upstream.response):
+            body += chunk
+            if len(body) > limit:
+                raise AnswerTooLarge()
+            if _past(upstream.deadline):
+                raise ReadTimeoutError(None, None, "the call's deadline")
         upstream.response.release_conn()  # read to the end: the connection is reusable
+        data = json.loads(body)
     except ReadTimeoutError:
         raise UpstreamTimeout(
             "The model did not answer in time. Retry, or lower max_tokens."
         ) from None
-    except (ValueError, HTTPError):
+    except (ValueError, HTTPError, OSError):
         raise UpstreamError("The upstream model server sent an answer we could not read.") from None
     return parse_completion_json(data)
 
@@ -240,8 +287,9 @@ def read_completion(upstream: Upstream) -> Completion:
 class StreamEvent:
     text: str = ""
     finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: object = None
+    completion_tokens: object = None
+    whole: bool = False  # the router's whole answer at once (JSON to a stream request)
 
 
 class StreamBroken(Exception):
@@ -264,18 +312,48 @@ def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         yield data
 
 
-def iter_stream(response: urllib3.BaseHTTPResponse) -> Iterator[StreamEvent]:
+class LineSplitter:
+    """Bytes in, complete lines out. Each byte is looked at once, however the router cuts
+    its chunks (a long line in many small chunks must not be rescanned on every chunk), and a
+    line may not grow past `limit` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's first bytes hold no newline
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += chunk
+        lines = []
+        start = 0
+        newline = buffer.find(b"\n", self._scanned)
+        while newline >= 0:
+            lines.append(bytes(buffer[start:newline]))
+            start = newline + 1
+            newline = buffer.find(b"\n", start)
+        del buffer[:start]
+        self._scanned = len(buffer)
+        if len(buffer) > self.limit:
+            raise StreamBroken("an event over the size limit")
+        return lines
+
+
+def iter_stream(
+    response: urllib3.BaseHTTPResponse, deadline: float | None = None
+) -> Iterator[StreamEvent]:
     """Router SSE -> events. Survives: chunks of a second task id (kept to the first id's),
     a usage-only final chunk, a missing [DONE] after a finish_reason. Raises StreamBroken on
-    EOF before a finish_reason or on a broken connection."""
+    EOF before a finish_reason, on a broken connection or an oversized event; UpstreamTimeout
+    past the deadline, if one is given."""
     first_id = None
     finished = False
-    buffer = b""
+    lines = LineSplitter(settings.UPSTREAM_MAX_BYTES)
     try:
         for chunk in _chunks(response):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
+            if deadline is not None and _past(deadline):
+                raise UpstreamTimeout("The model did not finish its answer in time.")
+            for line in lines.feed(chunk):
                 line = line.strip()
                 if not line.startswith(b"data:"):
                     continue  # comments, blank separators, event:/id: lines
@@ -300,7 +378,8 @@ def iter_stream(response: urllib3.BaseHTTPResponse) -> Iterator[StreamEvent]:
                 choices = obj.get("choices")
                 if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                     event.text = _text_of(choices[0])
-                    event.finish_reason = choices[0].get("finish_reason")
+                    finish = choices[0].get("finish_reason")
+                    event.finish_reason = finish if isinstance(finish, str) and finish else None
                     if event.finish_reason:
                         finished = True
                 if event.text or event.finish_reason or event.prompt_tokens is not None:

@@ -15,6 +15,7 @@ from inference.chat_templates.base import ChatMessage
 from portal.errors import InvalidRequest
 
 MAX_MESSAGES = 2048
+MAX_STOP_CHARS = 64
 MAX_STOP = 4
 MAX_NAME_LENGTH = 256
 _ROLES = {"system", "user", "assistant", "developer"}
@@ -135,6 +136,12 @@ def _sampling(body: dict) -> Sampling:
     else:
         raise InvalidRequest(
             "'stop' must be a string or an array of up to 4 strings.", param="stop"
+        )
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        # The stream holds back the longest stop's length before relaying: keep it small.
+        raise InvalidRequest(
+            f"Each 'stop' sequence may be at most {MAX_STOP_CHARS} characters long.",
+            param="stop",
         )
     user = body.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > 256):

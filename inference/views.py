@@ -90,6 +90,7 @@ class ChatCompletionsView(V1View):
             principal=request.user,
             creq_parse=validation.parse_chat,
             body_getter=lambda: request.data,
+            client_socket=request._request.META.get("gunicorn.socket"),
         )
 
 
@@ -101,4 +102,5 @@ class CompletionsView(V1View):
             principal=request.user,
             creq_parse=validation.parse_completion,
             body_getter=lambda: request.data,
+            client_socket=request._request.META.get("gunicorn.socket"),
         )

@@ -339,6 +339,15 @@ if TESTING:
 # do not time the connection out before the first token.
 STREAM_KEEPALIVE_SECONDS = env_int("STREAM_KEEPALIVE_MS", 10_000, minimum=100) / 1000
 
+# --- what a router may send back, and how long a stream may hold a worker ---------------------
+# A router's JSON answer (and any one SSE event) larger than this is refused as upstream_error.
+UPSTREAM_MAX_BYTES = env_int("UPSTREAM_MAX_BYTES", 8 * 1024 * 1024, minimum=1024)
+# A stream that lasts this long is ended with the error chunk and [DONE].
+STREAM_MAX_SECONDS = env_int("STREAM_MAX_SECONDS", 900, minimum=1)
+# A streamed write the client does not take within this many seconds (it stopped reading)
+# ends the stream, so a slow reader cannot hold a worker's greenlet and a router forever.
+STREAM_WRITE_TIMEOUT_SECONDS = env_int("STREAM_WRITE_TIMEOUT_SECONDS", 60, minimum=1)
+
 # How often (seconds) a process checks the catalog's version stamp in the shared cache.
 CATALOG_CHECK_SECONDS = float(env_int("CATALOG_CHECK_MS", 1000, minimum=0)) / 1000
 

@@ -430,9 +430,9 @@ def test_no_usage_omits_usage_everywhere() -> None:
 def test_json_for_stream_answers_plain_json_to_a_stream_request() -> None:
     with RouterSim("--json-for-stream") as router:
         response = stream(router)
+        body = response.json()  # read before the simulator stops: the body is streamed
 
     assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
     assert body["object"] == "text_completion"
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 8
@@ -500,6 +500,92 @@ def test_error_shape_varies_the_error_body(shape: str) -> None:
 
     assert response.status_code == 401
     assert list(response.json()) == [shape]
+
+
+# -- misbehaviour switches for the portal's defences -------------------------------------------
+
+
+@pytest.mark.parametrize("code", [400, 413, 422, 429, 500, 503])
+def test_status_answers_every_completion_with_that_status(code: int) -> None:
+    with RouterSim("--status", str(code)) as router:
+        assert_error(complete(router), code)
+        assert_error(stream(router), code)
+        # Health routes still answer: only completions are refused.
+        assert get(router, "/api/v1/status").json()["requests_total"] == 2
+
+
+def test_status_error_body_follows_the_error_shape() -> None:
+    with RouterSim("--status", "422", "--error-shape", "detail") as router:
+        response = complete(router)
+
+    assert response.status_code == 422
+    assert list(response.json()) == ["detail"]
+
+
+def test_status_refuses_a_code_that_is_not_an_error() -> None:
+    with pytest.raises(RuntimeError, match="HTTP error status"):
+        RouterSim("--status", "200")
+
+
+def test_usage_tokens_reports_that_count_whatever_was_sent() -> None:
+    lie = 2**40
+    with RouterSim("--usage-tokens", str(lie), "--chunks", "3") as router:
+        body = complete(router).json()
+        events = read_stream(stream(router))
+
+    assert body["choices"][0]["text"] == " word0 word1 word2"
+    assert body["usage"]["completion_tokens"] == lie
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + lie
+    assert len(content_chunks(events)) == 3
+    assert events[-2]["usage"]["completion_tokens"] == lie
+
+
+def test_ignore_max_tokens_sends_more_than_was_asked() -> None:
+    with RouterSim("--ignore-max-tokens", "--chunks", "6") as router:
+        body = complete(router, max_tokens=2).json()
+        events = read_stream(stream(router, max_tokens=2))
+
+    assert body["choices"][0]["text"] == "".join(f" word{i}" for i in range(6))
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert len(content_chunks(events)) == 6
+    assert events[-2]["usage"]["completion_tokens"] == 6
+
+
+def test_sse_for_json_answers_a_json_request_with_a_stream() -> None:
+    with RouterSim("--sse-for-json", "--chunks", "3") as router:
+        response = complete(router, stream=False)
+        events = read_stream(response)
+
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert [c["choices"][0]["text"] for c in content_chunks(events)] == [
+        " word0",
+        " word1",
+        " word2",
+    ]
+    assert events[-1] == "[DONE]"
+
+
+def test_stream_seconds_spreads_a_stream_over_that_long() -> None:
+    with RouterSim("--stream-seconds", "1", "--chunks", "3") as router:
+        started = time.monotonic()
+        events = read_stream(stream(router))
+        streamed_for = time.monotonic() - started
+
+    assert len(content_chunks(events)) == 3
+    assert events[-1] == "[DONE]"
+    assert streamed_for >= 1  # a lower bound only: the answer may not be faster
+
+
+def test_stream_seconds_trickles_a_json_answer() -> None:
+    with RouterSim("--stream-seconds", "1", "--chunks", "3") as router:
+        started = time.monotonic()
+        response = complete(router)
+        body = response.json()
+        answered_in = time.monotonic() - started
+
+    assert "Content-Length" not in response.headers
+    assert body["choices"][0]["text"] == " word0 word1 word2"
+    assert answered_in >= 0.9  # nine gaps of a tenth of a second
 
 
 # -- capacity and the helper ------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""The pieces under the relay, alone: the token estimate that holds for every script, cutting
+and counting what is relayed, the bill, and the SSE line reader. (End to end, with a router
+simulator, in test_inference_router_bounds.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.relay import Relay, bill
+from inference.tokens import estimate_tokens, prefix_within
+from inference.upstream import LineSplitter, StreamBroken
+
+# -- the estimate -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("a", 1),
+        ("Hello, world!", 4),  # 13 Latin characters
+        ("déjà vu, naïve café", 5),  # Latin-1 accents are Latin text
+        ("你好\uff0c世界", 5),  # CJK: one per character (a full-width comma too)
+        ("こんにちは", 5),
+        ("안녕하세요", 5),
+        ("Привет", 6),
+        ("Hi 你好", 3),  # "Hi " is one token, then two characters
+    ],
+)
+def test_estimate_counts_latin_by_four_and_everything_else_by_character(text, tokens):
+    assert estimate_tokens(text) == tokens
+
+
+def test_cjk_is_not_billed_at_a_quarter():
+    # The old chars/4 rule billed 1000 Chinese characters as 250 tokens; tokenizers make
+    # ~1000 or more of them.
+    assert estimate_tokens("字" * 1000) == 1000
+
+
+def test_prefix_within_keeps_the_longest_start_that_fits():
+    assert prefix_within("abcdefgh", 1) == "abcd"
+    assert prefix_within("你好世界", 2) == "你好"
+    assert prefix_within("short", 10) == "short"
+    assert prefix_within("abc", 0) == ""
+
+
+# -- cutting and counting ---------------------------------------------------------------------
+
+
+def relay_all(relay: Relay, pieces: list[str]) -> str:
+    out = "".join(relay.feed(p) for p in pieces if not relay.over)
+    return out + relay.flush()
+
+
+def test_a_stream_is_cut_after_max_tokens_events():
+    relay = Relay(stops=[], max_tokens=3)
+    assert relay_all(relay, [" a", " b", " c", " d", " e"]) == " a b c"
+    assert relay.over and relay.finish_reason("stop") == "length"
+    assert relay.tokens == 3
+
+
+def test_a_stream_that_ends_at_max_tokens_is_not_cut():
+    relay = Relay(stops=[], max_tokens=3)
+    assert relay_all(relay, [" a", " b", " c"]) == " a b c"
+    assert not relay.over and relay.finish_reason("length") == "length"
+
+
+def test_a_long_piece_counts_as_the_tokens_it_holds():
+    relay = Relay(stops=[], max_tokens=4)
+    # 40 Latin characters in one event are ~10 tokens, not one: cut to four tokens' worth.
+    out = relay_all(relay, ["x" * 40])
+    assert out == "x" * 16 and relay.over
+
+
+def test_a_stop_sequence_split_across_pieces_is_never_sent():
+    relay = Relay(stops=["END"], max_tokens=100)
+    assert relay_all(relay, ["one ", "E", "N", "D two"]) == "one "
+    assert relay.finish_reason("length") == "stop"
+
+
+def test_a_whole_answer_is_cut_by_the_router_count():
+    relay = Relay(stops=[], max_tokens=2)
+    assert relay.feed_answer(" aa bb cc dd", completion_tokens=4) == " aa bb"
+    assert relay.over
+
+
+def test_an_implausible_count_does_not_cut_a_whole_answer_to_nothing():
+    relay = Relay(stops=[], max_tokens=8)
+    assert relay.feed_answer(" aa bb cc", completion_tokens=2**40) == " aa bb cc"
+    assert not relay.over
+
+
+# -- the bill ---------------------------------------------------------------------------------
+
+
+def billed(relay: Relay, prompt, completion, *, context_length=4096):
+    """(prompt tokens, completion tokens, estimated)"""
+    counts = bill(
+        relay,
+        prompt_reported=prompt,
+        completion_reported=completion,
+        prompt_estimate=11,
+        context_length=context_length,
+        router_id=7,
+    )
+    return counts.prompt_tokens, counts.completion_tokens, counts.estimated
+
+
+def test_reported_counts_within_bounds_are_billed_as_they_are():
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" a", " b"])
+    assert billed(relay, 5, 2) == (5, 2, False)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion"),
+    [(-1, 2), (5, -3), ("5", 2), (5, 2.5), (True, 2), (5, None), (None, 2), ([], {})],
+)
+def test_counts_that_are_not_non_negative_integers_are_estimated(prompt, completion):
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" hello world"])
+    assert billed(relay, prompt, completion) == (11, estimate_tokens(" hello world"), True)
+
+
+def test_counts_past_the_bounds_are_clamped_and_marked():
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" a"])
+    assert billed(relay, 2**40, 2**40, context_length=4096) == (4096, 10, True)
+
+
+def test_a_cut_answer_bills_the_router_count_scaled_to_what_was_delivered():
+    relay = Relay(stops=["STOP"], max_tokens=100)
+    relay_all(relay, ["x" * 40, "STOP", "y" * 40])
+    # Delivered 40 of the 84 characters the router sent: ~half of its 20 tokens.
+    assert billed(relay, 9, 20) == (9, 10, True)
+
+
+# -- reading SSE lines ------------------------------------------------------------------------
+
+
+def test_lines_come_out_whole_however_the_bytes_are_cut():
+    lines = LineSplitter(limit=1000)
+    stream = b"data: one\r\n\r\ndata: two\n\ndata: three\n\n"
+    out = []
+    for i in range(len(stream)):
+        out += lines.feed(stream[i : i + 1])
+    assert [line.strip() for line in out if line.strip()] == [
+        b"data: one",
+        b"data: two",
+        b"data: three",
+    ]
+
+
+def test_many_lines_in_one_chunk():
+    lines = LineSplitter(limit=100)
+    out = lines.feed(b"a\nb\nc\nrest")
+    assert out == [b"a", b"b", b"c"]
+    assert lines.feed(b" of it\n") == [b"rest of it"]
+
+
+def test_a_line_past_the_limit_breaks_the_stream():
+    lines = LineSplitter(limit=64)
+    lines.feed(b"data: " + b"x" * 50)
+    with pytest.raises(StreamBroken):
+        lines.feed(b"x" * 50)

@@ -1,0 +1,159 @@
+"""What a router's refusal becomes. A 400/413/422 about the request is the customer's: one
+400 `invalid_request_error` that names nothing of the router, tried once, not held against the
+router. Any other error status before the first byte is the portal's: another router takes
+it. A connection that breaks after the request went out is never sent again (the router may be
+generating already)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from inference import balancer
+from tests.routersim import RouterSim
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SESSIONS = ("--sessions", "1,2,3")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers():
+    balancer.reset()
+    yield
+    balancer.reset()
+
+
+def _pool(routers: list[tuple[RouterSim, int]], name: str) -> str:
+    """A model on a pool of (simulator, weight) routers. A simulator may appear more than once
+    (routers of the pool on sessions of the same node, started with SESSIONS) to see whether a
+    request is sent again."""
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    pool = RouterPool.objects.create(name=name)
+    sessions: dict[int, int] = {}
+    for sim, weight in routers:
+        session_id = sessions[sim.port] = sessions.get(sim.port, 0) + 1
+        Router.objects.create(
+            pool=pool, base_url=sim.url, session_id=session_id, token=sim.token, weight=weight
+        )
+    CatalogModel.objects.create(
+        public_id=f"cortensor/{name}", pool=pool, max_tokens=64, default_max_tokens=8
+    )
+    return f"cortensor/{name}"
+
+
+def _completions(sim: RouterSim) -> int:
+    import requests
+
+    status = requests.get(f"{sim.url}/api/v1/status", headers=sim.headers, timeout=5).json()
+    return status["requests_total"]
+
+
+def _router_states(model_name: str) -> set[str]:
+    from catalog.models import Router
+
+    return {
+        balancer.breaker_state(r.pk)
+        for r in Router.objects.filter(pool__models__public_id=model_name)
+    }
+
+
+@pytest.mark.parametrize("code", [400, 413, 422])
+def test_router_refusing_the_request_is_one_400_for_the_customer(live_server, alice_key, code):
+    _, raw = alice_key
+    with RouterSim("--status", str(code), *SESSIONS) as sim:
+        # Two routers of the pool reach the same node: a failover would show as a 2nd request.
+        model = _pool([(sim, 1), (sim, 1)], name=f"refusing-{code}")
+        # The SDK as shipped (two retries on 408/409/429/5xx) must not retry this.
+        client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=raw, timeout=20)
+        for _ in range(4):  # more than the breaker's threshold of failures
+            with pytest.raises(openai.BadRequestError) as raised:
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}]
+                )
+            error = raised.value.body
+            assert raised.value.status_code == 400
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == "invalid_request_error"
+            message = error["message"]
+            for leak in ("simulated", "session", "127.0.0.1", str(sim.port), "router"):
+                assert leak not in message
+        assert _completions(sim) == 4  # tried once each: no failover, no SDK retry
+    assert _router_states(model) == {"closed"}  # not held against the router
+
+    from metering.models import UsageRecord
+
+    records = list(UsageRecord.objects.filter(model=model))
+    assert len(records) == 4
+    assert {(r.outcome, r.http_status, r.total_tokens) for r in records} == {
+        ("client_error", 400, 0)
+    }
+
+
+def test_a_refused_stream_is_a_400_before_any_chunk(client, alice_key):
+    _, raw = alice_key
+    with RouterSim("--status", "422") as sim:
+        model = _pool([(sim, 1)], name="refusing-stream")
+        response = client.post(
+            "/v1/completions",
+            json.dumps({"model": model, "prompt": "hi", "stream": True}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("code", [401, 403, 404, 429, 500, 502, 503])
+def test_other_router_errors_fail_over_to_another_router(client, alice_key, code):
+    _, raw = alice_key
+    with RouterSim("--status", str(code)) as bad, RouterSim("--chunks", "2") as good:
+        # The failing router is nearly always tried first.
+        model = _pool([(bad, 1000), (good, 1)], name=f"failing-{code}")
+        for _ in range(3):
+            response = client.post(
+                "/v1/chat/completions",
+                json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {raw}",
+            )
+            assert response.status_code == 200, response.content
+            assert response.json()["choices"][0]["message"]["content"] == " word0 word1"
+        assert _completions(bad) >= 1
+        assert _completions(good) == 3
+
+
+def test_a_connection_broken_after_the_request_went_out_is_not_sent_again(client, alice_key):
+    _, raw = alice_key
+    # --drop-after cuts a non-stream request after reading it, without an answer.
+    with RouterSim("--drop-after", "0", *SESSIONS) as sim:
+        model = _pool([(sim, 1), (sim, 1), (sim, 1)], name="dropping")
+        response = client.post(
+            "/v1/chat/completions",
+            json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_error"
+        # Neither the portal nor urllib3 sent the generation a second time.
+        assert _completions(sim) == 1
+
+
+def test_a_router_that_cannot_be_reached_is_skipped(client, alice_key):
+    _, raw = alice_key
+    with RouterSim("--chunks", "2") as good:
+        dead = RouterSim()
+        dead.stop()  # connection refused: nothing was sent, another router may take it
+        model = _pool([(dead, 1000), (good, 1)], name="unreachable")
+        response = client.post(
+            "/v1/completions",
+            json.dumps({"model": model, "prompt": "hi"}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+        assert response.status_code == 200
+        assert _completions(good) == 1
