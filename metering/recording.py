@@ -82,15 +82,6 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    # The field's earlier name, still set by inference's token accounting.
-    @property
-    def tokens_estimated(self) -> bool:
-        return self.estimated
-
-    @tokens_estimated.setter
-    def tokens_estimated(self, value: bool) -> None:
-        self.estimated = value
-
     def row(self) -> dict:
         values = asdict(self)
         values["total_tokens"] = self.total_tokens
