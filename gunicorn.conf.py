@@ -74,7 +74,7 @@ def on_exit(server):
 
 # --- logs -----------------------------------------------------------------------------------
 # JSON lines in production (LOG_FORMAT=json, the default when DEBUG is off), like the app's own
-# (portal/logging.py). Defined here rather than imported: importing `portal` in the master
+# (core/logging.py). Defined here rather than imported: importing `portal` in the master
 # would import Celery before the workers' gevent patching.
 _DEBUG = os.environ.get("DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
 _LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if _DEBUG else "json")

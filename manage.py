@@ -5,7 +5,7 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    from portal.env import ConfigError
+    from core.env import ConfigError
 
     try:
         import django

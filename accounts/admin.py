@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from accounts.models import Plan, User
 from accounts.services import user_set_plan, users_set_active
-from portal.bounds import BoundedIntegersAdminMixin
+from core.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
 LIMIT_HELP = {
@@ -170,10 +170,10 @@ class PlanAdminForm(forms.ModelForm):
         fields = ("name", "description", "is_default", *Plan.LIMIT_FIELDS, "all_models")
 
     def __init__(self, *args, **kwargs):
-        from catalog.models import CatalogModel
-
         super().__init__(*args, **kwargs)
-        self.fields["models"].queryset = CatalogModel.objects.order_by("public_id")
+        # The catalog's model, reached through the relation: accounts sits below the catalog.
+        catalog_model = Plan._meta.get_field("models").related_model
+        self.fields["models"].queryset = catalog_model.objects.order_by("public_id")
         if self.instance.pk:
             self.fields["models"].initial = list(self.instance.models.values_list("pk", flat=True))
         for name, text in LIMIT_HELP.items():

@@ -17,7 +17,7 @@ from django.utils import timezone
 from apikeys.authentication import client_ip
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_revoke, apikey_update
-from portal.bounds import BoundedIntegersAdminMixin
+from core.bounds import BoundedIntegersAdminMixin
 
 _EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
 

@@ -1,7 +1,7 @@
 """The key management API for the logged-in user (session + CSRF): list, create, revoke.
 
 Each view validates, calls the service, serialises, returns; errors leave through
-portal.errors' handler in the OpenAI shape. Keys are always looked up through
+core.errors' handler in the OpenAI shape. Keys are always looked up through
 `apikey_get_for_owner`, so another user's id is a 404.
 """
 

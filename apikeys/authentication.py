@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 
 from apikeys.services import apikey_authenticate
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 
 def client_ip(request) -> str | None:

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apikeys.models import ApiKey
 from apikeys.selectors import apikey_model_choices
-from portal.bounds import column_range
+from core.bounds import column_range
 
 
 class ApiKeyOutputSerializer(serializers.ModelSerializer):

@@ -21,9 +21,9 @@ from django.utils import timezone
 from apikeys import keyformat
 from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
-from portal.bounds import column_range
-from portal.db import release_connection
-from portal.errors import InvalidApiKey, InvalidRequest, RateLimited
+from core.bounds import column_range
+from core.db import release_connection
+from core.errors import InvalidApiKey, InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
 

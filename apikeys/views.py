@@ -22,7 +22,7 @@ from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.selectors import apikey_events_for_owner, apikey_list_for_owner
 from apikeys.services import apikey_create, apikey_get_for_owner, apikey_revoke
-from portal.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 NONCE_TTL = 24 * 3600
 

@@ -4,9 +4,9 @@ from django import forms
 from django.contrib import admin, messages
 
 from catalog.models import CatalogModel, Router, RouterPool
-from catalog.services import router_probe, router_set_state
-from inference import balancer
-from portal.bounds import BoundedIntegersAdminMixin
+from catalog.router_client import breaker_state, router_probe
+from catalog.services import router_set_state
+from core.bounds import BoundedIntegersAdminMixin
 
 
 class RouterForm(forms.ModelForm):
@@ -102,7 +102,7 @@ class RouterAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="breaker (this process)")
     def breaker(self, router):
-        return balancer.breaker_state(router.pk)
+        return breaker_state(router.pk)
 
     @admin.action(description="Enable selected routers")
     def enable(self, request, queryset):

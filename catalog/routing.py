@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 
-from portal.db import release_connection
+from core.db import release_connection
 
 VERSION_KEY = "catalog:version"
 

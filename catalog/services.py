@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import Plan
 from catalog.models import CatalogModel, Router, RouterPool
 from catalog.routerurl import router_url_problem
-from portal.bounds import column_range
+from core.bounds import column_range
 
 log = logging.getLogger(__name__)
 
@@ -227,26 +227,8 @@ def router_set_state(
     return router
 
 
-def router_probe(*, router: Router, timeout: float = 3.0) -> Router:
-    """GET the router's /api/v1/status and record its health (the beat task calls this)."""
-    import requests
-
-    from inference.router_api import api_for
-
-    url = api_for(router.api_version).status_url(router.base_url.rstrip("/"))
-    error = ""
-    try:
-        # No redirects: the router key would follow them, to wherever they point.
-        response = requests.get(
-            url,
-            headers={"Authorization": f"Bearer {router.token}"},
-            timeout=timeout,
-            allow_redirects=False,
-        )
-        if response.status_code != 200:
-            error = f"status answered HTTP {response.status_code}"
-    except requests.RequestException as exc:
-        error = f"{exc.__class__.__name__}"
+def router_record_health(*, router: Router, error: str) -> Router:
+    """Record a probe's result: healthy when `error` is empty (inference's probe calls this)."""
     health = Router.Health.UNHEALTHY if error else Router.Health.HEALTHY
     changed = health != router.health
     router.health, router.last_error, router.last_check_at = health, error, timezone.now()

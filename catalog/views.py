@@ -6,8 +6,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from accounts.models import Plan
-from accounts.selectors import catalog_enabled_models
 from catalog.routing import routing_table
+from catalog.selectors import catalog_enabled_models
 
 LIMIT_LABELS = {
     "requests_per_minute": "Requests per minute",

@@ -8,10 +8,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST, require_safe
 
-from accounts.selectors import catalog_enabled_models
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from apikeys.services import PLAYGROUND_KEY_NAME
+from catalog.selectors import catalog_enabled_models
 from inference.playground import playground_chat_serve, playground_models
 
 KEY_ENV = "$CORTENSOR_API_KEY"

@@ -15,9 +15,9 @@ from django_ratelimit.core import get_usage
 
 from apikeys.services import apikey_playground_principal
 from catalog.routing import ModelInfo, routing_table
+from core.errors import ApiError, InvalidRequest, RateLimited, error_response
 from inference import validation
 from inference.services import completion_serve
-from portal.errors import ApiError, InvalidRequest, RateLimited, error_response
 
 DEFAULT_RATE = "30/m"  # per user: a person typing, not a script (scripts use /v1/ with a key)
 _FIELDS = ("model", "messages", "max_tokens", "temperature")

@@ -418,9 +418,9 @@ completions_create = extend_schema(
 
 
 class UsageApiSchema(OpenApiViewExtension):
-    """metering.api.UsageApi is documented here, with the rest of /v1/."""
+    """inference.usage_api.UsageApi is documented here, with the rest of /v1/."""
 
-    target_class = "metering.api.UsageApi"
+    target_class = "inference.usage_api.UsageApi"
 
     def view_replacement(self):
         return extend_schema_view(

@@ -23,17 +23,8 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
-from inference import chat_templates, upstream
-from inference.openai_format import ChunkWriter, completion_body, usage_dict
-from inference.relay import Relay, bill
-from inference.tokens import estimate_tokens
-from inference.validation import CompletionRequest, parse_chat
-from metering.lifecycle import MeteredRequest, usage_refused
-from metering.limits import Admission
-from metering.models import UsageRecord
-from metering.recording import Usage
-from portal import metrics  # issue 8: metrics
-from portal.errors import (
+from core import metrics  # issue 8: metrics
+from core.errors import (
     ApiError,
     InvalidRequest,
     ModelNotFound,
@@ -44,6 +35,15 @@ from portal.errors import (
     UpstreamUnavailable,
     error_response,
 )
+from inference import chat_templates, upstream
+from inference.openai_format import ChunkWriter, completion_body, usage_dict
+from inference.relay import Relay, bill
+from inference.tokens import estimate_tokens
+from inference.validation import CompletionRequest, parse_chat
+from metering.lifecycle import MeteredRequest, usage_refused
+from metering.limits import Admission
+from metering.models import UsageRecord
+from metering.recording import Usage
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def completion_serve(
     except ApiError as error:
         return call.fail(error)
     except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
-        from portal.errors import to_api_error
+        from core.errors import to_api_error
 
         error = to_api_error(exc)
         if error is None:

@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from catalog.models import Router
-from catalog.services import router_probe
+from inference.probes import router_probe
 
 
 @shared_task(ignore_result=True, time_limit=120, soft_time_limit=100)

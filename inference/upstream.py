@@ -23,10 +23,10 @@ from urllib3.exceptions import (
 )
 
 from catalog.routing import ModelInfo, RouterInfo
+from core import metrics  # issue 8: metrics
+from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from inference import balancer
 from inference.router_api import api_for
-from portal import metrics  # issue 8: metrics
-from portal.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from inference import views
+from inference import usage_api, views
 
 urlpatterns = [
     path("v1/models", views.ModelListView.as_view(), name="v1-models"),
@@ -12,6 +12,7 @@ urlpatterns = [
     ),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="v1-chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="v1-completions"),
+    path("v1/usage", usage_api.UsageApi.as_view(), name="api-usage"),
 ]
 
 from inference import pages  # noqa: E402 - issue 7: the docs and playground pages

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from core.errors import InvalidRequest
 from inference.chat_templates.base import ChatMessage
-from portal.errors import InvalidRequest
 
 MAX_MESSAGES = 2048
 MAX_STOP_CHARS = 64

@@ -9,10 +9,10 @@ from rest_framework.views import APIView
 from apikeys.authentication import ApiKeyAuthentication
 from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
+from core.api_guard import JSONParser
 from inference import schema, validation
 from inference.services import completion_serve, resolve_model
 from metering.limits import limits_headers
-from portal.api_guard import JSONParser
 
 
 class AnyAccept(DefaultContentNegotiation):

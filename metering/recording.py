@@ -42,9 +42,9 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core import metrics
 from metering.limits import keys
 from metering.models import DailyUsage, QuarantinedUsage, UsagePending, UsageRecord
-from portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _spool(usage: Usage) -> None:
 
 
 def _spool_line(line: str) -> None:
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     if client is not None:
@@ -407,7 +407,7 @@ def _drain_files() -> int:
 
 def usage_spool_drain() -> int:
     """Move spooled records into the table (safe to run anywhere, twice, or at once)."""
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     moved = 0
     client = get_redis()
@@ -443,7 +443,7 @@ def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
 
 def usage_journal_reconcile() -> int:
     """Write a record for every admitted request whose process died before settling."""
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     if client is None:
@@ -555,8 +555,8 @@ class UsageWriter(RecordWriter):
         return written
 
     def _write_then_settle(self, batch: list) -> int:
+        from core.db import release_connection
         from metering.limits import limits_settle_many
-        from portal.db import release_connection
 
         settle = batch
         try:

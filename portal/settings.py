@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portal.env import (
+from core.env import (
     ConfigError,
     check_redis_url,
     env_bool,
@@ -66,10 +66,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "portal.middleware.RequestIdMiddleware",
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Refuse oversized/malformed requests to /v1/ and /api/ before any body read (issue 9).
-    "portal.api_guard.ApiGuardMiddleware",
+    "core.api_guard.ApiGuardMiddleware",
     "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -84,9 +84,9 @@ MIDDLEWARE = [
 
 # The /v1/ API's stack (portal/wsgi.py): no sessions, CSRF, messages, allauth or CSP there.
 API_MIDDLEWARE = [
-    "portal.middleware.RequestIdMiddleware",
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "portal.api_guard.ApiGuardMiddleware",
+    "core.api_guard.ApiGuardMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -155,7 +155,7 @@ if REDIS_URL:
     check_redis_url(REDIS_URL)
     CACHES = {
         "default": {
-            "BACKEND": "portal.cache.PortalRedisCache",
+            "BACKEND": "core.cache.PortalRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "portal"),
             "OPTIONS": {
@@ -258,7 +258,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "portal.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -314,9 +314,9 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "portal.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
     "formatters": {
-        "json": {"()": "portal.logging.JsonFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
     "handlers": {
@@ -358,7 +358,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN") or None
 
 # --- issue 9: bad input and security (helper "security") -------------------------------------
 # DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["portal.api_guard.JSONParser"]
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["core.api_guard.JSONParser"]
 # The preload directive is what `check --deploy` asks for; it does nothing until the domain is
 # submitted to hstspreload.org. Set SECURE_HSTS_PRELOAD=0 if subdomains may not be HTTPS-only.
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)

@@ -3,14 +3,15 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from portal import views
+from portal import dashboard, landing, views
 from portal.metrics import metrics_view
 
 # The admin logs in through allauth: its rate limits and, for staff who enabled it, MFA.
 admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
-    path("", include("accounts.urls")),
+    path("", landing.landing, name="landing"),
+    path("dashboard", dashboard.dashboard, name="dashboard"),
     path("", include("apikeys.urls")),
     path("", include("catalog.urls")),
     path("", include("metering.urls")),

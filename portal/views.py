@@ -10,7 +10,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from portal.errors import ApiError, InvalidRequest, NotFound, error_response, to_api_error
+from core.errors import ApiError, InvalidRequest, NotFound, error_response, to_api_error
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def permission_denied(request, exception=None):
 
 def ratelimited(request, exception=None):
     """django-ratelimit's refusals (portal forms, playground): 429, not its default 403."""
-    from portal.errors import RateLimited
+    from core.errors import RateLimited
 
     if _is_api(request) or request.headers.get("Accept", "").startswith("application/json"):
         return error_response(
@@ -86,7 +86,7 @@ def healthz(request):
 @never_cache
 def readyz(request):
     from catalog.selectors import routing_readiness
-    from portal.redis import redis_ping
+    from core.redis import redis_ping
 
     checks: dict[str, str] = {}
     try:

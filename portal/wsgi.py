@@ -36,7 +36,7 @@ try:
         return pages(environ, start_response)
 
 except Exception as exc:
-    from portal.env import ConfigError
+    from core.env import ConfigError
 
     if isinstance(exc, ConfigError):
         print(f"configuration error: {exc}", file=sys.stderr)

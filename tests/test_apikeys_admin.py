@@ -6,7 +6,7 @@ import pytest
 
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_authenticate
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 CHANGELIST = "/admin/apikeys/apikey/"
 

@@ -16,7 +16,7 @@ from apikeys import keyformat
 from apikeys.authentication import ApiKeyAuthentication
 from apikeys.models import ApiKey
 from apikeys.services import apikey_authenticate, apikey_revoke
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 EXPECTED = {
     "error": {

@@ -12,7 +12,7 @@ import pytest
 from apikeys import cache as key_cache
 from apikeys import services
 from apikeys.services import apikey_authenticate, apikey_revoke, apikey_update
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,7 +35,7 @@ WORKER = textwrap.dedent(
     django.setup()
 
     from apikeys.services import apikey_authenticate
-    from portal.errors import ApiError
+    from core.errors import ApiError
 
     for line in sys.stdin:
         try:

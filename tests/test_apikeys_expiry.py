@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apikeys.models import ApiKey
 from apikeys.services import apikey_authenticate, apikey_create
-from portal.errors import InvalidApiKey, InvalidRequest
+from core.errors import InvalidApiKey, InvalidRequest
 
 
 def test_key_stops_working_when_it_expires_without_any_write(alice):

@@ -9,7 +9,7 @@ from django.db import connection
 
 from apikeys import keyformat
 from apikeys.services import apikey_authenticate, apikey_create, apikey_revoke
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_a_cold_cache_costs_one_load_then_nothing(alice_key):
 
 def test_unknown_keys_are_negatively_cached(db, django_assert_num_queries):
     from apikeys import keyformat
-    from portal.errors import InvalidApiKey
+    from core.errors import InvalidApiKey
 
     raw = keyformat.new_key(keyformat.new_public_id())
     with pytest.raises(InvalidApiKey):

@@ -6,7 +6,7 @@ import pytest
 
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_authenticate, apikey_revoke
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 
 def _revoked_events(key) -> int:

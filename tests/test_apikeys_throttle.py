@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from apikeys import keyformat
 from apikeys.authentication import ApiKeyAuthentication
 from apikeys.services import AUTH_FAILURES_PER_MINUTE, apikey_authenticate
-from portal.errors import InvalidApiKey, RateLimited
+from core.errors import InvalidApiKey, RateLimited
 
 
 class WhoAmI(APIView):

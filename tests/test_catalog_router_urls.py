@@ -10,7 +10,8 @@ import pytest
 
 from catalog.models import Router, RouterPool
 from catalog.routerurl import router_url_problem
-from catalog.services import ConfigInvalid, catalog_apply_config, router_probe
+from catalog.services import ConfigInvalid, catalog_apply_config
+from inference.probes import router_probe
 
 ALLOWED = [
     "http://127.0.0.1:5010",

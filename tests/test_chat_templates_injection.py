@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from core.errors import InvalidRequest
 from inference.chat_templates import NAMES, chatml, llama3, plain, render
 from inference.validation import parse_chat
-from portal.errors import InvalidRequest
 
 ROLES = ("system", "user", "assistant", "developer")
 PLAIN_LABELS = r"(System|User|Assistant)"

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from catalog.models import Router
 from catalog.routing import bump_version
-from portal.redis import get_redis
+from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db
 

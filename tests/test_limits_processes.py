@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from core.errors import RateLimited
 from metering.limits import limits_admit, limits_status
-from portal.errors import RateLimited
 from tests.test_limits_support import (
     WorkerPool,
     future_ms,

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.errors import QuotaExceeded, RateLimited
 from metering.limits import limits_admit, limits_status
 from metering.limits.memory_backend import MemoryBackend
-from portal.errors import QuotaExceeded, RateLimited
 from tests.test_limits_support import (
     BACKENDS,
     future_ms,

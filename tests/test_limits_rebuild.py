@@ -10,9 +10,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from core.errors import QuotaExceeded
 from metering.limits import limits_admit, limits_status
 from metering.models import UsageRecord
-from portal.errors import QuotaExceeded
 from tests.test_limits_support import make_backend, make_plan
 
 
@@ -149,7 +149,7 @@ def test_rebuild_never_lowers_a_live_counter_unless_forced(alice, alice_usage, r
 
 def test_without_redis_there_is_nothing_to_rebuild(settings, db):
     settings.REDIS_URL = None
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     get_redis.cache_clear()
     try:

@@ -11,10 +11,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core.errors import ServiceUnavailable
 from metering.limits import get_backend, limits_admit
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
-from portal.errors import ServiceUnavailable
 from tests.test_limits_support import make_plan, principal
 
 PLAN = make_plan(
@@ -44,7 +44,7 @@ class CountingRedis(redis.Redis):
 def counting(settings):
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL (CI sets it)")
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     return CountingRedis(connection_pool=get_redis().connection_pool)
 

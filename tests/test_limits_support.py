@@ -67,8 +67,8 @@ def make_backend(kind: str, settings):
         return MemoryBackend()
     if not settings.REDIS_URL:
         pytest.skip("the Redis backend needs REDIS_URL (CI sets it)")
+    from core.redis import get_redis
     from metering.limits.redis_backend import RedisBackend
-    from portal.redis import get_redis
 
     return RedisBackend(get_redis())
 
@@ -124,8 +124,8 @@ class WorkerPool:
 
 def worker() -> None:
     """One process: for each phase read from stdin, admits as told and prints a JSON result."""
+    from core.errors import QuotaExceeded, RateLimited
     from metering.limits import limits_admit
-    from portal.errors import QuotaExceeded, RateLimited
 
     number = sys.argv[1]
     print("ready", flush=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import RateLimited
 from metering.limits import limits_admit
 from metering.limits.base import format_reset
-from portal.errors import RateLimited
 from tests.test_limits_support import (
     BACKENDS,
     future_ms,

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from portal.logging import JsonFormatter, RequestIdFilter
-from portal.request_context import set_request_id
+from core.logging import JsonFormatter, RequestIdFilter
+from core.request_context import set_request_id
 from tests.routersim import RouterSim
 from tests.servehelpers import MODEL, Gunicorn, provision
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from core.errors import RateLimited
 from metering.limits import keys, limits_admit
 from metering.models import UsageRecord
 from metering.recording import (
@@ -19,7 +20,6 @@ from metering.recording import (
     usage_journal_reconcile,
     usage_spool_drain,
 )
-from portal.errors import RateLimited
 from tests.test_limits_support import make_plan
 
 pytestmark = [
@@ -53,7 +53,7 @@ def principal(alice_key):
 
 
 def _clean(prefix_names):
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     for name in prefix_names:

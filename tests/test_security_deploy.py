@@ -140,7 +140,7 @@ def test_production_answers_with_the_security_headers():
     assert "portal.csp.ContentSecurityPolicyMiddleware" in middleware
     assert "django.middleware.csrf.CsrfViewMiddleware" in middleware
     # The guard runs before sessions and CSRF read anything of the request.
-    guard = middleware.index("portal.api_guard.ApiGuardMiddleware")
+    guard = middleware.index("core.api_guard.ApiGuardMiddleware")
     assert guard < middleware.index("django.contrib.sessions.middleware.SessionMiddleware")
 
 

@@ -10,7 +10,7 @@ from django.test import override_settings
 from apikeys import keyformat
 from apikeys.models import ApiKey
 from apikeys.services import apikey_authenticate
-from portal.errors import InvalidApiKey
+from core.errors import InvalidApiKey
 
 NEW_HASH_SECRET = "rotated-apikey-hash-secret-2026"
 

@@ -40,7 +40,7 @@ def test_seed_demo_is_idempotent_and_prints_a_working_key():
     keys = [re.search(r"API key\s+(\S+)", text).group(1) for text in (first, second)]
     assert f"Bearer {keys[1]}" in second and "curl" in second
     assert apikey_authenticate(raw_key=keys[1]).owner_email == "demo@example.com"
-    from portal.errors import InvalidApiKey
+    from core.errors import InvalidApiKey
 
     with pytest.raises(InvalidApiKey):
         apikey_authenticate(raw_key=keys[0])  # the previous run's key was revoked

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.env import ConfigError, env_bool, env_int, parse_database_url, parse_email_url
+from core.env import ConfigError, env_bool, env_int, parse_database_url, parse_email_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from django.db.models.signals import post_save
 
+from core import metrics
 from metering.lifecycle import MeteredRequest
 from metering.limits import limits_status
 from metering.models import DailyUsage, QuarantinedUsage, UsageRecord
@@ -23,7 +24,6 @@ from metering.recording import (
     usage_journal_reconcile,
 )
 from metering.services import usage_aggregate
-from portal import metrics
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the journal lives in Redis")
 
@@ -66,8 +66,8 @@ def _admit(principal, plan, usage: Usage, *, lease_seconds: int = 900) -> Metere
 
 
 def _journal_has(member_prefix: str) -> bool:
+    from core.redis import get_redis
     from metering.limits import keys
-    from portal.redis import get_redis
 
     members = get_redis().hkeys(keys.journal())
     return any(m.decode().startswith(member_prefix) for m in members)

@@ -64,7 +64,7 @@ def _race(target, n: int = 2) -> list[BaseException]:
 def redis_spool():
     if not settings.REDIS_URL:
         pytest.skip("the Redis spool needs Redis")
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     stale = [keys.spool(), keys.spool_claims(), *client.zrange(keys.spool_claims(), 0, -1)]

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from core.errors import ServiceUnavailable
 from metering.limits.base import (
     DEFAULT_LEASE_SECONDS,
     BackendUnavailable,
@@ -35,7 +36,6 @@ from metering.limits.base import (
     rejection,
     user_base,
 )
-from portal.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def get_backend() -> LimitsBackend:
             backend = _backends.get(url)
             if backend is None:
                 if url:
+                    from core.redis import get_redis
                     from metering.limits.redis_backend import RedisBackend
-                    from portal.redis import get_redis
 
                     backend = RedisBackend(get_redis())
                 else:

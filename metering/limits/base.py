@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from core.errors import QuotaExceeded, RateLimited
 from metering.limits.keys import key_base, key_prefix, user_base  # noqa: F401 - re-exported
-from portal.errors import QuotaExceeded, RateLimited
 
 WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
 DEFAULT_LEASE_SECONDS = 900  # an in-flight slot not released by then belonged to a dead process

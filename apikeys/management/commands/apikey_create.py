@@ -13,7 +13,7 @@ from django.db import transaction
 
 from accounts.models import Plan
 from apikeys.services import apikey_create
-from portal.errors import ApiError
+from core.errors import ApiError
 
 ACTOR_LABEL = "manage.py apikey_create"
 

@@ -16,10 +16,10 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from core.redis import get_redis
 from metering.limits import keys
 from metering.limits.base import WINDOW_MS, Periods, key_base, user_base
 from metering.models import UsageRecord
-from portal.redis import get_redis
 
 # Raise a counter to at least the value given (or set it with force), and set its expiry.
 SET_AT_LEAST = """

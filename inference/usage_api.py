@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.response import Response
 
+from accounts.models import Plan
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
 from inference.views import V1View
@@ -41,8 +42,6 @@ class UsageApi(V1View):
 def _plan_body(plan, principal) -> dict | None:
     if plan is None:
         return None
-    from accounts.models import Plan
-
     body = {"name": plan.name, **{field: getattr(plan, field) for field in Plan.LIMIT_FIELDS}}
     # A key may narrow the plan's rates: show what actually applies to this key.
     for field in ("requests_per_minute", "tokens_per_minute"):

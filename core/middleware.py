@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from portal.request_context import set_request_id
+from core.request_context import set_request_id
 
 
 def new_request_id() -> str:

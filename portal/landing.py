@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from accounts.selectors import catalog_enabled_models
+from catalog.selectors import catalog_enabled_models
 
 # Shown in the get-started snippet when the catalog is still empty.
 EXAMPLE_MODEL_PLACEHOLDER = "MODEL_ID"

@@ -24,7 +24,7 @@ from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from portal.errors import ApiError, InvalidRequest, PayloadTooLarge, error_response
+from core.errors import ApiError, InvalidRequest, PayloadTooLarge, error_response
 
 API_PREFIXES = ("/v1/", "/api/")
 MAX_HEADER_BYTES = 16 * 1024

@@ -1,0 +1,33 @@
+"""What the layer that talks to routers lends the catalog's admin: a probe and breaker states.
+
+The catalog sits below inference and does not import it. Inference registers its probe and
+its circuit breaker here when Django starts (`InferenceConfig.ready`), and the admin asks
+through these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from catalog.models import Router
+
+_probe: Callable[..., Router] | None = None
+_breaker_state: Callable[[int], str] | None = None
+
+
+def register_router_client(
+    *, probe: Callable[..., Router], breaker_state: Callable[[int], str]
+) -> None:
+    global _probe, _breaker_state
+    _probe, _breaker_state = probe, breaker_state
+
+
+def router_probe(*, router: Router) -> Router:
+    if _probe is None:
+        raise RuntimeError("no router client registered: is `inference` in INSTALLED_APPS?")
+    return _probe(router=router)
+
+
+def breaker_state(router_id: int) -> str:
+    """This process's circuit breaker state for the router, or "unknown" without a client."""
+    return _breaker_state(router_id) if _breaker_state is not None else "unknown"
