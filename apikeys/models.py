@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apikeys.keyformat import KEY_PREFIX
+
 
 class ApiKeyQuerySet(models.QuerySet):
     def for_owner(self, user):
@@ -51,8 +53,6 @@ class ApiKey(models.Model):
 
     @property
     def display_prefix(self) -> str:
-        from apikeys.keyformat import KEY_PREFIX
-
         return f"{KEY_PREFIX}{self.public_id}…"
 
     @property

@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import User
 from apikeys import keyformat
 from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
@@ -412,7 +413,6 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
     on first use (and again if the user revoked it); its raw secret is thrown away at once:
     the browser never holds a key, the server builds the principal from the database row.
     """
-    from accounts.models import User
 
     def _active():
         return (

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 
+from accounts.models import Plan
+from catalog.models import CatalogModel, Router
 from core.db import release_connection
 
 VERSION_KEY = "catalog:version"
@@ -135,9 +137,6 @@ def bump_version() -> None:
 
 
 def build_routing_table(version: str | None) -> RoutingTable:
-    from accounts.models import Plan
-    from catalog.models import CatalogModel, Router
-
     table = RoutingTable(version=version)
     for plan in Plan.objects.all():
         table.plans[plan.pk] = PlanInfo(

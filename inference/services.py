@@ -34,10 +34,12 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
     error_response,
+    to_api_error,
 )
 from inference import chat_templates, upstream
 from inference.openai_format import ChunkWriter, completion_body, usage_dict
 from inference.relay import Relay, bill
+from inference.router_api import api_for
 from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
 from metering.lifecycle import MeteredRequest, usage_refused
@@ -193,8 +195,6 @@ def completion_serve(
     except ApiError as error:
         return call.fail(error)
     except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
-        from core.errors import to_api_error
-
         error = to_api_error(exc)
         if error is None:
             raise
@@ -219,7 +219,6 @@ def completion_serve(
         "frequency_penalty": creq.sampling.frequency_penalty,
     }
     try:
-        from inference.router_api import api_for
 
         def payload_for(router):
             return api_for(router.api_version).payload(

@@ -43,7 +43,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from core import metrics
-from metering.limits import keys
+from core.db import release_connection
+from core.redis import get_redis
+from metering.limits import keys, limits_settle_many
 from metering.models import DailyUsage, QuarantinedUsage, UsagePending, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -299,8 +301,6 @@ def _spool(usage: Usage) -> None:
 
 
 def _spool_line(line: str) -> None:
-    from core.redis import get_redis
-
     client = get_redis()
     if client is not None:
         try:
@@ -407,8 +407,6 @@ def _drain_files() -> int:
 
 def usage_spool_drain() -> int:
     """Move spooled records into the table (safe to run anywhere, twice, or at once)."""
-    from core.redis import get_redis
-
     moved = 0
     client = get_redis()
     if client is not None:
@@ -443,8 +441,6 @@ def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
 
 def usage_journal_reconcile() -> int:
     """Write a record for every admitted request whose process died before settling."""
-    from core.redis import get_redis
-
     client = get_redis()
     if client is None:
         return 0
@@ -555,9 +551,6 @@ class UsageWriter(RecordWriter):
         return written
 
     def _write_then_settle(self, batch: list) -> int:
-        from core.db import release_connection
-        from metering.limits import limits_settle_many
-
         settle = batch
         try:
             records_insert([usage.row() for usage, _ in batch], source="writer")

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
+from metering.limits import BackendUnavailable, limits_status
 from metering.models import DailyUsage
 
 log = logging.getLogger(__name__)
@@ -170,36 +171,25 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def _limits_engine():
-    try:
-        from metering.limits import BackendUnavailable, limits_status
-    except ImportError:  # the limits engine is not in this tree
-        return None
-    return limits_status, BackendUnavailable
-
-
 def usage_limits(
     *, plan: Any, today: Totals, month: Totals, principal: Any = None, owner_id: int | None = None
 ) -> dict[str, dict]:
     """Every limit as {limit, used, remaining, reset_at (ISO)}: the limits engine's live
     counters for a key's principal (or a user, by owner_id). When the engine's backend
-    (Redis) is down, or the engine is absent, the plan's daily and monthly quotas against
-    the ledger totals instead: usage pages keep working without Redis."""
-    engine = _limits_engine()
-    if engine is not None:
-        limits_status, unavailable = engine
-        try:
-            if principal is not None:
-                status = limits_status(principal=principal, plan=plan)
-            else:
-                status = limits_status(plan=plan, owner_id=owner_id)
-        except unavailable as exc:
-            log.warning("limits backend unavailable, quotas from the ledgers: %s", exc)
+    (Redis) is down, the plan's daily and monthly quotas against the ledger totals instead:
+    usage pages keep working without Redis."""
+    try:
+        if principal is not None:
+            status = limits_status(principal=principal, plan=plan)
         else:
-            return {
-                name: {**entry, "reset_at": _iso(entry.get("reset_at"))}
-                for name, entry in status.items()
-            }
+            status = limits_status(plan=plan, owner_id=owner_id)
+    except BackendUnavailable as exc:
+        log.warning("limits backend unavailable, quotas from the ledgers: %s", exc)
+    else:
+        return {
+            name: {**entry, "reset_at": _iso(entry.get("reset_at"))}
+            for name, entry in status.items()
+        }
     return quota_status(plan=plan, today=today, month=month)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from metering.recording import usage_journal_reconcile, usage_spool_drain
 from metering.services import usage_aggregate, usage_prune
 
 # Beat runs aggregation every minute: a run stops taking new batches after this many seconds
@@ -16,8 +17,6 @@ AGGREGATE_BUDGET_SECONDS = 45
     name="metering.tasks.aggregate_usage", ignore_result=True, soft_time_limit=110, time_limit=120
 )
 def aggregate_usage() -> int:
-    from metering.recording import usage_spool_drain
-
     usage_spool_drain()  # records spooled during a database outage are folded in this run
     return usage_aggregate(max_seconds=AGGREGATE_BUDGET_SECONDS)
 
@@ -35,6 +34,4 @@ def prune_usage() -> int:
 def drain_usage_spool() -> int:
     """Records spooled while the database was unavailable go into the table, and requests whose
     process died before they ended get their record from the admission journal."""
-    from metering.recording import usage_journal_reconcile, usage_spool_drain
-
     return usage_spool_drain() + usage_journal_reconcile()

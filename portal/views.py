@@ -10,7 +10,16 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from core.errors import ApiError, InvalidRequest, NotFound, error_response, to_api_error
+from catalog.selectors import routing_readiness
+from core.errors import (
+    ApiError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    error_response,
+    to_api_error,
+)
+from core.redis import redis_ping
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,6 @@ def permission_denied(request, exception=None):
 
 def ratelimited(request, exception=None):
     """django-ratelimit's refusals (portal forms, playground): 429, not its default 403."""
-    from core.errors import RateLimited
-
     if _is_api(request) or request.headers.get("Accept", "").startswith("application/json"):
         return error_response(
             RateLimited(
@@ -85,9 +92,6 @@ def healthz(request):
 
 @never_cache
 def readyz(request):
-    from catalog.selectors import routing_readiness
-    from core.redis import redis_ping
-
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:

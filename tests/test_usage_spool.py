@@ -59,7 +59,7 @@ def test_file_spool_drains_idempotently(alice_key, settings, tmp_path, monkeypat
     from metering import recording
 
     settings.USAGE_SPOOL_DIR = tmp_path
-    monkeypatch.setattr("core.redis.get_redis", lambda: None)
+    monkeypatch.setattr("metering.recording.get_redis", lambda: None)
     key, _ = alice_key
     recording._spool(_usage(key, "req_a"))
     recording._spool(_usage(key, "req_b"))

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 
 from core.errors import ServiceUnavailable
+from core.redis import get_redis
 from metering.limits.base import (
     DEFAULT_LEASE_SECONDS,
     BackendUnavailable,
@@ -36,6 +37,8 @@ from metering.limits.base import (
     rejection,
     user_base,
 )
+from metering.limits.memory_backend import MemoryBackend
+from metering.limits.redis_backend import RedisBackend
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +65,7 @@ def get_backend() -> LimitsBackend:
         with _backends_lock:
             backend = _backends.get(url)
             if backend is None:
-                if url:
-                    from core.redis import get_redis
-                    from metering.limits.redis_backend import RedisBackend
-
-                    backend = RedisBackend(get_redis())
-                else:
-                    from metering.limits.memory_backend import MemoryBackend
-
-                    backend = MemoryBackend()
+                backend = RedisBackend(get_redis()) if url else MemoryBackend()
                 _backends[url] = backend
     return backend
 
