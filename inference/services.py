@@ -42,14 +42,10 @@ from inference.relay import Relay, bill
 from inference.router_api import api_for
 from inference.tokens import estimate_tokens
 from inference.validation import CompletionRequest, parse_chat
-from metering.lifecycle import MeteredRequest, usage_refused
+from metering.lifecycle import MeteredRequest, Outcome, Usage, usage_refused
 from metering.limits import Admission
-from metering.models import UsageRecord
-from metering.recording import Usage
 
 log = logging.getLogger(__name__)
-
-Outcome = UsageRecord.Outcome
 
 
 def outcome_for(error: ApiError) -> str:

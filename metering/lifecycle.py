@@ -25,9 +25,17 @@ import time
 from django.conf import settings
 
 from metering.limits import Admission, BackendUnavailable, get_backend, keys, limits_admit
+from metering.models import UsageRecord
 from metering.recording import Usage, journal_entry, record_writer
 
 log = logging.getLogger(__name__)
+
+# What a caller of this module needs and nothing more: it fills a `Usage` (what the request
+# measured) and says how the request ended (`Outcome`); where and when the record is written,
+# journaled or spooled stays in here.
+__all__ = ["MeteredRequest", "Outcome", "Usage", "usage_refused"]
+
+Outcome = UsageRecord.Outcome
 
 DEFAULT_REFUSED_PER_MINUTE = 120
 

@@ -29,7 +29,7 @@ from metering.limits.base import (
     BackendUnavailable,
     Limits,
     LimitsBackend,
-    Outcome,
+    LimitsVerdict,
     Periods,
     Ticket,
     key_base,
@@ -336,7 +336,7 @@ def limits_headers(*, principal, plan) -> dict[str, str]:
     return rate_headers(limits, outcome)
 
 
-def _status(limits: Limits, outcome: Outcome, periods: Periods) -> dict:
+def _status(limits: Limits, outcome: LimitsVerdict, periods: Periods) -> dict:
     now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
 
     def entry(limit, used, reset_at):

@@ -44,7 +44,7 @@ class LimitsBackend:
         now_ms: int | None,
         dry: bool = False,
         journal: str = "",
-    ) -> Outcome:
+    ) -> LimitsVerdict:
         raise NotImplementedError
 
     def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
@@ -146,7 +146,7 @@ class Ticket:
 
 
 @dataclass(slots=True)
-class Outcome:
+class LimitsVerdict:
     admitted: bool
     now_ms: int
     inflight: int = 0
@@ -173,7 +173,7 @@ def format_reset(ms: int) -> str:
 
 
 def _binding(
-    limits: Limits, outcome: Outcome, names: tuple[str, str]
+    limits: Limits, outcome: LimitsVerdict, names: tuple[str, str]
 ) -> tuple[int, int, int] | None:
     """(limit, remaining, reset_ms) of whichever of the plan/key windows is tighter."""
     best = None
@@ -191,7 +191,7 @@ def _binding(
     return limit, remaining, reset
 
 
-def rate_headers(limits: Limits, outcome: Outcome) -> dict[str, str]:
+def rate_headers(limits: Limits, outcome: LimitsVerdict) -> dict[str, str]:
     """The x-ratelimit-* headers. A trio is left out when no per-minute limit of its kind applies:
     there is nothing true to say about a limit that does not exist."""
     headers: dict[str, str] = {}
@@ -212,7 +212,9 @@ def _whose(limits: Limits, name: str) -> str:
     return f"for your plan '{limits.plan_name}'"
 
 
-def rejection(limits: Limits, outcome: Outcome, *, reserve: int) -> RateLimited | QuotaExceeded:
+def rejection(
+    limits: Limits, outcome: LimitsVerdict, *, reserve: int
+) -> RateLimited | QuotaExceeded:
     """The error for a refused admission: the limit that keeps the caller waiting longest."""
     now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
     periods = Periods.at(outcome.now_ms)

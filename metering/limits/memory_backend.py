@@ -15,7 +15,7 @@ from metering.limits.base import (
     WINDOW_NAMES,
     Limits,
     LimitsBackend,
-    Outcome,
+    LimitsVerdict,
     Ticket,
 )
 
@@ -82,12 +82,12 @@ class MemoryBackend(LimitsBackend):
         now_ms: int | None,
         dry: bool = False,
         journal: str = "",
-    ) -> Outcome:
+    ) -> LimitsVerdict:
         with self._lock:
             now = int(time.time() * 1000) if now_ms is None else now_ms
             W = self.window_ms
             cutoff = now - W
-            out = Outcome(admitted=False, now_ms=now)
+            out = LimitsVerdict(admitted=False, now_ms=now)
             failed: list[str] = []
             base = {
                 "p_rpm": ticket.user_base,

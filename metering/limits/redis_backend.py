@@ -26,7 +26,7 @@ from metering.limits.base import (
     BackendUnavailable,
     Limits,
     LimitsBackend,
-    Outcome,
+    LimitsVerdict,
     Ticket,
 )
 
@@ -65,7 +65,7 @@ class RedisBackend(LimitsBackend):
         now_ms: int | None,
         dry: bool = False,
         journal: str = "",
-    ) -> Outcome:
+    ) -> LimitsVerdict:
         p = ticket.periods
         args = [
             "" if now_ms is None else now_ms,
@@ -83,7 +83,7 @@ class RedisBackend(LimitsBackend):
         ]
         raw = self._run(self._admit, self._keys(ticket), args)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
-        outcome = Outcome(
+        outcome = LimitsVerdict(
             admitted=bool(raw[0]),
             now_ms=int(raw[1]),
             inflight=int(raw[2]),
