@@ -400,7 +400,7 @@ def _rehash(key_id: int, raw_key: str) -> None:
     apikey_refresh_cache(public_id=key.public_id)
 
 
-# --- the playground (issue 7) -----------------------------------------------------------------
+# --- the playground's key ------------------------------------------------------------------
 
 PLAYGROUND_KEY_NAME = "Playground"
 

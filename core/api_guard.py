@@ -27,8 +27,6 @@ from rest_framework.exceptions import ParseError
 from core.errors import ApiError, InvalidRequest, PayloadTooLarge, error_response
 
 API_PREFIXES = ("/v1/", "/api/")
-MAX_HEADER_BYTES = 16 * 1024
-MAX_HEADERS_TOTAL_BYTES = 32 * 1024
 
 
 def _refusal(status: int, message: str, code: str) -> ApiError:
@@ -39,8 +37,8 @@ def _refusal(status: int, message: str, code: str) -> ApiError:
 
 def check_request(environ: dict) -> ApiError | None:
     """The error for a request that must not reach a view, or None."""
-    one_limit = getattr(settings, "API_MAX_HEADER_BYTES", MAX_HEADER_BYTES)
-    total_limit = getattr(settings, "API_MAX_HEADERS_TOTAL_BYTES", MAX_HEADERS_TOTAL_BYTES)
+    one_limit = settings.API_MAX_HEADER_BYTES
+    total_limit = settings.API_MAX_HEADERS_TOTAL_BYTES
     total = 0
     for name, value in environ.items():
         if not name.startswith("HTTP_") or not isinstance(value, str):

@@ -19,7 +19,6 @@ from core.errors import ApiError, InvalidRequest, RateLimited, error_response
 from inference import validation
 from inference.services import completion_serve
 
-DEFAULT_RATE = "30/m"  # per user: a person typing, not a script (scripts use /v1/ with a key)
 _FIELDS = ("model", "messages", "max_tokens", "temperature")
 
 
@@ -59,7 +58,7 @@ def playground_chat_serve(request):
     """One streamed chat turn for a logged-in user; errors in the API's JSON shape."""
     if not request.user.is_authenticated:
         return error_response(LoginRequired("Log in to use the playground."))
-    rate = getattr(settings, "PLAYGROUND_RATE", DEFAULT_RATE)
+    rate = settings.PLAYGROUND_RATE
     usage = get_usage(request, group="playground-chat", key="user", rate=rate, increment=True)
     if usage is not None and usage["should_limit"]:
         retry = max(1, int(usage["time_left"]))

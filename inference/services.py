@@ -23,7 +23,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
-from core import metrics  # issue 8: metrics
+from core import metrics
 from core.errors import (
     ApiError,
     InvalidRequest,
@@ -109,7 +109,7 @@ class Call:
         self.usage.http_status = status
         self.usage.error_code = error_code
         self.usage.latency_ms = self.elapsed_ms()
-        u = self.usage  # issue 8: metrics (model "-" until the catalog resolved it)
+        u = self.usage  # the model is "-" in metrics until the catalog resolved it
         metrics.request_ended(
             model=u.model if u.pool else "-",
             endpoint=u.endpoint,
@@ -413,7 +413,7 @@ def _answer_stream(a: _Answer, client_socket=None):
         prompt_t = completion_t = None
         outcome, status, code = Outcome.OK, 200, ""
         previous_timeout = _send_timeout(client_socket, settings.STREAM_WRITE_TIMEOUT_SECONDS)
-        metrics.STREAMS_IN_FLIGHT.inc()  # issue 8: metrics (dec in the finally below)
+        metrics.STREAMS_IN_FLIGHT.inc()  # dec in the finally below
         try:
             if writer.chat:
                 yield writer.role()
@@ -478,7 +478,7 @@ def _answer_stream(a: _Answer, client_socket=None):
             call.release_slot()
             yield writer.done()
         finally:
-            metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
+            metrics.STREAMS_IN_FLIGHT.dec()
             up.close()
             _send_timeout(client_socket, previous_timeout)
             call.end(outcome=outcome, status=status, error_code=code)

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from inference import usage_api, views
+from inference import pages, usage_api, views
 
 urlpatterns = [
     path("v1/models", views.ModelListView.as_view(), name="v1-models"),
@@ -15,8 +15,7 @@ urlpatterns = [
     path("v1/usage", usage_api.UsageApi.as_view(), name="api-usage"),
 ]
 
-from inference import pages  # noqa: E402 - issue 7: the docs and playground pages
-
+# The docs and playground pages: the same pipeline, driven from the browser.
 urlpatterns += [
     path("docs", pages.docs_page, name="docs"),
     path("playground", pages.playground_page, name="playground"),

@@ -37,8 +37,6 @@ __all__ = ["MeteredRequest", "Outcome", "Usage", "usage_refused"]
 
 Outcome = UsageRecord.Outcome
 
-DEFAULT_REFUSED_PER_MINUTE = 120
-
 
 class MeteredRequest:
     """An admitted, metered request: its admission and its usage record in the making."""
@@ -98,7 +96,7 @@ class MeteredRequest:
 def usage_refused(usage: Usage) -> bool:
     """Record a request refused before admission, unless its key is over the refused-request
     rate: then False (answer 429, write nothing)."""
-    limit = getattr(settings, "USAGE_REFUSED_PER_MINUTE", DEFAULT_REFUSED_PER_MINUTE)
+    limit = settings.USAGE_REFUSED_PER_MINUTE
     try:
         within = get_backend().count_refused(
             base=keys.key_base(usage.user_id, usage.key_id),

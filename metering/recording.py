@@ -293,7 +293,7 @@ return 1
 
 
 def _spool_dir() -> Path:
-    return Path(getattr(settings, "USAGE_SPOOL_DIR", settings.BASE_DIR / "var" / "usage-spool"))
+    return Path(settings.USAGE_SPOOL_DIR)
 
 
 def _spool(usage: Usage) -> None:

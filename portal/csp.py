@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from django.conf import settings
 
-DEFAULT_STYLE_SRC = "'self' 'unsafe-inline'"
-
 
 def policy() -> str:
-    style = getattr(settings, "CSP_STYLE_SRC", DEFAULT_STYLE_SRC)
+    style = settings.CSP_STYLE_SRC
     return (
         "default-src 'self'; img-src 'self' data:; "
         f"style-src {style}; script-src 'self'; object-src 'none'; "

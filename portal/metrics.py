@@ -74,7 +74,7 @@ _PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
 
 
 def metrics_allowed(request) -> bool:
-    token = getattr(settings, "METRICS_TOKEN", None)
+    token = settings.METRICS_TOKEN
     if token:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, given = header.partition(" ")

@@ -68,7 +68,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Refuse oversized/malformed requests to /v1/ and /api/ before any body read (issue 9).
+    # Refuse oversized/malformed requests to /v1/ and /api/ before any body read.
     "core.api_guard.ApiGuardMiddleware",
     "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -204,6 +204,10 @@ USAGE_WRITE_BATCHED = env_bool("USAGE_WRITE_BATCHED", bool(REDIS_URL))
 USAGE_REFUSED_PER_MINUTE = env_int("USAGE_REFUSED_PER_MINUTE", 120, minimum=1)
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
+# Where usage records wait when neither the database nor Redis takes them (a local file spool).
+USAGE_SPOOL_DIR = BASE_DIR / "var" / "usage-spool"
+# The limits' Redis key prefix; empty: the cache's KEY_PREFIX (metering/limits/keys.py).
+LIMITS_KEY_PREFIX = None
 
 # --- auth (django-allauth) ------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -257,7 +261,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
+    "DEFAULT_PARSER_CLASSES": ["core.api_guard.JSONParser"],
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -285,10 +290,14 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = False
+# The preload directive is what `check --deploy` asks for; it does nothing until the domain is
+# submitted to hstspreload.org. Set SECURE_HSTS_PRELOAD=0 if subdomains may not be HTTPS-only.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The pages' style-src: 'unsafe-inline' until every inline style has moved to static/css.
+CSP_STYLE_SRC = "'self' 'unsafe-inline'"
 SESSION_COOKIE_HTTPONLY = True
 
 LANGUAGE_CODE = "en-us"
@@ -351,14 +360,14 @@ STREAM_WRITE_TIMEOUT_SECONDS = env_int("STREAM_WRITE_TIMEOUT_SECONDS", 60, minim
 # How often (seconds) a process checks the catalog's version stamp in the shared cache.
 CATALOG_CHECK_SECONDS = float(env_int("CATALOG_CHECK_MS", 1000, minimum=0)) / 1000
 
-# --- serving and metrics (issue 8: production serving and performance) ----------------------
+# --- serving and metrics ------------------------------------------------------------------
 # /metrics wants `Authorization: Bearer <METRICS_TOKEN>` when set; unset, only direct loopback
 # clients may scrape it (see portal/metrics.py).
 METRICS_TOKEN = env_str("METRICS_TOKEN") or None
 
-# --- issue 9: bad input and security (helper "security") -------------------------------------
-# DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["core.api_guard.JSONParser"]
-# The preload directive is what `check --deploy` asks for; it does nothing until the domain is
-# submitted to hstspreload.org. Set SECURE_HSTS_PRELOAD=0 if subdomains may not be HTTPS-only.
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+# --- bad input --------------------------------------------------------------------------------
+# The API guard (core/api_guard.py) answers 431 past these, before any view reads the request.
+API_MAX_HEADER_BYTES = 16 * 1024
+API_MAX_HEADERS_TOTAL_BYTES = 32 * 1024
+# The playground's own rate per user: a person typing, not a script (scripts use /v1/ and a key).
+PLAYGROUND_RATE = "30/m"

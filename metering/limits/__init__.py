@@ -260,7 +260,7 @@ def limits_admit(
             journal=journal,
         )
     except BackendUnavailable as exc:
-        if getattr(settings, "LIMITS_FAIL_OPEN", False):
+        if settings.LIMITS_FAIL_OPEN:
             log.warning("limits backend unavailable, admitting without limits (fail open): %s", exc)
             return Admission(
                 backend=None, ticket=None, reserved=reserve, headers={}, request_id=request_id

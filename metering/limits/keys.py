@@ -12,7 +12,7 @@ from django.conf import settings
 
 
 def prefix() -> str:
-    value = getattr(settings, "LIMITS_KEY_PREFIX", None)
+    value = settings.LIMITS_KEY_PREFIX
     if not value:
         value = settings.CACHES.get("default", {}).get("KEY_PREFIX") or "portal"
     return value
