@@ -106,114 +106,126 @@ def catalog_apply_config(*, config) -> ApplyResult:
     if unknown:
         raise ConfigInvalid(f"config: unknown section(s) {', '.join(sorted(unknown))}")
     result = ApplyResult()
+    # A plan names its models before the models section has created them: linked at the end.
     plan_models: dict[str, list[str]] = {}
-
     for i, raw in enumerate(_list(config.get("plans"), "plans")):
-        where = f"plans[{i}]"
-        data = _obj(raw, where)
-        name = _str(data, "name", where)
-        fields = {
-            f: _int(data, f, where, model=Plan, default=_UNSET, nullable=True) for f in _PLAN_LIMITS
-        }
-        fields = {k: v for k, v in fields.items() if v is not _UNSET}
-        models = _list(data.get("models", ["*"]), f"{where}.models")
-        if not all(isinstance(m, str) for m in models):
-            raise ConfigInvalid(f'{where}.models: expected a list of model ids or ["*"]')
-        fields["all_models"] = "*" in models
-        if "description" in data:
-            fields["description"] = _str(data, "description", where, required=False)
-        is_default = _bool(data, "default", where, False)
-        if is_default:
-            Plan.objects.exclude(name=name).update(is_default=False)
-            fields["is_default"] = True
-        Plan.objects.update_or_create(name=name, defaults=fields)
-        plan_models[name] = [m for m in models if m != "*"]
+        name, model_ids = _apply_plan(raw, f"plans[{i}]")
+        plan_models[name] = model_ids
         result.plans += 1
-
     for i, raw in enumerate(_list(config.get("pools"), "pools")):
-        where = f"pools[{i}]"
-        data = _obj(raw, where)
-        name = _str(data, "name", where)
-        pool, _ = RouterPool.objects.update_or_create(
-            name=name, defaults={"description": data.get("description") or ""}
-        )
+        result.routers += _apply_pool(raw, f"pools[{i}]")
         result.pools += 1
-        for j, rraw in enumerate(_list(data.get("routers"), f"{where}.routers")):
-            rwhere = f"{where}.routers[{j}]"
-            rdata = _obj(rraw, rwhere)
-            url = _str(rdata, "url", rwhere).rstrip("/")
-            problem = router_url_problem(url)
-            if problem:
-                raise ConfigInvalid(f"{rwhere}.url: {problem}")
-            version = rdata.get("api_version", "v1")
-            if version not in Router.ApiVersion.values:
-                raise ConfigInvalid(f"{rwhere}.api_version: expected one of v1, v3")
-            session_id = _int(rdata, "session_id", rwhere, model=Router)
-            if session_id is None:
-                raise ConfigInvalid(f"{rwhere}.session_id: required")
-            defaults = {
-                "api_version": version,
-                "weight": _int(rdata, "weight", rwhere, model=Router, default=1, minimum=1),
-                "enabled": _bool(rdata, "enabled", rwhere, True),
-            }
-            if "token" in rdata:
-                defaults["token"] = _str(rdata, "token", rwhere, required=False)
-            if "name" in rdata:
-                defaults["name"] = _str(rdata, "name", rwhere, required=False)
-            Router.objects.update_or_create(
-                pool=pool, base_url=url, session_id=session_id, defaults=defaults
-            )
-            result.routers += 1
-
     for i, raw in enumerate(_list(config.get("models"), "models")):
-        where = f"models[{i}]"
-        data = _obj(raw, where)
-        public_id = _str(data, "id", where)
-        pool_name = _str(data, "pool", where)
-        pool = RouterPool.objects.filter(name=pool_name).first()
-        if pool is None:
-            raise ConfigInvalid(f"{where}.pool: no pool named '{pool_name}'")
-        template = data.get("chat_template", "llama3")
-        if template not in CatalogModel.ChatTemplate.values:
-            raise ConfigInvalid(
-                f"{where}.chat_template: expected one of "
-                f"{', '.join(CatalogModel.ChatTemplate.values)}"
-            )
-        defaults = {
-            "pool": pool,
-            "chat_template": template,
-            "enabled": _bool(data, "enabled", where, True),
-        }
-        for name in (
-            "max_tokens",
-            "default_max_tokens",
-            "context_length",
-            "request_timeout",
-            "sort_order",
-        ):
-            minimum = -(10**6) if name == "sort_order" else 1
-            value = _int(data, name, where, model=CatalogModel, minimum=minimum)
-            if value is not None:
-                defaults[name] = value
-        for text in ("display_name", "description"):
-            if text in data:
-                defaults[text] = _str(data, text, where, required=False)
-        model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
-        if model.default_max_tokens > model.max_tokens:
-            model.default_max_tokens = model.max_tokens
-            model.save(update_fields=["default_max_tokens"])
+        _apply_model(raw, f"models[{i}]")
         result.models += 1
-
     for plan_name, model_ids in plan_models.items():
-        plan = Plan.objects.get(name=plan_name)
-        models = list(CatalogModel.objects.filter(public_id__in=model_ids))
-        missing = set(model_ids) - {m.public_id for m in models}
-        if missing:
-            raise ConfigInvalid(
-                f"plans[{plan_name}].models: unknown model(s) {', '.join(sorted(missing))}"
-            )
-        plan.models.set(models)
+        _link_plan_models(plan_name, model_ids)
     return result
+
+
+def _apply_plan(raw, where: str) -> tuple[str, list[str]]:
+    """Upsert one plan; returns its name and the model ids it lists ("*" taken out)."""
+    data = _obj(raw, where)
+    name = _str(data, "name", where)
+    fields = {
+        f: _int(data, f, where, model=Plan, default=_UNSET, nullable=True) for f in _PLAN_LIMITS
+    }
+    fields = {k: v for k, v in fields.items() if v is not _UNSET}
+    models = _list(data.get("models", ["*"]), f"{where}.models")
+    if not all(isinstance(m, str) for m in models):
+        raise ConfigInvalid(f'{where}.models: expected a list of model ids or ["*"]')
+    fields["all_models"] = "*" in models
+    if "description" in data:
+        fields["description"] = _str(data, "description", where, required=False)
+    if _bool(data, "default", where, False):
+        Plan.objects.exclude(name=name).update(is_default=False)
+        fields["is_default"] = True
+    Plan.objects.update_or_create(name=name, defaults=fields)
+    return name, [m for m in models if m != "*"]
+
+
+def _apply_pool(raw, where: str) -> int:
+    """Upsert one pool and its routers; returns how many routers."""
+    data = _obj(raw, where)
+    name = _str(data, "name", where)
+    pool, _ = RouterPool.objects.update_or_create(
+        name=name, defaults={"description": data.get("description") or ""}
+    )
+    routers = _list(data.get("routers"), f"{where}.routers")
+    for j, raw_router in enumerate(routers):
+        _apply_router(pool, raw_router, f"{where}.routers[{j}]")
+    return len(routers)
+
+
+def _apply_router(pool: RouterPool, raw, where: str) -> None:
+    data = _obj(raw, where)
+    url = _str(data, "url", where).rstrip("/")
+    problem = router_url_problem(url)
+    if problem:
+        raise ConfigInvalid(f"{where}.url: {problem}")
+    version = data.get("api_version", "v1")
+    if version not in Router.ApiVersion.values:
+        raise ConfigInvalid(f"{where}.api_version: expected one of v1, v3")
+    session_id = _int(data, "session_id", where, model=Router)
+    if session_id is None:
+        raise ConfigInvalid(f"{where}.session_id: required")
+    defaults = {
+        "api_version": version,
+        "weight": _int(data, "weight", where, model=Router, default=1, minimum=1),
+        "enabled": _bool(data, "enabled", where, True),
+    }
+    if "token" in data:
+        defaults["token"] = _str(data, "token", where, required=False)
+    if "name" in data:
+        defaults["name"] = _str(data, "name", where, required=False)
+    Router.objects.update_or_create(
+        pool=pool, base_url=url, session_id=session_id, defaults=defaults
+    )
+
+
+_MODEL_INTEGERS = ("max_tokens", "default_max_tokens", "context_length", "request_timeout")
+
+
+def _apply_model(raw, where: str) -> None:
+    data = _obj(raw, where)
+    public_id = _str(data, "id", where)
+    pool_name = _str(data, "pool", where)
+    pool = RouterPool.objects.filter(name=pool_name).first()
+    if pool is None:
+        raise ConfigInvalid(f"{where}.pool: no pool named '{pool_name}'")
+    template = data.get("chat_template", "llama3")
+    if template not in CatalogModel.ChatTemplate.values:
+        raise ConfigInvalid(
+            f"{where}.chat_template: expected one of {', '.join(CatalogModel.ChatTemplate.values)}"
+        )
+    defaults = {
+        "pool": pool,
+        "chat_template": template,
+        "enabled": _bool(data, "enabled", where, True),
+    }
+    for name in (*_MODEL_INTEGERS, "sort_order"):
+        minimum = -(10**6) if name == "sort_order" else 1
+        value = _int(data, name, where, model=CatalogModel, minimum=minimum)
+        if value is not None:
+            defaults[name] = value
+    for text in ("display_name", "description"):
+        if text in data:
+            defaults[text] = _str(data, text, where, required=False)
+    model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
+    if model.default_max_tokens > model.max_tokens:
+        model.default_max_tokens = model.max_tokens
+        model.save(update_fields=["default_max_tokens"])
+
+
+def _link_plan_models(plan_name: str, model_ids: list[str]) -> None:
+    plan = Plan.objects.get(name=plan_name)
+    models = list(CatalogModel.objects.filter(public_id__in=model_ids))
+    missing = set(model_ids) - {m.public_id for m in models}
+    if missing:
+        raise ConfigInvalid(
+            f"plans[{plan_name}].models: unknown model(s) {', '.join(sorted(missing))}"
+        )
+    plan.models.set(models)
 
 
 def router_set_state(
