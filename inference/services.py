@@ -165,29 +165,7 @@ def completion_serve(
     endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
     call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
     try:
-        creq: CompletionRequest = creq_parse(body_getter())
-        call.usage.streamed = creq.stream
-        model, plan = resolve_model(principal, creq.model)
-        call.usage.model = model.public_id  # only once resolved: never what a client typed
-        call.usage.pool = model.pool_name
-        max_tokens = creq.sampling.max_tokens or model.default_max_tokens
-        if max_tokens > model.max_tokens:
-            raise InvalidRequest(
-                f"max_tokens is {max_tokens}; this model allows at most {model.max_tokens}.",
-                param="max_tokens",
-            )
-        prompt = _prompt_for(creq, model)
-        prompt_tokens = estimate_tokens(prompt)
-        if prompt_tokens + max_tokens > model.context_length:
-            raise InvalidRequest(
-                f"This model's context is {model.context_length} tokens; your prompt (~"
-                f"{prompt_tokens}) plus max_tokens ({max_tokens}) is over it.",
-                param="messages" if creq.messages is not None else "prompt",
-                code="context_length_exceeded",
-            )
-        routers = routing_table().routers.get(model.pool_id, [])
-        if not routers:
-            raise UpstreamUnavailable("No capacity is available for this model right now.")
+        ready = _prepare(call, principal=principal, creq_parse=creq_parse, body_getter=body_getter)
     except ApiError as error:
         return call.fail(error)
     except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
@@ -199,55 +177,112 @@ def completion_serve(
     try:
         admission = call.admit(
             principal=principal,
-            plan=plan,
-            reserve_tokens=prompt_tokens + max_tokens,
-            prompt_tokens=prompt_tokens,
+            plan=ready.plan,
+            reserve_tokens=ready.prompt_tokens + ready.max_tokens,
+            prompt_tokens=ready.prompt_tokens,
         )
     except ApiError as error:
         return call.fail(error, headers=getattr(error, "headers", None))
 
-    sampling = {
-        "max_tokens": max_tokens,
-        "temperature": creq.sampling.temperature,
-        "top_p": creq.sampling.top_p,
-        "stop": creq.sampling.stop or None,
-        "presence_penalty": creq.sampling.presence_penalty,
-        "frequency_penalty": creq.sampling.frequency_penalty,
-    }
     try:
-
-        def payload_for(router):
-            return api_for(router.api_version).payload(
-                session_id=router.session_id,
-                prompt=prompt,
-                stream=creq.stream,
-                timeout=model.request_timeout,
-                client_reference=request_id,
-                sampling=sampling,
-            )
-
-        up = upstream.open_completion(
-            routers=routers, model=model, payload_for=payload_for, stream=creq.stream
-        )
+        up = _open_upstream(ready, request_id=request_id)
     except ApiError as error:
         return call.fail(error, headers=admission.headers)
 
     call.usage.router_id = up.router.id
     call.usage.ttfb_ms = call.elapsed_ms()
+    creq = ready.creq
     answer = _Answer(
         call=call,
         creq=creq,
-        model=model,
+        model=ready.model,
         up=up,
         admission=admission,
-        prompt_estimate=prompt_tokens,
-        max_tokens=max_tokens,
+        prompt_estimate=ready.prompt_tokens,
+        max_tokens=ready.max_tokens,
         ident=("chatcmpl-" if creq.endpoint == "chat.completions" else "cmpl-") + request_id[4:],
         created=int(time.time()),
     )
     if not creq.stream:
         return _answer_json(answer)
     return _answer_stream(answer, client_socket)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A valid request for a model the key may call, with its prompt rendered and the routers
+    that may take it: everything admission and forwarding need."""
+
+    creq: CompletionRequest
+    model: ModelInfo
+    plan: object
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    routers: list
+
+
+def _prepare(call: Call, *, principal: KeyPrincipal, creq_parse, body_getter) -> _Prepared:
+    """Validate the body, resolve the model and check the token budget; raises ApiError."""
+    creq: CompletionRequest = creq_parse(body_getter())
+    call.usage.streamed = creq.stream
+    model, plan = resolve_model(principal, creq.model)
+    call.usage.model = model.public_id  # only once resolved: never what a client typed
+    call.usage.pool = model.pool_name
+    max_tokens = creq.sampling.max_tokens or model.default_max_tokens
+    if max_tokens > model.max_tokens:
+        raise InvalidRequest(
+            f"max_tokens is {max_tokens}; this model allows at most {model.max_tokens}.",
+            param="max_tokens",
+        )
+    prompt = _prompt_for(creq, model)
+    prompt_tokens = estimate_tokens(prompt)
+    if prompt_tokens + max_tokens > model.context_length:
+        raise InvalidRequest(
+            f"This model's context is {model.context_length} tokens; your prompt (~"
+            f"{prompt_tokens}) plus max_tokens ({max_tokens}) is over it.",
+            param="messages" if creq.messages is not None else "prompt",
+            code="context_length_exceeded",
+        )
+    routers = routing_table().routers.get(model.pool_id, [])
+    if not routers:
+        raise UpstreamUnavailable("No capacity is available for this model right now.")
+    return _Prepared(
+        creq=creq,
+        model=model,
+        plan=plan,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        routers=routers,
+    )
+
+
+def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
+    """Send the request to a router of the model's pool, failing over before the first byte."""
+    creq, model = ready.creq, ready.model
+    sampling = {
+        "max_tokens": ready.max_tokens,
+        "temperature": creq.sampling.temperature,
+        "top_p": creq.sampling.top_p,
+        "stop": creq.sampling.stop or None,
+        "presence_penalty": creq.sampling.presence_penalty,
+        "frequency_penalty": creq.sampling.frequency_penalty,
+    }
+
+    def payload_for(router):
+        return api_for(router.api_version).payload(
+            session_id=router.session_id,
+            prompt=ready.prompt,
+            stream=creq.stream,
+            timeout=model.request_timeout,
+            client_reference=request_id,
+            sampling=sampling,
+        )
+
+    return upstream.open_completion(
+        routers=ready.routers, model=model, payload_for=payload_for, stream=creq.stream
+    )
 
 
 @dataclass(slots=True)
@@ -404,88 +439,127 @@ def _answer_stream(a: _Answer, client_socket=None):
     events: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(a.up, events), daemon=True)
     reader.start()
-    call, up = a.call, a.up
-
-    def generate() -> Iterator[bytes]:
-        relay = a.new_relay()
-        deadline = call.started + settings.STREAM_MAX_SECONDS
-        router_finish = None
-        prompt_t = completion_t = None
-        outcome, status, code = Outcome.OK, 200, ""
-        previous_timeout = _send_timeout(client_socket, settings.STREAM_WRITE_TIMEOUT_SECONDS)
-        metrics.STREAMS_IN_FLIGHT.inc()  # dec in the finally below
-        try:
-            if writer.chat:
-                yield writer.role()
-            while True:
-                call.keep_alive()
-                item = _next_event(events, deadline)
-                if item is _IDLE:
-                    yield writer.keep_alive()
-                    continue
-                if item is _END:
-                    break
-                if isinstance(item, Exception):
-                    raise item
-                if item.prompt_tokens is not None:
-                    prompt_t, completion_t = item.prompt_tokens, item.completion_tokens
-                if item.whole:
-                    piece = relay.feed_answer(item.text, item.completion_tokens)
-                else:
-                    piece = relay.feed(item.text)
-                if piece:
-                    yield writer.content(piece)
-                if relay.over:
-                    break  # the router sends past max_tokens: stop reading it
-                router_finish = item.finish_reason or router_finish
-            tail = relay.flush()
-            if tail:
-                yield writer.content(tail)
-            yield writer.finish(relay.finish_reason(router_finish))
-            a.bill(relay, prompt_tokens=prompt_t, completion_tokens=completion_t)
-            if a.creq.include_usage:
-                yield writer.usage(
-                    usage_dict(call.usage.prompt_tokens, call.usage.completion_tokens)
-                )
-            call.release_slot()
-            yield writer.done()
-        except GeneratorExit:
-            outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
-            a.bill(relay)
-            raise
-        except _StreamTimeLimit:
-            outcome, status, code = Outcome.TIMEOUT, 504, "upstream_timeout"
-            log.warning("stream reached its time limit", extra={"router_id": up.router.id})
-            a.bill(relay)
-            yield writer.error(
-                message=f"The answer reached the {settings.STREAM_MAX_SECONDS} s limit of a "
-                "stream and was cut; what you received is incomplete. Ask for a shorter answer.",
-                code=code,
-            )
-            call.release_slot()
-            yield writer.done()
-        except (upstream.StreamBroken, ApiError) as exc:
-            timeout = isinstance(exc, UpstreamTimeout)
-            outcome = Outcome.TIMEOUT if timeout else Outcome.UPSTREAM_ERROR
-            status, code = (504, "upstream_timeout") if timeout else (502, "upstream_error")
-            log.warning("stream broke off", extra={"router_id": up.router.id, "reason": str(exc)})
-            a.bill(relay)
-            yield writer.error(
-                message="The upstream model server broke off the answer; what "
-                "you received is incomplete. Retry the request.",
-                code=code,
-            )
-            call.release_slot()
-            yield writer.done()
-        finally:
-            metrics.STREAMS_IN_FLIGHT.dec()
-            up.close()
-            _send_timeout(client_socket, previous_timeout)
-            call.end(outcome=outcome, status=status, error_code=code)
-
-    response = StreamingHttpResponse(generate(), content_type="text/event-stream")
+    body = _stream_body(a, writer, events, client_socket)
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     for name, value in a.admission.headers.items():
         response[name] = value
     return response
+
+
+def _stream_body(a: _Answer, writer: ChunkWriter, events: queue.Queue, client_socket):
+    """The SSE body: the router's events relayed, then the end the stream had (finished, cut at
+    its time limit, broken off, or the client gone), and the call metered whatever it was."""
+    call, up = a.call, a.up
+    relay = a.new_relay()
+    deadline = call.started + settings.STREAM_MAX_SECONDS
+    outcome, status, code = Outcome.OK, 200, ""
+    previous_timeout = _send_timeout(client_socket, settings.STREAM_WRITE_TIMEOUT_SECONDS)
+    metrics.STREAMS_IN_FLIGHT.inc()  # dec in the finally below
+    try:
+        if writer.chat:
+            yield writer.role()
+        ended = yield from _relay_events(call, events, deadline, relay, writer)
+        yield from _stream_finished(a, relay, writer, ended)
+    except GeneratorExit:
+        outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
+        a.bill(relay)
+        raise
+    except _StreamTimeLimit:
+        outcome, status, code = Outcome.TIMEOUT, 504, "upstream_timeout"
+        log.warning("stream reached its time limit", extra={"router_id": up.router.id})
+        yield from _stream_cut(
+            a,
+            relay,
+            writer,
+            message=f"The answer reached the {settings.STREAM_MAX_SECONDS} s limit of a "
+            "stream and was cut; what you received is incomplete. Ask for a shorter answer.",
+            code=code,
+        )
+    except (upstream.StreamBroken, ApiError) as exc:
+        timeout = isinstance(exc, UpstreamTimeout)
+        outcome = Outcome.TIMEOUT if timeout else Outcome.UPSTREAM_ERROR
+        status, code = (504, "upstream_timeout") if timeout else (502, "upstream_error")
+        log.warning("stream broke off", extra={"router_id": up.router.id, "reason": str(exc)})
+        yield from _stream_cut(
+            a,
+            relay,
+            writer,
+            message="The upstream model server broke off the answer; what "
+            "you received is incomplete. Retry the request.",
+            code=code,
+        )
+    finally:
+        metrics.STREAMS_IN_FLIGHT.dec()
+        up.close()
+        _send_timeout(client_socket, previous_timeout)
+        call.end(outcome=outcome, status=status, error_code=code)
+
+
+@dataclass(slots=True)
+class _RouterEnd:
+    """What the router said about the end of its answer: why it stopped, and its counts."""
+
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def _relay_events(
+    call: Call, events: queue.Queue, deadline: float, relay: Relay, writer: ChunkWriter
+) -> Iterator[bytes]:
+    """The router's events as SSE chunks (keep-alives while it is silent), until its end or
+    max_tokens; returns what it said about the end. Raises what broke the stream."""
+    ended = _RouterEnd()
+    while True:
+        call.keep_alive()
+        item = _next_event(events, deadline)
+        if item is _IDLE:
+            yield writer.keep_alive()
+            continue
+        if item is _END:
+            return ended
+        if isinstance(item, Exception):
+            raise item
+        if item.prompt_tokens is not None:
+            ended.prompt_tokens, ended.completion_tokens = (
+                item.prompt_tokens,
+                item.completion_tokens,
+            )
+        if item.whole:
+            piece = relay.feed_answer(item.text, item.completion_tokens)
+        else:
+            piece = relay.feed(item.text)
+        if piece:
+            yield writer.content(piece)
+        if relay.over:
+            return ended  # the router sends past max_tokens: stop reading it
+        ended.finish_reason = item.finish_reason or ended.finish_reason
+
+
+def _stream_finished(
+    a: _Answer, relay: Relay, writer: ChunkWriter, ended: _RouterEnd
+) -> Iterator[bytes]:
+    """A stream's regular end: the held-back tail, the finish chunk, usage if asked, [DONE].
+    The slot is released before [DONE]: the client has its whole answer by then."""
+    tail = relay.flush()
+    if tail:
+        yield writer.content(tail)
+    yield writer.finish(relay.finish_reason(ended.finish_reason))
+    a.bill(relay, prompt_tokens=ended.prompt_tokens, completion_tokens=ended.completion_tokens)
+    if a.creq.include_usage:
+        usage = a.call.usage
+        yield writer.usage(usage_dict(usage.prompt_tokens, usage.completion_tokens))
+    a.call.release_slot()
+    yield writer.done()
+
+
+def _stream_cut(
+    a: _Answer, relay: Relay, writer: ChunkWriter, *, message: str, code: str
+) -> Iterator[bytes]:
+    """A stream cut short: bill what was delivered, tell the client in an error event, [DONE]."""
+    a.bill(relay)
+    yield writer.error(message=message, code=code)
+    a.call.release_slot()
+    yield writer.done()
