@@ -120,7 +120,7 @@ def test_every_key_a_script_touches_comes_through_keys():
     built by concatenation); redis.call's key argument is always from KEYS."""
     import re
 
-    from metering.management.commands.limits_rebuild import ADD_TO_WINDOW, SET_AT_LEAST
+    from metering.services import ADD_TO_WINDOW, SET_AT_LEAST
     from metering.recording import CLAIM_LUA, UNCLAIM_LUA
 
     scripts = {p.name: p.read_text() for p in LUA_DIR.glob("*.lua")}
