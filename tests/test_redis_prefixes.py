@@ -120,8 +120,8 @@ def test_every_key_a_script_touches_comes_through_keys():
     built by concatenation); redis.call's key argument is always from KEYS."""
     import re
 
-    from metering.services import ADD_TO_WINDOW, SET_AT_LEAST
     from metering.recording import CLAIM_LUA, UNCLAIM_LUA
+    from metering.services import ADD_TO_WINDOW, SET_AT_LEAST
 
     scripts = {p.name: p.read_text() for p in LUA_DIR.glob("*.lua")}
     scripts.update(

@@ -83,81 +83,133 @@ class MemoryBackend(LimitsBackend):
         dry: bool = False,
         journal: str = "",
     ) -> LimitsVerdict:
+        """What admit.lua does, in the same order: check every limit, and only when none
+        failed (and not dry) take a slot, log the request and its tokens, count the periods."""
         with self._lock:
             now = int(time.time() * 1000) if now_ms is None else now_ms
-            W = self.window_ms
-            cutoff = now - W
             out = LimitsVerdict(admitted=False, now_ms=now)
             failed: list[str] = []
-            base = {
-                "p_rpm": ticket.user_base,
-                "k_rpm": ticket.key_base,
-                "p_tpm": ticket.user_base,
-                "k_tpm": ticket.key_base,
-            }
             lim = {name: getattr(limits, name) for name in (*WINDOW_NAMES, *PERIOD_NAMES, "conc")}
-
-            slots = self._inflight.setdefault(f"{ticket.user_base}:inflight", {})
-            if lim["conc"] is not None:
-                for member in [m for m, deadline in slots.items() if deadline <= now]:
-                    del slots[member]
-                out.inflight = len(slots)
-                if out.inflight >= lim["conc"]:
-                    failed.append("conc")
-
-            logs: dict[str, _Log] = {}
-            for name in WINDOW_NAMES:
-                if lim[name] is None:
-                    out.used[name] = out.reset_ms[name] = out.retry_ms[name] = 0
-                    continue
-                log = logs[name] = self._log(base[name] + (":rpm" if "rpm" in name else ":tpm"))
-                log.prune(cutoff)  # pruning is invisible to readers, so dry runs may do it too
-                newest = log.entries[-1][0] if log.entries else None
-                out.reset_ms[name] = newest + W - now if newest is not None else 0
-                out.retry_ms[name] = 0
-                if "rpm" in name:
-                    used = out.used[name] = len(log.entries)
-                    if used >= lim[name]:
-                        failed.append(name)
-                        out.retry_ms[name] = (
-                            log.entries[used - lim[name]][0] + W - now if used else W
-                        )
-                else:
-                    used = out.used[name] = max(0, log.total)
-                    if used >= lim[name] or used + reserve > lim[name]:
-                        failed.append(name)
-                        out.retry_ms[name] = self._tokens_retry(log, used, reserve, lim[name], now)
-
-            period_keys = self._period_keys(ticket)
+            slots = self._check_inflight(ticket, lim, now, out, failed)
+            logs = self._check_windows(ticket, lim, reserve, now, out, failed)
             cost = {"rpd": 1, "tpd": reserve, "rpmo": 1, "tpmo": reserve}
-            for name in PERIOD_NAMES:
-                used = out.used[name] = self._get(period_keys[name], now)
-                if lim[name] is not None and (used >= lim[name] or used + cost[name] > lim[name]):
-                    failed.append(name)
-
+            period_keys = self._check_periods(ticket, lim, cost, now, out, failed)
             out.failed = tuple(failed)
             out.admitted = not failed and not dry
             if out.admitted:
-                if lim["conc"] is not None:
-                    slots[ticket.member] = now + lease_ms
-                    out.inflight += 1
-                for name, log in logs.items():
-                    if "rpm" in name:
-                        log.add(now, ticket.member)
-                        out.used[name] += 1
-                    elif reserve > 0:  # as in admit.lua: nothing reserved, nothing logged
-                        log.add(now, ticket.member, reserve)
-                        out.used[name] += reserve
-                    else:
-                        continue
-                    out.reset_ms[name] = W
-                p = ticket.periods
-                for name in PERIOD_NAMES:
-                    expire_at = p.day_expire_at if name in ("rpd", "tpd") else p.month_expire_at
-                    self._incr(period_keys[name], cost[name], expire_at, now)
-                    out.used[name] += cost[name]
+                self._take(ticket, lim, reserve, lease_ms, now, out, slots, logs)
+                self._count_periods(ticket, period_keys, cost, now, out)
             out.used["conc"] = out.inflight
             return out
+
+    def _check_inflight(
+        self, ticket: Ticket, lim: dict, now: int, out: LimitsVerdict, failed: list[str]
+    ) -> dict[str, int]:
+        """The user's in-flight slots (expired leases dropped); "conc" fails when all taken."""
+        slots = self._inflight.setdefault(f"{ticket.user_base}:inflight", {})
+        if lim["conc"] is not None:
+            for member in [m for m, deadline in slots.items() if deadline <= now]:
+                del slots[member]
+            out.inflight = len(slots)
+            if out.inflight >= lim["conc"]:
+                failed.append("conc")
+        return slots
+
+    def _check_windows(
+        self,
+        ticket: Ticket,
+        lim: dict,
+        reserve: int,
+        now: int,
+        out: LimitsVerdict,
+        failed: list[str],
+    ) -> dict[str, _Log]:
+        """The per-minute windows (user and key, requests and tokens): used, reset, retry."""
+        W = self.window_ms
+        base = {
+            "p_rpm": ticket.user_base,
+            "k_rpm": ticket.key_base,
+            "p_tpm": ticket.user_base,
+            "k_tpm": ticket.key_base,
+        }
+        logs: dict[str, _Log] = {}
+        for name in WINDOW_NAMES:
+            if lim[name] is None:
+                out.used[name] = out.reset_ms[name] = out.retry_ms[name] = 0
+                continue
+            log = logs[name] = self._log(base[name] + (":rpm" if "rpm" in name else ":tpm"))
+            log.prune(now - W)  # pruning is invisible to readers, so dry runs may do it too
+            newest = log.entries[-1][0] if log.entries else None
+            out.reset_ms[name] = newest + W - now if newest is not None else 0
+            out.retry_ms[name] = 0
+            if "rpm" in name:
+                used = out.used[name] = len(log.entries)
+                if used >= lim[name]:
+                    failed.append(name)
+                    out.retry_ms[name] = log.entries[used - lim[name]][0] + W - now if used else W
+            else:
+                used = out.used[name] = max(0, log.total)
+                if used >= lim[name] or used + reserve > lim[name]:
+                    failed.append(name)
+                    out.retry_ms[name] = self._tokens_retry(log, used, reserve, lim[name], now)
+        return logs
+
+    def _check_periods(
+        self,
+        ticket: Ticket,
+        lim: dict,
+        cost: dict[str, int],
+        now: int,
+        out: LimitsVerdict,
+        failed: list[str],
+    ) -> dict[str, str]:
+        """The day and month quotas: fail when this request's cost would pass one."""
+        period_keys = self._period_keys(ticket)
+        for name in PERIOD_NAMES:
+            used = out.used[name] = self._get(period_keys[name], now)
+            if lim[name] is not None and (used >= lim[name] or used + cost[name] > lim[name]):
+                failed.append(name)
+        return period_keys
+
+    def _take(
+        self,
+        ticket: Ticket,
+        lim: dict,
+        reserve: int,
+        lease_ms: int,
+        now: int,
+        out: LimitsVerdict,
+        slots: dict[str, int],
+        logs: dict[str, _Log],
+    ) -> None:
+        """Admitted: take the slot, log the request and its reserved tokens in each window."""
+        if lim["conc"] is not None:
+            slots[ticket.member] = now + lease_ms
+            out.inflight += 1
+        for name, log in logs.items():
+            if "rpm" in name:
+                log.add(now, ticket.member)
+                out.used[name] += 1
+            elif reserve > 0:  # as in admit.lua: nothing reserved, nothing logged
+                log.add(now, ticket.member, reserve)
+                out.used[name] += reserve
+            else:
+                continue
+            out.reset_ms[name] = self.window_ms
+
+    def _count_periods(
+        self,
+        ticket: Ticket,
+        period_keys: dict[str, str],
+        cost: dict[str, int],
+        now: int,
+        out: LimitsVerdict,
+    ) -> None:
+        p = ticket.periods
+        for name in PERIOD_NAMES:
+            expire_at = p.day_expire_at if name in ("rpd", "tpd") else p.month_expire_at
+            self._incr(period_keys[name], cost[name], expire_at, now)
+            out.used[name] += cost[name]
 
     def _tokens_retry(self, log: _Log, used: int, reserve: int, limit: int, now: int) -> int:
         if reserve > limit:
