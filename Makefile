@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test lint format serve worker beat sim bench migrate seed clean
+.PHONY: run test test-fast lint typecheck format serve worker beat sim bench migrate seed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+
+# mypy with Django's and DRF's stubs over core, apikeys, metering and inference (pyproject's
+# [tool.mypy]); the request path's modules must type every signature.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -5,7 +5,7 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 
 
-class UserManager(BaseUserManager):
+class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def _create_user(self, email: str, password: str | None, **extra):
@@ -30,7 +30,7 @@ class UserManager(BaseUserManager):
         return self._create_user(email, password, **extra)
 
 
-class PlanQuerySet(models.QuerySet):
+class PlanQuerySet(models.QuerySet["Plan"]):
     def default(self) -> Plan | None:
         return (
             self.filter(is_default=True).first()
@@ -80,16 +80,16 @@ class Plan(models.Model):
 
 
 class User(AbstractUser):
-    username = None
+    username = None  # type: ignore[assignment] # email is the login: no username column
     email = models.EmailField("email address", unique=True)
     plan = models.ForeignKey(
         Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="users"
     )
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: list[str] = []  # type: ignore[misc]
 
-    objects = UserManager()
+    objects = UserManager()  # type: ignore[misc,assignment] # create_user by email
 
     class Meta:
         ordering = ["email"]

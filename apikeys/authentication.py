@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
 
-from apikeys.services import apikey_authenticate
+from apikeys.services import KeyPrincipal, apikey_authenticate
 from core.errors import InvalidApiKey
 
 
-def client_ip(request) -> str | None:
+def client_ip(request: HttpRequest | Request) -> str | None:
     """The client's address for throttles: behind TRUSTED_PROXY_COUNT proxies, the address the
     outermost trusted proxy saw (X-Forwarded-For, counted from the right, so a client cannot
     choose it); otherwise REMOTE_ADDR."""
@@ -24,7 +26,7 @@ def client_ip(request) -> str | None:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[KeyPrincipal, KeyPrincipal]:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
@@ -32,5 +34,5 @@ class ApiKeyAuthentication(BaseAuthentication):
         principal = apikey_authenticate(raw_key=raw.strip(), ip=client_ip(request))
         return principal, principal
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

@@ -23,7 +23,7 @@ class ApiKeyCreateForm(forms.Form):
         help_text="The key stops working at 00:00 UTC on this date. Empty: it never expires.",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
-    models = forms.ModelMultipleChoiceField(
+    models: forms.ModelMultipleChoiceField = forms.ModelMultipleChoiceField(
         queryset=None,
         required=False,
         label="Models (optional)",

@@ -270,7 +270,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     it is sent, so its holder learns what is wrong.
     """
     public_id = keyformat.parse_key(raw_key) if raw_key else None
-    if public_id is None:
+    if raw_key is None or public_id is None:
         _count_failure(ip)
         raise InvalidApiKey()
     entry = _entry_for(public_id, ip)

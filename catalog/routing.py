@@ -148,9 +148,9 @@ def build_routing_table(version: str | None) -> RoutingTable:
         if plan.is_default:
             table.default_plan_id = plan.pk
     if table.default_plan_id is None:
-        for plan in table.plans.values():
-            if plan.name == settings.DEFAULT_PLAN_NAME:
-                table.default_plan_id = plan.pk
+        for info in table.plans.values():
+            if info.name == settings.DEFAULT_PLAN_NAME:
+                table.default_plan_id = info.id
     for model in (
         CatalogModel.objects.filter(enabled=True).select_related("pool").prefetch_related("plans")
     ):

@@ -18,7 +18,9 @@ def field_range(field: models.Field) -> tuple[int, int]:
 
 
 def column_range(model: type[models.Model], field_name: str) -> tuple[int, int]:
-    return field_range(model._meta.get_field(field_name))
+    field = model._meta.get_field(field_name)
+    assert isinstance(field, models.Field), f"{field_name} is a relation, not a column"
+    return field_range(field)
 
 
 class BoundedIntegersAdminMixin:

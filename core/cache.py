@@ -49,7 +49,7 @@ class PortalRedisCache(RedisCache):
         script = self.__dict__.get("_set_if_newer")
         if script is None:
             script = self.__dict__["_set_if_newer"] = client.register_script(_SET_IF_NEWER)
-        value = self._cache._serializer.dumps(value)
+        value = self._cache._serializer.dumps(value)  # type: ignore[attr-defined] # Django's own
         written = script(
             keys=[key, version_key], args=[version, value, timeout, version_ttl], client=client
         )

@@ -7,6 +7,7 @@ wsgi.py and the Celery app turn that into a one-line message and a non-zero exit
 from __future__ import annotations
 
 import os
+from typing import overload
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -18,6 +19,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None else value

@@ -144,9 +144,9 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
         return InvalidApiKey()
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
-        err = InvalidRequest(str(exc.detail), code="method_not_allowed")
-        err.status = 405
-        return err
+        not_allowed = InvalidRequest(str(exc.detail), code="method_not_allowed")
+        not_allowed.status = 405
+        return not_allowed
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         return InvalidRequest(message, param=param)
@@ -159,10 +159,9 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, Http404 | drf_exceptions.NotFound):
         return NotFound("Not found.")
     if isinstance(exc, PermissionDenied | drf_exceptions.PermissionDenied):
-        err = PermissionDeniedError(
+        return PermissionDeniedError(
             str(getattr(exc, "detail", "") or "Permission denied."), code="permission_denied"
         )
-        return err
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge("The request body is larger than this API accepts.")
     if isinstance(exc, drf_exceptions.Throttled):

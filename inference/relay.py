@@ -72,7 +72,7 @@ class Relay:
         self.tokens += tokens
         return self._pass(piece)
 
-    def feed_answer(self, text: str, completion_tokens: int | None) -> str:
+    def feed_answer(self, text: str, completion_tokens: object) -> str:
         """A whole answer at once (a JSON body). The router's count, if it is plausible (no
         more tokens than the text has bytes), says where max_tokens falls; else the estimate."""
         count = router_count(completion_tokens)
@@ -137,7 +137,7 @@ def bill(
     prompt = router_count(prompt_reported)
     completion = router_count(completion_reported)
     reported = prompt is not None and completion is not None
-    if not reported:
+    if prompt is None or completion is None:  # not reported
         if (prompt_reported, completion_reported) != (None, None):
             _log_bad_usage("unusable", router_id, prompt_reported, completion_reported, relay)
         # A count without its pair cannot be checked against the other: estimate both.

@@ -101,7 +101,7 @@ class ModelSerializer(serializers.Serializer):
 
 class ModelListSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = ModelSerializer(many=True)
+    data = ModelSerializer(many=True)  # type: ignore[assignment] # the OpenAI field "data"
 
 
 # --- requests ---------------------------------------------------------------------------------

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
 
 from apikeys.services import KeyPrincipal
-from catalog.routing import ModelInfo, routing_table
+from catalog.routing import ModelInfo, PlanInfo, RouterInfo, routing_table
 from core import metrics
 from core.errors import (
     ApiError,
@@ -82,7 +84,14 @@ class Call:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def admit(self, *, principal, plan, reserve_tokens: int, prompt_tokens: int) -> Admission:
+    def admit(
+        self,
+        *,
+        principal: KeyPrincipal,
+        plan: PlanInfo | None,
+        reserve_tokens: int,
+        prompt_tokens: int,
+    ) -> Admission:
         self.metered = MeteredRequest.admit(
             usage=self.usage,
             principal=principal,
@@ -125,7 +134,7 @@ class Call:
             return True
         return usage_refused(self.usage)
 
-    def fail(self, error: ApiError, headers: dict[str, str] | None = None):
+    def fail(self, error: ApiError, headers: dict[str, str] | None = None) -> JsonResponse:
         if not self.end(outcome=outcome_for(error), status=error.status, error_code=error.code):
             error = RateLimited(
                 "Too many refused requests from this API key; fix the requests before "
@@ -138,7 +147,7 @@ class Call:
         return response
 
 
-def resolve_model(principal: KeyPrincipal, model_id: str) -> tuple[ModelInfo, object]:
+def resolve_model(principal: KeyPrincipal, model_id: str) -> tuple[ModelInfo, PlanInfo | None]:
     table = routing_table()
     plan = table.plan_for(principal.plan_id)
     model = table.models.get(model_id)
@@ -157,9 +166,20 @@ def _prompt_for(creq: CompletionRequest, model: ModelInfo) -> str:
     return creq.prompt or ""
 
 
+# What the views pass: the body's parser (chat or legacy completion) and a getter for the body,
+# which DRF parses on first access (so a malformed body is an error of this call, metered).
+BodyParser = Callable[[Any], CompletionRequest]
+BodyGetter = Callable[[], Any]
+
+
 def completion_serve(
-    *, request_id: str, principal: KeyPrincipal, creq_parse, body_getter, client_socket=None
-):
+    *,
+    request_id: str,
+    principal: KeyPrincipal,
+    creq_parse: BodyParser,
+    body_getter: BodyGetter,
+    client_socket: socket.socket | None = None,
+) -> HttpResponseBase:
     """Handle one chat or legacy completion request; always returns a response.
     `client_socket` (gunicorn's, when served by it) gets a send timeout while streaming."""
     endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
@@ -169,10 +189,10 @@ def completion_serve(
     except ApiError as error:
         return call.fail(error)
     except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
-        error = to_api_error(exc)
-        if error is None:
+        bad_input = to_api_error(exc)
+        if bad_input is None:
             raise
-        return call.fail(error)
+        return call.fail(bad_input)
 
     try:
         admission = call.admit(
@@ -215,14 +235,16 @@ class _Prepared:
 
     creq: CompletionRequest
     model: ModelInfo
-    plan: object
+    plan: PlanInfo | None
     prompt: str
     prompt_tokens: int
     max_tokens: int
-    routers: list
+    routers: list[RouterInfo]
 
 
-def _prepare(call: Call, *, principal: KeyPrincipal, creq_parse, body_getter) -> _Prepared:
+def _prepare(
+    call: Call, *, principal: KeyPrincipal, creq_parse: BodyParser, body_getter: BodyGetter
+) -> _Prepared:
     """Validate the body, resolve the model and check the token budget; raises ApiError."""
     creq: CompletionRequest = creq_parse(body_getter())
     call.usage.streamed = creq.stream
@@ -270,7 +292,7 @@ def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
         "frequency_penalty": creq.sampling.frequency_penalty,
     }
 
-    def payload_for(router):
+    def payload_for(router: RouterInfo) -> dict[str, Any]:
         return api_for(router.api_version).payload(
             session_id=router.session_id,
             prompt=ready.prompt,
@@ -302,7 +324,9 @@ class _Answer:
     def new_relay(self) -> Relay:
         return Relay(stops=self.creq.sampling.stop, max_tokens=self.max_tokens)
 
-    def bill(self, relay: Relay, *, prompt_tokens=None, completion_tokens=None) -> None:
+    def bill(
+        self, relay: Relay, *, prompt_tokens: object = None, completion_tokens: object = None
+    ) -> None:
         """Put the counts for what `relay` delivered on the usage record (inference.relay)."""
         counts = bill(
             relay,
@@ -317,7 +341,7 @@ class _Answer:
         self.call.usage.estimated = counts.estimated
 
 
-def _answer_json(a: _Answer):
+def _answer_json(a: _Answer) -> JsonResponse:
     relay = a.new_relay()
     try:
         if upstream.is_event_stream(a.up.response):
@@ -381,7 +405,7 @@ class _StreamTimeLimit(Exception):
     """The stream reached settings.STREAM_MAX_SECONDS."""
 
 
-def _pump(up, out: queue.Queue) -> None:
+def _pump(up: upstream.Upstream, out: queue.Queue) -> None:
     """Read the router's stream on its own thread (a greenlet under gevent) so the client side
     can send keep-alives while the first token is slow to come."""
     try:
@@ -406,7 +430,7 @@ def _pump(up, out: queue.Queue) -> None:
         out.put(upstream.StreamBroken(exc.__class__.__name__))
 
 
-def _next_event(events: queue.Queue, deadline: float):
+def _next_event(events: queue.Queue, deadline: float) -> object:
     """The router's next event, _IDLE after a keep-alive interval without one; raises
     _StreamTimeLimit once the stream has lasted STREAM_MAX_SECONDS."""
     remaining = deadline - time.monotonic()
@@ -418,7 +442,7 @@ def _next_event(events: queue.Queue, deadline: float):
         return _IDLE
 
 
-def _send_timeout(client_socket, seconds: float | None):
+def _send_timeout(client_socket: socket.socket | None, seconds: float | None) -> float | None:
     """Bound each write to the client (gunicorn's socket under gevent: a send that waits
     longer raises, the server closes the connection and the stream ends as a disconnect).
     Returns the previous timeout, to put back when the stream ends."""
@@ -432,7 +456,7 @@ def _send_timeout(client_socket, seconds: float | None):
         return None
 
 
-def _answer_stream(a: _Answer, client_socket=None):
+def _answer_stream(a: _Answer, client_socket: socket.socket | None = None) -> StreamingHttpResponse:
     writer = ChunkWriter(
         endpoint=a.creq.endpoint, ident=a.ident, created=a.created, model=a.model.public_id
     )
@@ -448,7 +472,9 @@ def _answer_stream(a: _Answer, client_socket=None):
     return response
 
 
-def _stream_body(a: _Answer, writer: ChunkWriter, events: queue.Queue, client_socket):
+def _stream_body(
+    a: _Answer, writer: ChunkWriter, events: queue.Queue, client_socket: socket.socket | None
+) -> Iterator[bytes]:
     """The SSE body: the router's events relayed, then the end the stream had (finished, cut at
     its time limit, broken off, or the client gone), and the call metered whatever it was."""
     call, up = a.call, a.up
@@ -502,13 +528,13 @@ class _RouterEnd:
     """What the router said about the end of its answer: why it stopped, and its counts."""
 
     finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: object = None  # as reported: inference.relay checks them before billing
+    completion_tokens: object = None
 
 
 def _relay_events(
     call: Call, events: queue.Queue, deadline: float, relay: Relay, writer: ChunkWriter
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, _RouterEnd]:
     """The router's events as SSE chunks (keep-alives while it is silent), until its end or
     max_tokens; returns what it said about the end. Raises what broke the stream."""
     ended = _RouterEnd()
@@ -522,6 +548,7 @@ def _relay_events(
             return ended
         if isinstance(item, Exception):
             raise item
+        assert isinstance(item, upstream.StreamEvent)  # what _pump puts besides the above
         if item.prompt_tokens is not None:
             ended.prompt_tokens, ended.completion_tokens = (
                 item.prompt_tokens,

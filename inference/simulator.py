@@ -350,7 +350,7 @@ class _Simulator:
         start_response(_status_line(200), [_JSON_TYPE])  # chunked: no Content-Length
         pieces = 10
         step = math.ceil(len(body) / pieces)
-        delay = self.config.stream_seconds / pieces
+        delay = (self.config.stream_seconds or 0) / pieces
         for start in range(0, len(body), step):
             if start:
                 gevent.sleep(delay)

@@ -271,7 +271,7 @@ def read_completion(upstream: Upstream) -> Completion:
             if len(body) > limit:
                 raise AnswerTooLarge()
             if _past(upstream.deadline):
-                raise ReadTimeoutError(None, None, "the call's deadline")
+                raise ReadTimeoutError(None, None, "the call's deadline")  # type: ignore[arg-type]
         upstream.response.release_conn()  # read to the end: the connection is reusable
         data = json.loads(body)
     except ReadTimeoutError:
@@ -302,7 +302,7 @@ def is_event_stream(response: urllib3.BaseHTTPResponse) -> bool:
 
 def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     """Bytes as the router sends them (not a fixed read size, which would hold SSE back)."""
-    if response.chunked and response.supports_chunked_reads():
+    if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
         yield from response.read_chunked(decode_content=True)
         return
     while True:

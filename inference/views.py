@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+from typing import Any
+
+from django.http import HttpResponseBase, JsonResponse
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from apikeys.authentication import ApiKeyAuthentication
@@ -19,7 +23,9 @@ class AnyAccept(DefaultContentNegotiation):
     """/v1/ answers JSON or SSE whatever the Accept header says (curl users send
     `Accept: text/event-stream` for streams; OpenAI does not refuse them with a 406)."""
 
-    def select_renderer(self, request, renderers, format_suffix=None):
+    def select_renderer(
+        self, request: Request, renderers: Any, format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         return renderers[0], renderers[0].media_type
 
 
@@ -32,10 +38,12 @@ class V1View(APIView):
     parser_classes = [JSONParser]
     content_negotiation_class = AnyAccept
 
-    def finalize_response(self, request, response, *args, **kwargs):
+    def finalize_response(  # type: ignore[override] # JSON and SSE answers are not DRF's
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         # OpenAI's x-ratelimit-* headers on every answer to a known key, not only on the
         # completions that went through admission (those carry them already).
-        response = super().finalize_response(request, response, *args, **kwargs)
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
         principal = getattr(request, "_user", None)
         if (
             isinstance(principal, KeyPrincipal)
@@ -48,7 +56,7 @@ class V1View(APIView):
         return response
 
 
-def model_object(model: ModelInfo) -> dict:
+def model_object(model: ModelInfo) -> dict[str, Any]:
     return {
         "id": model.public_id,
         "object": "model",
@@ -63,8 +71,8 @@ def model_object(model: ModelInfo) -> dict:
 
 class ModelListView(V1View):
     @schema.models_list
-    def get(self, request):
-        principal = request.user
+    def get(self, request: Request) -> JsonResponse:
+        principal: KeyPrincipal = request.user  # type: ignore[assignment] # ApiKeyAuthentication
         table = routing_table()
         plan = table.plan_for(principal.plan_id)
         data = [
@@ -77,17 +85,17 @@ class ModelListView(V1View):
 
 class ModelDetailView(V1View):
     @schema.models_retrieve
-    def get(self, request, model_id: str):
-        model, _ = resolve_model(request.user, model_id)
+    def get(self, request: Request, model_id: str) -> JsonResponse:
+        model, _ = resolve_model(request.user, model_id)  # type: ignore[arg-type]
         return JsonResponse(model_object(model))
 
 
 class ChatCompletionsView(V1View):
     @schema.chat_completions_create
-    def post(self, request):
+    def post(self, request: Request) -> HttpResponseBase:
         return completion_serve(
-            request_id=request._request.request_id,
-            principal=request.user,
+            request_id=request._request.request_id,  # type: ignore[attr-defined] # middleware
+            principal=request.user,  # type: ignore[arg-type] # ApiKeyAuthentication's
             creq_parse=validation.parse_chat,
             body_getter=lambda: request.data,
             client_socket=request._request.META.get("gunicorn.socket"),
@@ -96,10 +104,10 @@ class ChatCompletionsView(V1View):
 
 class CompletionsView(V1View):
     @schema.completions_create
-    def post(self, request):
+    def post(self, request: Request) -> HttpResponseBase:
         return completion_serve(
-            request_id=request._request.request_id,
-            principal=request.user,
+            request_id=request._request.request_id,  # type: ignore[attr-defined] # middleware
+            principal=request.user,  # type: ignore[arg-type] # ApiKeyAuthentication's
             creq_parse=validation.parse_completion,
             body_getter=lambda: request.data,
             client_socket=request._request.META.get("gunicorn.socket"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -72,7 +75,8 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        query = self.object_list.query
+        records = cast(QuerySet, self.object_list)  # the admin pages a queryset
+        query = records.query
         if connection.vendor == "postgresql" and not query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -82,7 +86,7 @@ class EstimatedCountPaginator(Paginator):
                 row = cursor.fetchone()
             if row and row[0] > COUNT_CAP:  # -1 (never analysed) or small: count exactly below
                 return int(row[0])
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        return records.order_by()[: COUNT_CAP + 1].count()
 
 
 @admin.register(UsageRecord)

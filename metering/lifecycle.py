@@ -24,6 +24,8 @@ import time
 
 from django.conf import settings
 
+from apikeys.services import KeyPrincipal
+from catalog.routing import PlanInfo
 from metering.limits import Admission, BackendUnavailable, get_backend, keys, limits_admit
 from metering.models import UsageRecord
 from metering.recording import Usage, journal_entry, record_writer
@@ -53,7 +55,13 @@ class MeteredRequest:
 
     @classmethod
     def admit(
-        cls, *, usage: Usage, principal, plan, reserve_tokens: int, prompt_tokens: int
+        cls,
+        *,
+        usage: Usage,
+        principal: KeyPrincipal,
+        plan: PlanInfo | None,
+        reserve_tokens: int,
+        prompt_tokens: int,
     ) -> MeteredRequest:
         """Admit against the limits (one backend call) and journal the record-to-be."""
         admission = limits_admit(

@@ -544,7 +544,7 @@ class UsageWriter(RecordWriter):
         written = 0
         with self._lock:  # one flusher at a time: the loop, or an exit hook
             while self._queue:
-                batch = []
+                batch: list = []
                 while self._queue and len(batch) < self.MAX_BATCH:
                     batch.append(self._queue.popleft())
                 written += self._write_then_settle(batch)

@@ -19,13 +19,15 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 
+from apikeys.services import KeyPrincipal
+from catalog.routing import PlanInfo
 from core.errors import ServiceUnavailable
 from core.redis import get_redis
 from metering.limits.base import (
-    DEFAULT_LEASE_SECONDS,
     BackendUnavailable,
     Limits,
     LimitsBackend,
@@ -186,7 +188,7 @@ def limits_settle_many(items: list[tuple[Admission, int]]) -> None:
         if backend is None or ticket is None:
             continue
         actual = max(0, int(total_tokens or 0))
-        if hasattr(backend, "settle_many"):
+        if backend.batches_settles:
             batched.setdefault(id(backend), (backend, []))[1].append(
                 (ticket, admission.reserved, actual)
             )
@@ -223,8 +225,8 @@ def _ticket(
 
 def limits_admit(
     *,
-    principal,
-    plan,
+    principal: KeyPrincipal,
+    plan: PlanInfo | None,
     reserve_tokens: int,
     request_id: str,
     backend: LimitsBackend | None = None,
@@ -238,9 +240,7 @@ def limits_admit(
     backend = backend or get_backend()
     limits = Limits.of(principal=principal, plan=plan)
     reserve = max(0, int(reserve_tokens or 0))
-    lease = lease_seconds or getattr(
-        settings, "LIMITS_INFLIGHT_LEASE_SECONDS", DEFAULT_LEASE_SECONDS
-    )
+    lease: int = lease_seconds or settings.LIMITS_INFLIGHT_LEASE_SECONDS
     # Calendar periods come from this clock (see redis_backend); the windows from the backend's.
     clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
     ticket = _ticket(
@@ -287,8 +287,8 @@ def limits_admit(
 
 def limits_status(
     *,
-    principal=None,
-    plan,
+    principal: KeyPrincipal | None = None,
+    plan: PlanInfo | None,
     owner_id: int | None = None,
     backend: LimitsBackend | None = None,
     _now_ms: int | None = None,
@@ -316,7 +316,7 @@ def limits_status(
     return _status(limits, outcome, ticket.periods)
 
 
-def limits_headers(*, principal, plan) -> dict[str, str]:
+def limits_headers(*, principal: KeyPrincipal, plan: PlanInfo | None) -> dict[str, str]:
     """The x-ratelimit-* headers for a response that admitted nothing (model lists, usage,
     refused input): one read-only backend call; {} if the backend is unreachable."""
     limits = Limits.of(principal=principal, plan=plan)
@@ -336,14 +336,14 @@ def limits_headers(*, principal, plan) -> dict[str, str]:
     return rate_headers(limits, outcome)
 
 
-def _status(limits: Limits, outcome: LimitsVerdict, periods: Periods) -> dict:
+def _status(limits: Limits, outcome: LimitsVerdict, periods: Periods) -> dict[str, Any]:
     now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
 
-    def entry(limit, used, reset_at):
-        remaining = None if limit is None else max(0, limit - used)
+    def entry(limit: int | None, used: int | None, reset_at: datetime | None) -> dict[str, Any]:
+        remaining = None if limit is None or used is None else max(0, limit - used)
         return {"limit": limit, "used": used, "remaining": remaining, "reset_at": reset_at}
 
-    def window(names):
+    def window(names: tuple[str, ...]) -> dict[str, Any]:
         candidates = [
             (max(0, getattr(limits, n) - outcome.used[n]), n)
             for n in names

@@ -15,7 +15,6 @@ from core.errors import QuotaExceeded, RateLimited
 from metering.limits.keys import key_base, key_prefix, user_base  # noqa: F401 - re-exported
 
 WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
-DEFAULT_LEASE_SECONDS = 900  # an in-flight slot not released by then belonged to a dead process
 UNLIMITED = -1
 
 # The nine limits, in the order the Lua script receives them.
@@ -48,6 +47,14 @@ class LimitsBackend:
         raise NotImplementedError
 
     def settle(self, *, ticket: Ticket, reserved: int, actual: int, now_ms: int | None) -> None:
+        raise NotImplementedError
+
+    # A backend that can settle many admissions in one round trip says so and implements
+    # settle_many; the others settle one by one.
+    batches_settles = False
+
+    def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
+        """Settle (ticket, reserved, actual) triples together (see `batches_settles`)."""
         raise NotImplementedError
 
     def release(self, *, ticket: Ticket) -> None:

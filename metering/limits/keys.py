@@ -15,7 +15,7 @@ def prefix() -> str:
     value = settings.LIMITS_KEY_PREFIX
     if not value:
         value = settings.CACHES.get("default", {}).get("KEY_PREFIX") or "portal"
-    return value
+    return str(value)
 
 
 def key_prefix() -> str:

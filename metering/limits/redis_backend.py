@@ -154,6 +154,8 @@ class RedisBackend(LimitsBackend):
         args = self._settle_args(ticket, reserved, actual, now_ms)
         self._run(self._settle, self._keys(ticket), args)
 
+    batches_settles = True
+
     def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
         """Settle many admissions in one round trip (a pipeline of settle scripts)."""
         pipe = self.client.pipeline(transaction=False)
