@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,25 +14,9 @@ from django.db.models.functions import TruncDate
 from metering.models import DailyUsage, UsagePending, UsageRecord
 from metering.services import usage_aggregate
 from metering.tasks import aggregate_usage
+from tests.builders import LLAMA, QWEN, usage_record
 
-LLAMA, QWEN = "cortensor/llama-3.1-8b", "cortensor/qwen-2.5-7b"
 OUTCOMES = ["ok", "ok", "ok", "rate_limited", "upstream_error", "timeout", "cancelled"]
-
-
-def _record(*, user, key, created_at, model=LLAMA, outcome="ok", prompt=10, completion=5):
-    return UsageRecord(
-        request_id=uuid.uuid4().hex,
-        user_id=user.pk,
-        key_id=key.pk,
-        model=model,
-        endpoint="chat.completions",
-        outcome=outcome,
-        http_status=200 if outcome == "ok" else 429,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        created_at=created_at,
-    )
 
 
 def _make_records(users_keys, n, *, start=None):
@@ -43,10 +26,11 @@ def _make_records(users_keys, n, *, start=None):
     for i in range(n):
         user, key = users_keys[i % len(users_keys)]
         records.append(
-            _record(
-                user=user,
-                key=key,
-                created_at=start + timedelta(hours=7 * (i % 17), seconds=i),
+            usage_record(
+                user,
+                key,
+                save=False,
+                at=start + timedelta(hours=7 * (i % 17), seconds=i),
                 model=(LLAMA, QWEN)[i % 2],
                 outcome=OUTCOMES[i % len(OUTCOMES)],
                 prompt=i % 50,
@@ -118,9 +102,9 @@ def test_rate_limited_requests_count_as_requests_and_errors(alice, alice_key):
     at = datetime(2026, 3, 2, 12, tzinfo=UTC)
     UsageRecord.objects.bulk_create(
         [
-            _record(user=alice, key=key, created_at=at, outcome="ok", prompt=3, completion=4),
-            _record(
-                user=alice, key=key, created_at=at, outcome="rate_limited", prompt=0, completion=0
+            usage_record(alice, key, save=False, at=at, outcome="ok", prompt=3, completion=4),
+            usage_record(
+                alice, key, save=False, at=at, outcome="rate_limited", prompt=0, completion=0
             ),
         ]
     )
@@ -138,8 +122,8 @@ def test_day_is_the_utc_date(alice, alice_key):
     key, _ = alice_key
     UsageRecord.objects.bulk_create(
         [
-            _record(user=alice, key=key, created_at=datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)),
-            _record(user=alice, key=key, created_at=datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)),
+            usage_record(alice, key, save=False, at=datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)),
+            usage_record(alice, key, save=False, at=datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)),
         ]
     )
     usage_aggregate()

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
-from metering.models import DailyUsage, UsageRecord
+from metering.models import DailyUsage
 from metering.services import usage_aggregate
-
-
-def _record(user, key, *, at, prompt, completion, outcome="ok"):
-    UsageRecord.objects.create(
-        request_id=uuid.uuid4().hex,
-        user_id=user.pk,
-        key_id=key.pk,
-        model="cortensor/llama-3.1-8b",
-        endpoint="chat.completions",
-        outcome=outcome,
-        http_status=200,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        created_at=at,
-    )
+from tests.builders import usage_record
 
 
 @pytest.fixture
@@ -40,12 +24,12 @@ def setup(alice, bob, make_key, plan):
     earlier_this_month = max(
         now - timedelta(days=2), now.replace(day=1, hour=0, minute=0, second=1)
     )
-    _record(alice, key, at=now, prompt=10, completion=20)
-    _record(alice, key, at=now, prompt=0, completion=0, outcome="rate_limited")
-    _record(alice, other, at=now, prompt=100, completion=1)
-    _record(alice, key, at=earlier_this_month, prompt=1, completion=2)
-    _record(alice, key, at=now - timedelta(days=40), prompt=500, completion=500)
-    _record(bob, bob_key, at=now, prompt=7, completion=7)
+    usage_record(alice, key, at=now, prompt=10, completion=20)
+    usage_record(alice, key, at=now, prompt=0, completion=0, outcome="rate_limited")
+    usage_record(alice, other, at=now, prompt=100, completion=1)
+    usage_record(alice, key, at=earlier_this_month, prompt=1, completion=2)
+    usage_record(alice, key, at=now - timedelta(days=40), prompt=500, completion=500)
+    usage_record(bob, bob_key, at=now, prompt=7, completion=7)
     usage_aggregate()
     return {"key": key, "raw": raw}
 

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
 
-from metering.models import DailyUsage, UsageRecord
+from metering.models import DailyUsage
 from metering.services import usage_aggregate
-
-LLAMA, QWEN = "cortensor/llama-3.1-8b", "cortensor/qwen-2.5-7b"
-
-
-def _record(user, key, *, at, model=LLAMA, outcome="ok", prompt=10, completion=5):
-    return UsageRecord.objects.create(
-        request_id=uuid.uuid4().hex,
-        user_id=user.pk,
-        key_id=key.pk,
-        model=model,
-        endpoint="chat.completions",
-        outcome=outcome,
-        http_status=200,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        created_at=at,
-    )
+from tests.builders import LLAMA, QWEN, usage_record
 
 
 @pytest.fixture
@@ -50,7 +32,7 @@ def usage(alice, bob, make_key, plan):
         (12, key_a, LLAMA, "upstream_error", 5, 0),
         (45, key_a, LLAMA, "ok", 1000, 1000),
     ]:
-        _record(
+        usage_record(
             alice,
             key,
             at=now - timedelta(days=days_ago),
@@ -59,7 +41,7 @@ def usage(alice, bob, make_key, plan):
             prompt=p,
             completion=c,
         )
-    _record(bob, bob_key, at=now, prompt=999, completion=1)
+    usage_record(bob, bob_key, at=now, prompt=999, completion=1)
     usage_aggregate()
     return {"keys": (key_a, key_b), "bob_key": bob_key}
 
@@ -145,7 +127,7 @@ def test_limits_are_the_live_counters_of_the_limits_engine(client, alice, make_k
 
 
 def test_totals_include_records_not_aggregated_yet(client, alice, usage):
-    _record(alice, usage["keys"][0], at=timezone.now(), prompt=1, completion=1)
+    usage_record(alice, usage["keys"][0], at=timezone.now(), prompt=1, completion=1)
     client.force_login(alice)
     overview = client.get("/usage").context["overview"]
     assert (overview.today.requests, overview.today.total_tokens) == (4, 132)

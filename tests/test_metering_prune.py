@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,28 +12,7 @@ from django.utils import timezone
 from metering.models import DailyUsage, UsageRecord
 from metering.services import usage_aggregate, usage_prune
 from metering.tasks import prune_usage
-
-
-def _records(user, key, *, days_ago, n):
-    at = timezone.now() - timedelta(days=days_ago)
-    UsageRecord.objects.bulk_create(
-        [
-            UsageRecord(
-                request_id=uuid.uuid4().hex,
-                user_id=user.pk,
-                key_id=key.pk,
-                model="cortensor/llama-3.1-8b",
-                endpoint="chat.completions",
-                outcome="ok",
-                http_status=200,
-                prompt_tokens=2,
-                completion_tokens=3,
-                total_tokens=5,
-                created_at=at,
-            )
-            for _ in range(n)
-        ]
-    )
+from tests.builders import usage_records
 
 
 @pytest.fixture
@@ -43,8 +21,8 @@ def key(alice_key):
 
 
 def test_prune_deletes_only_old_records_in_batches_and_keeps_ledgers(alice, key):
-    _records(alice, key, days_ago=100, n=25)
-    _records(alice, key, days_ago=2, n=7)
+    usage_records(alice, key, at=timezone.now() - timedelta(days=100), n=25, prompt=2, completion=3)
+    usage_records(alice, key, at=timezone.now() - timedelta(days=2), n=7, prompt=2, completion=3)
     usage_aggregate()
     ledgers = list(DailyUsage.objects.values_list("day", "requests", "total_tokens"))
 
@@ -63,7 +41,7 @@ def test_prune_deletes_only_old_records_in_batches_and_keeps_ledgers(alice, key)
 
 
 def test_prune_keeps_old_records_not_yet_aggregated(alice, key):
-    _records(alice, key, days_ago=100, n=4)
+    usage_records(alice, key, at=timezone.now() - timedelta(days=100), n=4, prompt=2, completion=3)
     assert usage_prune(older_than_days=90) == 0
     assert UsageRecord.objects.count() == 4
     usage_aggregate()
@@ -72,8 +50,8 @@ def test_prune_keeps_old_records_not_yet_aggregated(alice, key):
 
 def test_prune_task_uses_the_retention_setting(alice, key, settings):
     settings.USAGE_RETENTION_DAYS = 30
-    _records(alice, key, days_ago=31, n=3)
-    _records(alice, key, days_ago=29, n=2)
+    usage_records(alice, key, at=timezone.now() - timedelta(days=31), n=3, prompt=2, completion=3)
+    usage_records(alice, key, at=timezone.now() - timedelta(days=29), n=2, prompt=2, completion=3)
     usage_aggregate()
     assert prune_usage() == 3
     assert prune_usage() == 0

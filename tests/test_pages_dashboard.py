@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,29 +14,10 @@ from apikeys.services import apikey_playground_principal, apikey_revoke
 from catalog.routing import routing_table
 from metering.models import UsageRecord
 from metering.services import usage_aggregate
+from tests.builders import usage_record
 
 pytestmark = pytest.mark.django_db
 LLAMA = "cortensor/llama-3.1-8b"
-
-
-def _record(
-    user, key, *, ago=timedelta(0), outcome="ok", model=LLAMA, tokens=15, latency=120, error_code=""
-):
-    return UsageRecord.objects.create(
-        request_id=uuid.uuid4().hex,
-        user_id=user.pk,
-        key_id=key.pk,
-        model=model,
-        endpoint="chat.completions",
-        outcome=outcome,
-        http_status=200 if outcome == "ok" else 429,
-        error_code=error_code,
-        prompt_tokens=max(0, tokens - 5),
-        completion_tokens=min(5, tokens),
-        total_tokens=tokens,
-        latency_ms=latency,
-        created_at=timezone.now() - ago,
-    )
 
 
 def _page(client, user) -> str:
@@ -75,16 +55,22 @@ def test_recent_requests_are_the_users_last_ten_with_key_prefix_and_outcome(
     key, _ = make_key(alice, "prod")
     bob_key, _ = make_key(bob, "bob's")
     for minutes in range(12):
-        _record(alice, key, ago=timedelta(minutes=minutes + 1), latency=1000 + minutes)
-    _record(
+        usage_record(
+            alice,
+            key,
+            at=timezone.now() - timedelta(minutes=minutes + 1),
+            latency_ms=1000 + minutes,
+        )
+    usage_record(
         alice,
         key,
-        ago=timedelta(seconds=5),
+        at=timezone.now() - timedelta(seconds=5),
         outcome="rate_limited",
         error_code="rate_limit_exceeded",
-        tokens=0,
+        prompt=0,
+        completion=0,
     )
-    _record(bob, bob_key, model="bob-secret-model")
+    usage_record(bob, bob_key, model="bob-secret-model")
     body = _page(client, alice)
     rows = _recent_rows(body)
     assert len(rows) == 10
@@ -97,17 +83,17 @@ def test_recent_requests_are_the_users_last_ten_with_key_prefix_and_outcome(
 
 def test_steps_go_away_after_a_successful_call_with_an_own_key(client, alice, make_key):
     key, _ = make_key(alice, "prod")
-    _record(alice, key, outcome="upstream_error")
+    usage_record(alice, key, outcome="upstream_error")
     body = _page(client, alice)
     assert "Get started" in body
     assert body.count('class="done"') == 2  # verified, key created
-    _record(alice, key, outcome="ok")
+    usage_record(alice, key, outcome="ok")
     assert "Get started" not in _page(client, alice)
 
 
 def test_a_playground_call_does_not_count_as_the_first_api_call(client, alice):
     principal = apikey_playground_principal(user=alice)
-    _record(alice, type("K", (), {"pk": principal.key_id}))
+    usage_record(alice, type("K", (), {"pk": principal.key_id}))
     body = _page(client, alice)
     assert "Get started" in body
     assert "Playground <code>" in _recent_rows(body)[0]
@@ -115,7 +101,7 @@ def test_a_playground_call_does_not_count_as_the_first_api_call(client, alice):
 
 def test_the_first_call_is_found_in_the_ledgers_after_records_are_pruned(client, alice, make_key):
     key, _ = make_key(alice, "prod")
-    _record(alice, key, ago=timedelta(days=40))
+    usage_record(alice, key, at=timezone.now() - timedelta(days=40))
     usage_aggregate()
     UsageRecord.objects.all().delete()
     body = _page(client, alice)
@@ -177,7 +163,7 @@ def test_the_dashboard_needs_a_handful_of_queries(
 ):
     keys = [make_key(alice, f"k{i}")[0] for i in range(5)]
     for i in range(30):
-        _record(alice, keys[i % 5], ago=timedelta(minutes=i))
+        usage_record(alice, keys[i % 5], at=timezone.now() - timedelta(minutes=i))
     client.force_login(alice)
     routing_table()
     with django_assert_max_num_queries(8):
