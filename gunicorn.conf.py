@@ -21,7 +21,9 @@ import time
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gunicorn's gevent worker, answering the errors gunicorn produces itself (oversized headers,
+# malformed request lines) in the API's JSON error shape: see gunicorn_worker.py.
+worker_class = "gunicorn_worker.ApiErrorGeventWorker"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 # Streams can be long: the worker timeout is about heartbeats, not requests, under gevent.
 timeout = int(os.environ.get("WORKER_TIMEOUT", "120"))

@@ -47,7 +47,7 @@ def _conf(**env: str) -> dict:
 
 def test_config_defaults_are_two_gevent_workers_on_port_8000():
     conf = _conf()
-    assert conf["worker_class"] == "gevent"
+    assert conf["worker_class"] == "gunicorn_worker.ApiErrorGeventWorker"
     assert conf["workers"] == 2
     assert conf["bind"] == "0.0.0.0:8000"
     assert conf["preload_app"] is False  # gevent must patch before the app is imported
