@@ -30,6 +30,10 @@ timeout = int(os.environ.get("WORKER_TIMEOUT", "120"))
 # On SIGTERM a worker stops accepting and lets open streams finish for this long.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "60"))
 keepalive = 5
+# Header sizes are the API guard's to judge (portal/api_guard.py: 16 KiB a header, 32 KiB in
+# all, refused in the API's error shape): gunicorn's own cap (8190 by default) sits above it,
+# so a 10 KB bad key gets the same 401 on gunicorn as anywhere else.
+limit_request_field_size = 20 * 1024
 backlog = int(os.environ.get("BACKLOG", "2048"))
 max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = 100

@@ -29,6 +29,12 @@ def _error_code(exc: Exception, status: int) -> str:
         return "request_line_too_long"
     if isinstance(exc, errors.InvalidHeader) and "content-length" in str(exc).lower():
         return "invalid_content_length"
+    if isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName, errors.ObsoleteFolding)):
+        return "invalid_header"
+    if isinstance(
+        exc, (errors.InvalidRequestLine, errors.InvalidRequestMethod, errors.InvalidHTTPVersion)
+    ):
+        return "invalid_request_line"
     if status >= 500:
         return "server_error"
     return "invalid_request"
