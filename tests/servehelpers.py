@@ -331,3 +331,20 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def db_query(database_url: str, query: str, params: tuple | list = ()) -> list[dict]:
+    """Rows of a served database as dicts (PostgreSQL, or the embedded default's SQLite);
+    `query` uses %s placeholders."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(urlparse(database_url).path) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(query.replace("%s", "?"), list(params)).fetchall()
+        return [dict(row) for row in rows]
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(query, params).fetchall()
