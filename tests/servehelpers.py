@@ -188,8 +188,11 @@ def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> 
     return _run_manage(list(args), full_env)
 
 
-def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
-    """Point the served catalog at `sim`, make a user with a key: (database url, raw key)."""
+def provision(
+    sim: RouterSim, *, email: str, models: tuple[tuple[str, str], ...] = ((MODEL, "llama3"),)
+) -> tuple[str, str]:
+    """Point the served catalog's `models` ((id, chat template) pairs) at `sim`, make a user
+    with a key: (database url, raw key)."""
     database_url = served_database()
     config = {
         "plans": [
@@ -219,12 +222,13 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
         ],
         "models": [
             {
-                "id": MODEL,
+                "id": model,
                 "pool": f"sim-{sim.port}",
-                "chat_template": "llama3",
+                "chat_template": template,
                 "max_tokens": 1024,
                 "context_length": 8192,
             }
+            for model, template in models
         ],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
