@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test lint format serve worker beat sim bench migrate seed clean
+.PHONY: run test test-fast mutate lint format serve worker beat sim bench migrate seed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests that start real processes (gunicorn, Redis or PostgreSQL servers,
+# worker pools): the quick loop while editing. `make test` still runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

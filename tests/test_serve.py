@@ -106,6 +106,7 @@ def _highest_in_flight(sim: RouterSim, stop: threading.Event) -> int:
     return highest
 
 
+@pytest.mark.slow
 def test_one_worker_holds_200_slow_streams_at_once(slow_one_worker):
     server, key, database_url, sim = slow_one_worker
     assert len(server.worker_pids()) == 1
@@ -149,6 +150,7 @@ def test_one_worker_holds_200_slow_streams_at_once(slow_one_worker):
     assert _usage_count(database_url, "serve@example.com") == before + 200
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_POSTGRES, reason="psycopg only runs on PostgreSQL")
 def test_psycopg_yields_to_other_greenlets_under_gevent(slow_one_worker):
     _, _, database_url, _ = slow_one_worker
@@ -190,6 +192,7 @@ for t in threads: t.join()
     assert highest == 6, f"psycopg blocked the hub: at most {highest} queries ran at once"
 
 
+@pytest.mark.slow
 def test_sigterm_lets_an_open_stream_finish():
     sim = RouterSim("--chunks", "8", "--chunk-delay-ms", "250")
     try:
