@@ -35,6 +35,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# Mutation testing of metering/limits, metering/recording.py, the balancer and the upstream
+# client with the fast tests ([tool.mutmut] in pyproject.toml). CPU heavy, not in CI; set
+# DATABASE_URL and REDIS_URL to mutate against PostgreSQL and Redis. `mutmut results` and
+# `mutmut show NAME` afterwards.
+mutate: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-2}
+	$(VENV)/bin/mutmut results
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
