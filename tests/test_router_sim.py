@@ -434,9 +434,9 @@ def test_no_usage_omits_usage_everywhere() -> None:
 def test_json_for_stream_answers_plain_json_to_a_stream_request() -> None:
     with RouterSim("--json-for-stream") as router:
         response = stream(router)
+        body = response.json()  # read before the simulator stops (the response streams)
 
     assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
     assert body["object"] == "text_completion"
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 8
