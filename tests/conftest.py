@@ -159,3 +159,10 @@ def catalog(db, router_sim):
         default_max_tokens=64,
     )
     return {"pool": pool, "router": router, "llama": llama, "qwen": qwen}
+
+
+def pytest_collection_modifyitems(items):
+    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow."""
+    for item in items:
+        if "served" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -27,8 +27,6 @@ from apikeys import keyformat
 from tests.routersim import RouterSim
 from tests.servehelpers import Gunicorn, db_query, provision
 
-pytestmark = pytest.mark.slow
-
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 MODEL = "cortensor/llama-3.1-8b"
@@ -117,7 +115,7 @@ class Response:
 
 
 class Client:
-    """The calls of Django's test client these tests make (`client.post(path, data,
+    """The calls of Django's test client these tests make (`served_client.post(path, data,
     content_type=..., HTTP_AUTHORIZATION=...)`), made over HTTP to the served portal."""
 
     def __init__(self, served: Served) -> None:
@@ -164,12 +162,12 @@ class Client:
 
 
 @pytest.fixture
-def client(served):
+def served_client(served):
     return Client(served)
 
 
 @pytest.fixture
-def alice_key(served):
+def served_key(served):
     """(no ApiKey object in this process, the served key's raw secret)."""
     return None, served.key
 
@@ -240,21 +238,23 @@ class Ledger:
 
 
 @pytest.fixture
-def ledger(served, client):
-    return Ledger(served=served, client=client)
+def ledger(served, served_client):
+    return Ledger(served=served, client=served_client)
 
 
 @pytest.fixture
-def api(client, alice_key, ledger):
+def api(served_client, served_key, ledger):
     """POST/GET as alice; each call asserts the refusal and exactly one client_error record."""
-    _, raw = alice_key
+    _, raw = served_key
 
     class Api:
         def send(self, method, path, data=None, content_type="application/json", **extra):
             extra.setdefault("HTTP_AUTHORIZATION", f"Bearer {raw}")
             if method == "get":
-                return client.get(path, **extra)
-            return getattr(client, method)(path, data=data, content_type=content_type, **extra)
+                return served_client.get(path, **extra)
+            return getattr(served_client, method)(
+                path, data=data, content_type=content_type, **extra
+            )
 
         def refuse(self, method, path, data=None, content_type="application/json", **kwargs):
             expect = {k: kwargs.pop(k) for k in ("expected", "code", "param") if k in kwargs}
@@ -351,13 +351,13 @@ def test_body_that_is_not_an_object(api, body):
     assert "object" in error["message"]
 
 
-def test_body_over_the_limit_is_413_before_anything_is_read(client, alice_key, ledger):
-    _, raw = alice_key
+def test_body_over_the_limit_is_413_before_anything_is_read(served_client, served_key, ledger):
+    _, raw = served_key
     limit = MAX_REQUEST_BYTES
     body = json.dumps({**CHAT_BODY, "padding": "x" * limit}).encode()
     assert len(body) > limit
 
-    response = client.post(
+    response = served_client.post(
         CHAT, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}"
     )
 
@@ -556,9 +556,9 @@ def test_unknown_model(api, model):
         "/v1/chat/completions/",
     ],
 )
-def test_unknown_model_or_route_is_json_404(client, alice_key, ledger, path):
-    _, raw = alice_key
-    response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+def test_unknown_model_or_route_is_json_404(served_client, served_key, ledger, path):
+    _, raw = served_key
+    response = served_client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
     refused(response, expected=404)
     ledger.assert_untouched()  # GETs are not metered
 
@@ -566,9 +566,9 @@ def test_unknown_model_or_route_is_json_404(client, alice_key, ledger, path):
 @pytest.mark.parametrize(
     "method,path", [("get", CHAT), ("put", "/v1/models"), ("delete", COMPLETIONS), ("patch", CHAT)]
 )
-def test_wrong_method_is_json_405(client, alice_key, ledger, method, path):
-    _, raw = alice_key
-    response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+def test_wrong_method_is_json_405(served_client, served_key, ledger, method, path):
+    _, raw = served_key
+    response = getattr(served_client, method)(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
     refused(response, expected=405, code="method_not_allowed")
     ledger.assert_untouched()
 
@@ -603,15 +603,15 @@ BAD_AUTHORIZATION = {
 
 @pytest.mark.parametrize("shape", list(BAD_AUTHORIZATION))
 @pytest.mark.parametrize("path", [CHAT, "/v1/models", "/v1/usage"])
-def test_keys_of_every_wrong_shape(client, alice_key, ledger, shape, path):
-    _, raw = alice_key
+def test_keys_of_every_wrong_shape(served_client, served_key, ledger, shape, path):
+    _, raw = served_key
     header = BAD_AUTHORIZATION[shape](raw)
     if path == CHAT:
-        response = client.post(
+        response = served_client.post(
             path, CHAT_BODY, content_type="application/json", HTTP_AUTHORIZATION=header
         )
     else:
-        response = client.get(path, HTTP_AUTHORIZATION=header)
+        response = served_client.get(path, HTTP_AUTHORIZATION=header)
     if "\x00" in header:
         # NUL is not allowed in a header value (RFC 9110): gunicorn refuses the request itself.
         refused(response, expected=400, code="invalid_header")
@@ -620,8 +620,8 @@ def test_keys_of_every_wrong_shape(client, alice_key, ledger, shape, path):
     ledger.assert_untouched()
 
 
-def test_no_authorization_header_with_a_bad_body(client, ledger):
-    response = client.post(CHAT, b"{", content_type="application/json")
+def test_no_authorization_header_with_a_bad_body(served_client, ledger):
+    response = served_client.post(CHAT, b"{", content_type="application/json")
     refused(response, expected=401, code="invalid_api_key")
     ledger.assert_untouched()
 
