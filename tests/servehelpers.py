@@ -70,6 +70,10 @@ def _production_env() -> dict[str, str]:
     env.update(SECRET_KEY="served-test-secret-key", APIKEY_HASH_SECRET="served-test-apikey-secret")
     if os.environ.get("REDIS_URL"):
         env.update(REDIS_URL=os.environ["REDIS_URL"], CACHE_KEY_PREFIX=SERVED_KEY_PREFIX)
+    else:
+        # The embedded default's documented switch: production without Redis is refused
+        # (with DEBUG off) unless the operator accepts per-process state.
+        env["ALLOW_LOCAL_STATE"] = "1"
     return env
 
 
@@ -84,7 +88,7 @@ SERVED_DIFFERENCES = {
     "STATIC_ROOT": "the run's own collectstatic folder",
     "SECURE_SSL_REDIRECT": "tests speak plain HTTP on loopback; production has a TLS proxy",
     "SECURE_COOKIES": "tests speak plain HTTP on loopback; production has a TLS proxy",
-    "ALLOW_LOCAL_STATE": "the embedded default's switch for several workers without Redis",
+    "ALLOW_LOCAL_STATE": "without REDIS_URL only: the embedded default's per-process state",
 }
 
 
@@ -269,9 +273,6 @@ class Gunicorn:
             "WEB_CONCURRENCY": str(workers),
             **env,
         }
-        if workers > 1 and "REDIS_URL" not in self.env:
-            # The embedded default's documented switch for several workers without Redis.
-            self.env.setdefault("ALLOW_LOCAL_STATE", "1")
         try:
             self.process = subprocess.Popen(
                 [

@@ -59,6 +59,8 @@ def _production_env(database_url: str) -> dict[str, str]:
     env.update(DATABASE_URL=database_url, SECRET_KEY="operator-secret")
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
+    else:
+        env["ALLOW_LOCAL_STATE"] = "1"  # how an operator runs without Redis
     return env
 
 
