@@ -116,3 +116,16 @@ def test_a_reservation_over_the_per_minute_tokens_waits_a_whole_window(backend):
     with pytest.raises(RateLimited, match="Request too large") as refused:
         _admit(who, plan, backend, now, reserve=150)
     assert refused.value.headers["Retry-After"] == "60"
+
+
+def test_a_full_token_window_waits_until_just_enough_tokens_leave(backend):
+    """100 tokens a minute: 20 at t0, 50 at t0+5 s; at t0+10 s a request of 50 needs 20 more
+    room, exactly what the first frees when it leaves at t0+60 s: wait 50 s, not 55."""
+    t0 = future_ms(hours=10)
+    who, plan = principal(owner_id=508, key_id=608), make_plan(tokens_per_minute=100)
+    _admit(who, plan, backend, t0, reserve=20).settle(total_tokens=20, _now_ms=t0)
+    second = _admit(who, plan, backend, t0 + 5_000, reserve=50, request_id="r2")
+    second.settle(total_tokens=50, _now_ms=t0 + 5_000)
+    with pytest.raises(RateLimited) as refused:
+        _admit(who, plan, backend, t0 + 10_000, reserve=50, request_id="r3")
+    assert refused.value.headers["Retry-After"] == "50"
