@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test test-fast lint typecheck format serve worker beat sim bench migrate seed clean
+.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests that start real processes (gunicorn, Redis or PostgreSQL servers,
+# worker pools): the quick loop while editing. `make test` still runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# Mutation testing of metering/limits, metering/recording.py, the balancer and the upstream
+# client with the fast tests ([tool.mutmut] in pyproject.toml). CPU heavy, not in CI; set
+# DATABASE_URL and REDIS_URL to mutate against PostgreSQL and Redis. `mutmut results` and
+# `mutmut show NAME` afterwards.
+mutate: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-2}
+	$(VENV)/bin/mutmut results
 
 # ruff, then the layers contract (pyproject's [tool.importlinter]): a back-edge between apps
 # fails here with the two modules named.

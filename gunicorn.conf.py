@@ -21,13 +21,19 @@ import time
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gunicorn's gevent worker, answering the errors gunicorn produces itself (oversized headers,
+# malformed request lines) in the API's JSON error shape: see gunicorn_worker.py.
+worker_class = "gunicorn_worker.ApiErrorGeventWorker"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 # Streams can be long: the worker timeout is about heartbeats, not requests, under gevent.
 timeout = int(os.environ.get("WORKER_TIMEOUT", "120"))
 # On SIGTERM a worker stops accepting and lets open streams finish for this long.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "60"))
 keepalive = 5
+# Header sizes are the API guard's to judge (core/api_guard.py: 16 KiB a header, 32 KiB in
+# all, refused in the API's error shape): gunicorn's own cap (8190 by default) sits above it,
+# so a 10 KB bad key gets the same 401 on gunicorn as anywhere else.
+limit_request_field_size = 20 * 1024
 backlog = int(os.environ.get("BACKLOG", "2048"))
 max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = 100

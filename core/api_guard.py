@@ -4,6 +4,8 @@ Django reads a body lazily and only `request.body` enforces DATA_UPLOAD_MAX_MEMO
 reads the stream itself, so without this an oversized body would be read whole. Here, before
 any view, authentication or body read, a request to /v1/ or /api/ is refused when:
 
+- its Host is not in ALLOWED_HOSTS (the page stack's
+  CommonMiddleware checks it; the lean /v1/ stack has none)     400 invalid_host
 - its Content-Length is not a non-negative integer             400 invalid_content_length
 - its body is chunked (no Content-Length): Django's WSGI
   handler would silently see an empty body                      411 length_required
@@ -21,6 +23,7 @@ limit raises RecursionError inside `json.loads`, which DRF does not catch (a 500
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
@@ -33,6 +36,18 @@ def _refusal(status: int, message: str, code: str) -> ApiError:
     error = InvalidRequest(message, code=code)
     error.status = status
     return error
+
+
+def check_host(request) -> ApiError | None:
+    """Django validates Host only when something asks for it (CommonMiddleware, CSRF, an
+    absolute URL): on /v1/ nothing would, and a request for any Host would be served."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return _refusal(
+            400, "The Host header names a host this server does not serve.", "invalid_host"
+        )
+    return None
 
 
 def check_request(environ: dict) -> ApiError | None:
@@ -96,7 +111,7 @@ class ApiGuardMiddleware:
 
     def __call__(self, request):
         if request.path.startswith(API_PREFIXES):
-            error = check_request(request.META)
+            error = check_host(request) or check_request(request.META)
             if error is not None:
                 return error_response(error)
         return self.get_response(request)

@@ -2,9 +2,16 @@
 
 DATABASE_URL and REDIS_URL still come from the environment, so CI runs this on PostgreSQL and
 Redis while a laptop runs it on SQLite and local memory.
+
+Each run has its own id (PORTAL_TEST_RUN_ID, inherited by the processes it starts): its Redis
+keys carry it in their prefix and its PostgreSQL databases in their names, so two runs on one
+machine, on the same Redis database and server, never touch each other's state.
 """
 
 import os
+import uuid
+
+RUN_ID = os.environ.setdefault("PORTAL_TEST_RUN_ID", uuid.uuid4().hex[:8])
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("APIKEY_HASH_SECRET", "test-apikey-hash-secret")
@@ -13,14 +20,15 @@ os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("EMAIL_URL", "locmem:")
 os.environ.setdefault("LOG_FORMAT", "text")
 os.environ.setdefault("PORTAL_TESTING", "1")
-os.environ.setdefault("CACHE_KEY_PREFIX", "portal-test")
+os.environ.setdefault("CACHE_KEY_PREFIX", f"portal-test-{RUN_ID}")
 # The test process is one process, so local state is fine without REDIS_URL. Served tests on
 # the embedded default inherit this: their gunicorns run workers with local state on purpose.
 os.environ.setdefault("ALLOW_LOCAL_STATE", "1")
-# Tests read records right after a response; served-process tests run the batched writer.
+# Tests in this process read records right after a response. Served processes (gunicorn,
+# tests/servehelpers.py) do not inherit this: they run production's batched writer.
 os.environ.setdefault("USAGE_WRITE_BATCHED", "0")
 
-from portal.settings import *  # noqa: F403
+from portal.settings import *  # noqa: E402, F403
 
 DEBUG = False
 CATALOG_CHECK_SECONDS = 0.0
@@ -30,3 +38,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+
+# pytest-django's test database, named for this run (dropped by pytest-django at the end).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{RUN_ID}"}  # noqa: F405

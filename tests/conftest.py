@@ -4,16 +4,38 @@ over HTTP; nothing on the request path is mocked."""
 
 from __future__ import annotations
 
+import functools
+import os
+
 import pytest
 from django.core.cache import cache
 
+from tests import servehelpers
 from tests.routersim import RouterSim
+
+
+@functools.cache
+def _run_redis():
+    """This run's Redis (the environment's, whatever a test's settings say) and its prefix."""
+    import redis
+
+    return redis.Redis.from_url(os.environ["REDIS_URL"]), os.environ["CACHE_KEY_PREFIX"]
+
+
+def _clear_shared_state() -> None:
+    """Empty this run's cache and limit counters: on Redis only the keys under this run's
+    prefix (other runs and processes share the Redis database), else the local memory."""
+    if os.environ.get("REDIS_URL"):
+        client, prefix = _run_redis()
+        servehelpers.delete_prefix(client, prefix)
+    else:
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
     """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
-    cache.clear()
+    _clear_shared_state()
     from apikeys import services as apikey_services
     from catalog import routing
     from metering import limits
@@ -22,7 +44,14 @@ def _clean_cache():
     limits._backends.clear()  # the in-process limits of the embedded default
     apikey_services._last_used_local.clear()
     yield
-    cache.clear()
+    _clear_shared_state()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _served_cleanup():
+    """Served processes' database, static files and Redis keys go when the run ends."""
+    yield
+    servehelpers.cleanup()
 
 
 @pytest.fixture
@@ -143,3 +172,10 @@ def catalog(db, router_sim):
         default_max_tokens=64,
     )
     return {"pool": pool, "router": router, "llama": llama, "qwen": qwen}
+
+
+def pytest_collection_modifyitems(items):
+    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow."""
+    for item in items:
+        if "served" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

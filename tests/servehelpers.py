@@ -1,11 +1,16 @@
-"""The portal as production runs it, for tests: gunicorn (gevent workers, gunicorn.conf.py)
-in a subprocess, on a database of its own that `manage.py` commands set up like an operator
-would (migrate, apply_config, apikey_create).
+"""The portal as production runs it, for tests: gunicorn (`gunicorn.conf.py`: gevent workers)
+in a subprocess, DEBUG off, collectstatic done, on a database of its own that `manage.py`
+commands set up like an operator would (migrate, apply_config, apikey_create).
+
+A served process gets production's environment, not the test process's: only what
+`SERVED_DIFFERENCES` names differs (ports, database names, key prefix, secrets, and plain HTTP
+where production has a TLS proxy); `tests/test_served_config.py` holds that line. So with
+REDIS_URL it runs the batched usage writer and the lean /v1/ stack, like production.
 
 The served database is not pytest-django's test database (the server cannot see a test's
-uncommitted rows): on PostgreSQL it is `<test db name>_served` (made once per session), on the
-embedded default a SQLite file in a temporary folder. REDIS_URL, when set, is shared with the
-test process.
+uncommitted rows): on PostgreSQL it is `test_<name>_<run id>_served`, made once per run and
+dropped at its end; on the embedded default a SQLite file in a temporary folder. REDIS_URL,
+when set, is shared with the test process, under this run's own key prefix.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,31 +36,107 @@ from tests.routersim import REPO_ROOT, RouterSim
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 60.0
 MODEL = "cortensor/llama-3.1-8b"
+# portal/test_settings.py sets it for the test process; a helper used alone makes its own.
+RUN_ID = os.environ.setdefault("PORTAL_TEST_RUN_ID", uuid.uuid4().hex[:8])
+SERVED_KEY_PREFIX = f"portal-served-{RUN_ID}"
+# What a process of the system needs, whatever it runs; nothing of the portal's settings.
+SYSTEM_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
 
 
 def free_port() -> int:
+    """A port free now. Someone may take it before it is bound: callers retry on a collision
+    (or, better, hand over a bound socket: see `Gunicorn`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings",
-        SECRET_KEY="served-test-secret-key",
-        APIKEY_HASH_SECRET="served-test-apikey-secret",
-        SECURE_SSL_REDIRECT="0",
-        SECURE_COOKIES="0",
-        EMAIL_URL="locmem:",
-        CATALOG_CHECK_MS="0",
-        CACHE_KEY_PREFIX="portal-served",
-        DEBUG="0",
-    )
-    # The test settings' own defaults are not the served process's: it runs production's.
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT", "PORTAL_TESTING"):
-        env.pop(name, None)
+@functools.cache
+def static_root() -> str:
+    """collectstatic, once per run, into a folder of the run's own (DEBUG off serves the
+    hashed files of the manifest, as production does after `make serve`'s collectstatic)."""
+    root = tempfile.mkdtemp(prefix=f"portal-static-{RUN_ID}-")
+    _cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
+    env = {**_production_env(), "STATIC_ROOT": root}
+    _run_manage(["collectstatic", "--noinput", "-v", "0"], env)
+    return root
+
+
+def _production_env() -> dict[str, str]:
+    """The environment an operator gives a production process, with this run's secrets and
+    stores: nothing else from the test process (its settings module, USAGE_WRITE_BATCHED=0,
+    PORTAL_TESTING, LOG_FORMAT, ...) reaches a served process."""
+    env = {name: os.environ[name] for name in SYSTEM_VARIABLES if name in os.environ}
+    env.update(SECRET_KEY="served-test-secret-key", APIKEY_HASH_SECRET="served-test-apikey-secret")
+    if os.environ.get("REDIS_URL"):
+        env.update(REDIS_URL=os.environ["REDIS_URL"], CACHE_KEY_PREFIX=SERVED_KEY_PREFIX)
+    else:
+        # The embedded default's documented switch: production without Redis is refused
+        # (with DEBUG off) unless the operator accepts per-process state.
+        env["ALLOW_LOCAL_STATE"] = "1"
     return env
+
+
+# Where a served process may differ from production's defaults, and why. Anything else a
+# served test changes, it names in its own call (`Gunicorn(..., GRACEFUL_TIMEOUT="30")`).
+SERVED_DIFFERENCES = {
+    "SECRET_KEY": "a secret",
+    "APIKEY_HASH_SECRET": "a secret",
+    "DATABASE_URL": "the run's own database",
+    "REDIS_URL": "the run's Redis",
+    "CACHE_KEY_PREFIX": "the run's own key prefix",
+    "STATIC_ROOT": "the run's own collectstatic folder",
+    "SECURE_SSL_REDIRECT": "tests speak plain HTTP on loopback; production has a TLS proxy",
+    "SECURE_COOKIES": "tests speak plain HTTP on loopback; production has a TLS proxy",
+    "ALLOW_LOCAL_STATE": "without REDIS_URL only: the embedded default's per-process state",
+}
+
+
+def _base_env() -> dict[str, str]:
+    """What every served process and `manage.py` command of these tests runs with."""
+    return {
+        **_production_env(),
+        "STATIC_ROOT": static_root(),
+        "SECURE_SSL_REDIRECT": "0",
+        "SECURE_COOKIES": "0",
+    }
+
+
+_cleanup: list = []
+
+
+def cleanup() -> None:
+    """Drop what this run made (its served database, its static folder, its served processes'
+    Redis keys): end of session."""
+    while _cleanup:
+        _cleanup.pop()()
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        try:
+            delete_prefix(client, SERVED_KEY_PREFIX)
+        finally:
+            client.close()
+
+
+def delete_prefix(client, prefix: str) -> int:
+    """Delete the keys under `prefix` (and nothing else: not FLUSHDB, which would take
+    every other run's and process's keys on the same Redis database with it)."""
+    deleted = 0
+    batch = []
+    for key in client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 @functools.cache
@@ -61,30 +144,38 @@ def served_database() -> str:
     """A migrated database URL for served processes (made once per test session)."""
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql://")):
-        import psycopg
-        from psycopg import sql
-
         parsed = urlparse(url)
-        name = f"test_{parsed.path.lstrip('/')}_served"
+        name = f"test_{parsed.path.lstrip('/')}_{RUN_ID}_served"
         admin = parsed._replace(path="/postgres").geturl()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        _postgres_admin(admin, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        _postgres_admin(admin, "CREATE DATABASE {}", name)
+        _cleanup.append(
+            lambda: _postgres_admin(admin, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        )
         served = parsed._replace(path=f"/{name}").geturl()
     else:
-        served = f"sqlite:///{tempfile.mkdtemp(prefix='portal-served-')}/db.sqlite3"
+        folder = tempfile.mkdtemp(prefix=f"portal-served-{RUN_ID}-")
+        _cleanup.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+        served = f"sqlite:///{folder}/db.sqlite3"
     manage("migrate", "--noinput", database_url=served)
     return served
 
 
-def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> str:
-    full_env = {**_base_env(), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+def _postgres_admin(admin_url: str, statement: str, name: str) -> None:
+    """One statement on a database of this run's own name (never anyone else's)."""
+    import psycopg
+    from psycopg import sql
+
+    assert RUN_ID in name, name
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+
+def _run_manage(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=REPO_ROOT,
-        env=full_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=180,
@@ -95,8 +186,17 @@ def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> 
     return result.stdout
 
 
-def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
-    """Point the served catalog at `sim`, make a user with a key: (database url, raw key)."""
+def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> str:
+    """`manage.py` as an operator runs it against the served database."""
+    full_env = {**_base_env(), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+    return _run_manage(list(args), full_env)
+
+
+def provision(
+    sim: RouterSim, *, email: str, models: tuple[tuple[str, str], ...] = ((MODEL, "llama3"),)
+) -> tuple[str, str]:
+    """Point the served catalog's `models` ((id, chat template) pairs) at `sim`, make a user
+    with a key: (database url, raw key)."""
     database_url = served_database()
     config = {
         "plans": [
@@ -126,12 +226,13 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
         ],
         "models": [
             {
-                "id": MODEL,
+                "id": model,
                 "pool": f"sim-{sim.port}",
-                "chat_template": "llama3",
+                "chat_template": template,
                 "max_tokens": 1024,
                 "context_length": 8192,
             }
+            for model, template in models
         ],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -153,28 +254,45 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
 
 
 class Gunicorn:
-    """`gunicorn -c gunicorn.conf.py portal.wsgi:application` with the given environment."""
+    """`gunicorn -c gunicorn.conf.py portal.wsgi:application` with production's environment
+    and the given deviations (each a test's deliberate choice, e.g. GRACEFUL_TIMEOUT="30").
+
+    The listening socket is bound here, on port 0, and handed to gunicorn (`--bind fd://N`):
+    no port is probed and then lost to another process before gunicorn binds it."""
 
     def __init__(self, *, database_url: str, workers: int = 1, **env: str) -> None:
-        self.port = free_port()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2048)
+        self.port = listener.getsockname()[1]
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log")  # noqa: SIM115
         self.env = {
             **_base_env(),
             "DATABASE_URL": database_url,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
             **env,
         }
-        self.process = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi:application"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [
+                    str(VENV_BIN / "gunicorn"),
+                    "-c",
+                    "gunicorn.conf.py",
+                    "--bind",
+                    f"fd://{listener.fileno()}",
+                    "portal.wsgi:application",
+                ],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+            )
+        finally:
+            listener.close()  # gunicorn holds its own copy
         self._wait_ready()
 
     @property
@@ -218,3 +336,20 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def db_query(database_url: str, query: str, params: tuple | list = ()) -> list[dict]:
+    """Rows of a served database as dicts (PostgreSQL, or the embedded default's SQLite);
+    `query` uses %s placeholders."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(urlparse(database_url).path) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(query.replace("%s", "?"), list(params)).fetchall()
+        return [dict(row) for row in rows]
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(query, params).fetchall()

@@ -21,10 +21,13 @@ from accounts.services import users_set_active
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create, apikey_revoke
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("REDIS_URL"),
-    reason="needs REDIS_URL: without a shared cache the embedded default is one process",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("REDIS_URL"),
+        reason="needs REDIS_URL: without a shared cache the embedded default is one process",
+    ),
+]
 
 WORKER = textwrap.dedent(
     """

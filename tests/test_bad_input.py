@@ -2,32 +2,39 @@
 
 Never a 500 and never an HTML page. A request that fails authentication leaves no trace; an
 authenticated one leaves exactly one usage record (outcome client_error, by design) and
-consumes no limit. What the test client cannot send (invalid UTF-8 on the wire, wrong
-Content-Length, chunked bodies, oversized headers, a bad Host) goes over a raw socket to the
-live server.
+consumes no limit.
+
+Every case goes over HTTP to the portal as production serves it (gunicorn, gevent workers,
+the lean /v1/ stack, the batched usage writer: tests/servehelpers.py), so what gunicorn
+refuses itself (oversized headers, malformed Content-Length or request lines) is covered
+too. What an HTTP client cannot send (invalid UTF-8 on the wire, wrong Content-Length,
+chunked bodies, a bad Host) goes over a raw socket.
 """
 
 from __future__ import annotations
 
 import copy
+import http.client
+import itertools
 import json
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import pytest
-from django.conf import settings
 
 from apikeys import keyformat
-from apikeys.services import apikey_authenticate
-from catalog.routing import routing_table
-from metering.limits import limits_status
-from metering.models import UsageRecord
+from tests.routersim import RouterSim
+from tests.servehelpers import Gunicorn, db_query, provision
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 MODEL = "cortensor/llama-3.1-8b"
 CHAT_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 COMPLETION_BODY = {"model": MODEL, "prompt": "Once upon", "max_tokens": 4}
+# The served portal's default (MAX_REQUEST_BYTES): the tests never change its settings.
+MAX_REQUEST_BYTES = 1_048_576
+EMAIL = "bad-input@example.com"
 
 
 # --- what "refused, nothing changed" means ---------------------------------------------------
@@ -68,60 +75,186 @@ def refused(response, **kwargs) -> dict:
     )
 
 
+# --- the served portal, and a client for it -----------------------------------------------------
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    key: str
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+def served():
+    sim = RouterSim()
+    database_url, key = provision(sim, email=EMAIL)
+    server = Gunicorn(database_url=database_url)
+    yield Served(url=server.url, port=server.port, key=key, database_url=database_url)
+    server.stop()
+    sim.stop()
+
+
+# The served portal throttles bad keys per client address (30 a minute): each test speaks
+# from a loopback address of its own, as distinct clients would.
+_source_addresses = (f"127.0.{i // 250}.{i % 250 + 2}" for i in itertools.count())
+
+
+@dataclass
+class Response:
+    status_code: int
+    headers: dict
+    content: bytes
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+
+class Client:
+    """The calls of Django's test client these tests make (`served_client.post(path, data,
+    content_type=..., HTTP_AUTHORIZATION=...)`), made over HTTP to the served portal."""
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.source = next(_source_addresses)
+
+    def generic(self, method, path, data=b"", content_type=None, **extra) -> Response:
+        headers = {}
+        for name, value in extra.items():
+            assert name.startswith("HTTP_"), name
+            header = name[5:].replace("_", "-").title()
+            headers[header] = value.encode() if isinstance(value, str) else value
+        if isinstance(data, (dict, list)):
+            data = json.dumps(data).encode()
+        elif isinstance(data, str):
+            data = data.encode()
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.served.port, timeout=60, source_address=(self.source, 0)
+        )
+        try:
+            conn.request(method.upper(), path, body=data or None, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, content=body)
+
+    def get(self, path, **extra):
+        return self.generic("GET", path, **extra)
+
+    def post(self, path, data=b"", content_type="application/json", **extra):
+        return self.generic("POST", path, data, content_type, **extra)
+
+    def put(self, path, data=b"", content_type="application/json", **extra):
+        return self.generic("PUT", path, data, content_type, **extra)
+
+    def patch(self, path, data=b"", content_type="application/json", **extra):
+        return self.generic("PATCH", path, data, content_type, **extra)
+
+    def delete(self, path, data=b"", content_type="application/json", **extra):
+        return self.generic("DELETE", path, data, content_type, **extra)
+
+
+@pytest.fixture
+def served_client(served):
+    return Client(served)
+
+
+@pytest.fixture
+def served_key(served):
+    """(no ApiKey object in this process, the served key's raw secret)."""
+    return None, served.key
+
+
 @dataclass
 class Ledger:
-    """Usage records and limit counters before a request, to compare with after it."""
+    """The served key's usage records and limit counters before a request, to compare with
+    after it.
 
-    principal: object
-    plan: object
-    records: int
-    counters: dict
+    The served portal writes records in batches, a few tens of ms after answering. A record
+    that should not exist cannot be waited for, so each check first sends a marker (a request
+    with an empty body, itself one client_error record) and waits for the marker's record:
+    one worker writes its records in order, so by then any record of the request checked is
+    in the table too."""
 
-    @staticmethod
-    def used(principal, plan) -> dict:
-        status = limits_status(principal=principal, plan=plan)
-        return {name: entry["used"] for name, entry in status.items()}
+    served: Served
+    client: Client
+    records: int = 0
+    counters: dict = field(default_factory=dict)
+    markers: int = 0
+
+    def __post_init__(self):
+        self.records = self._settled_count()
+        self.counters = self.used()
+
+    def used(self) -> dict:
+        answer = self.client.get("/v1/usage", HTTP_AUTHORIZATION=f"Bearer {self.served.key}")
+        assert answer.status_code == 200, answer.content
+        limits = json.loads(answer.content)["limits"]
+        return {name: entry["used"] for name, entry in limits.items()}
+
+    def _rows(self, where: str = "TRUE", params=()) -> list[dict]:
+        return db_query(
+            self.served.database_url,
+            "SELECT r.* FROM metering_usagerecord r JOIN accounts_user u ON u.id = r.user_id "
+            f"WHERE u.email = %s AND {where} ORDER BY r.id",
+            [EMAIL, *params],
+        )
+
+    def _wait_for(self, request_id: str) -> dict:
+        deadline = time.monotonic() + 30
+        while not (rows := self._rows("r.request_id = %s", [request_id])):
+            assert time.monotonic() < deadline, f"no usage record for {request_id}"
+            time.sleep(0.01)
+        (row,) = rows
+        return row
+
+    def _settled_count(self) -> int:
+        """Records of real requests, once everything before now is written."""
+        marker = self.client.post(CHAT, b"{}", HTTP_AUTHORIZATION=f"Bearer {self.served.key}")
+        assert marker.status_code == 400, marker.content
+        self._wait_for(marker["x-request-id"])
+        self.markers += 1
+        return len(self._rows()) - self.markers
 
     def assert_untouched(self):
-        assert UsageRecord.objects.count() == self.records
-        assert self.used(self.principal, self.plan) == self.counters
+        assert self._settled_count() == self.records
+        assert self.used() == self.counters
 
     def assert_one_client_error(self, status: int, request_id: str, code: str):
-        records = list(UsageRecord.objects.order_by("pk")[self.records :])
-        assert len(records) == 1, records
-        record = records[0]
-        assert record.outcome == UsageRecord.Outcome.CLIENT_ERROR
-        assert record.http_status == status
-        assert record.error_code == code
-        assert record.request_id == request_id
-        assert record.total_tokens == 0
-        assert self.used(self.principal, self.plan) == self.counters
+        record = self._wait_for(request_id)
+        assert self._settled_count() == self.records + 1
+        assert record["outcome"] == "client_error"
+        assert record["http_status"] == status
+        assert record["error_code"] == code
+        assert record["total_tokens"] == 0
+        assert self.used() == self.counters
 
 
 @pytest.fixture
-def ledger(catalog, alice_key):
-    _, raw = alice_key
-    principal = apikey_authenticate(raw_key=raw, ip=None)
-    plan = routing_table().plan_for(principal.plan_id)
-    return Ledger(
-        principal=principal,
-        plan=plan,
-        records=UsageRecord.objects.count(),
-        counters=Ledger.used(principal, plan),
-    )
+def ledger(served, served_client):
+    return Ledger(served=served, client=served_client)
 
 
 @pytest.fixture
-def api(client, alice_key, ledger):
+def api(served_client, served_key, ledger):
     """POST/GET as alice; each call asserts the refusal and exactly one client_error record."""
-    _, raw = alice_key
+    _, raw = served_key
 
     class Api:
         def send(self, method, path, data=None, content_type="application/json", **extra):
             extra.setdefault("HTTP_AUTHORIZATION", f"Bearer {raw}")
             if method == "get":
-                return client.get(path, **extra)
-            return getattr(client, method)(path, data=data, content_type=content_type, **extra)
+                return served_client.get(path, **extra)
+            return getattr(served_client, method)(
+                path, data=data, content_type=content_type, **extra
+            )
 
         def refuse(self, method, path, data=None, content_type="application/json", **kwargs):
             expect = {k: kwargs.pop(k) for k in ("expected", "code", "param") if k in kwargs}
@@ -218,13 +351,13 @@ def test_body_that_is_not_an_object(api, body):
     assert "object" in error["message"]
 
 
-def test_body_over_the_limit_is_413_before_anything_is_read(client, alice_key, ledger):
-    _, raw = alice_key
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+def test_body_over_the_limit_is_413_before_anything_is_read(served_client, served_key, ledger):
+    _, raw = served_key
+    limit = MAX_REQUEST_BYTES
     body = json.dumps({**CHAT_BODY, "padding": "x" * limit}).encode()
     assert len(body) > limit
 
-    response = client.post(
+    response = served_client.post(
         CHAT, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}"
     )
 
@@ -233,11 +366,10 @@ def test_body_over_the_limit_is_413_before_anything_is_read(client, alice_key, l
     ledger.assert_untouched()  # refused at the door: nothing read, nothing metered
 
 
-def test_body_at_the_limit_is_read(api, settings):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+def test_body_at_the_limit_is_read(api):
     body = json.dumps({**CHAT_BODY, "model": "nope/x"}).encode()
-    body = body[:-1] + b', "pad": "' + b"x" * (4096 - len(body) - 11) + b'"}'
-    assert len(body) == 4096
+    body = body[:-1] + b', "pad": "' + b"x" * (MAX_REQUEST_BYTES - len(body) - 11) + b'"}'
+    assert len(body) == MAX_REQUEST_BYTES
     api.refuse("post", CHAT, body, expected=404, code="model_not_found")
 
 
@@ -425,9 +557,9 @@ def test_unknown_model(api, model):
         "/v1/chat/completions/",
     ],
 )
-def test_unknown_model_or_route_is_json_404(client, alice_key, ledger, path):
-    _, raw = alice_key
-    response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+def test_unknown_model_or_route_is_json_404(served_client, served_key, ledger, path):
+    _, raw = served_key
+    response = served_client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
     refused(response, expected=404)
     ledger.assert_untouched()  # GETs are not metered
 
@@ -435,9 +567,9 @@ def test_unknown_model_or_route_is_json_404(client, alice_key, ledger, path):
 @pytest.mark.parametrize(
     "method,path", [("get", CHAT), ("put", "/v1/models"), ("delete", COMPLETIONS), ("patch", CHAT)]
 )
-def test_wrong_method_is_json_405(client, alice_key, ledger, method, path):
-    _, raw = alice_key
-    response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+def test_wrong_method_is_json_405(served_client, served_key, ledger, method, path):
+    _, raw = served_key
+    response = getattr(served_client, method)(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
     refused(response, expected=405, code="method_not_allowed")
     ledger.assert_untouched()
 
@@ -472,21 +604,25 @@ BAD_AUTHORIZATION = {
 
 @pytest.mark.parametrize("shape", list(BAD_AUTHORIZATION))
 @pytest.mark.parametrize("path", [CHAT, "/v1/models", "/v1/usage"])
-def test_keys_of_every_wrong_shape(client, alice_key, ledger, shape, path):
-    _, raw = alice_key
+def test_keys_of_every_wrong_shape(served_client, served_key, ledger, shape, path):
+    _, raw = served_key
     header = BAD_AUTHORIZATION[shape](raw)
     if path == CHAT:
-        response = client.post(
+        response = served_client.post(
             path, CHAT_BODY, content_type="application/json", HTTP_AUTHORIZATION=header
         )
     else:
-        response = client.get(path, HTTP_AUTHORIZATION=header)
-    refused(response, expected=401, code="invalid_api_key")
+        response = served_client.get(path, HTTP_AUTHORIZATION=header)
+    if "\x00" in header:
+        # NUL is not allowed in a header value (RFC 9110): gunicorn refuses the request itself.
+        refused(response, expected=400, code="invalid_header")
+    else:
+        refused(response, expected=401, code="invalid_api_key")
     ledger.assert_untouched()
 
 
-def test_no_authorization_header_with_a_bad_body(client, ledger):
-    response = client.post(CHAT, b"{", content_type="application/json")
+def test_no_authorization_header_with_a_bad_body(served_client, ledger):
+    response = served_client.post(CHAT, b"{", content_type="application/json")
     refused(response, expected=401, code="invalid_api_key")
     ledger.assert_untouched()
 
@@ -506,9 +642,10 @@ class Raw:
         )
 
 
-def raw_http(server, request: bytes, *, half_close: bool = False) -> Raw:
-    host, port = server.thread.host, server.thread.port
-    with socket.create_connection((host, port), timeout=20) as sock:
+def raw_http(server: Served, request: bytes, *, half_close: bool = False) -> Raw:
+    with socket.create_connection(
+        ("127.0.0.1", server.port), timeout=20, source_address=(next(_source_addresses), 0)
+    ) as sock:
         sock.sendall(request)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
@@ -521,7 +658,19 @@ def raw_http(server, request: bytes, *, half_close: bool = False) -> Raw:
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = _dechunk(body)
     return Raw(status=int(status_line.split()[1]), headers=headers, body=body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body
+        body, data = body + data[:size], data[size + 2 :]
 
 
 def request_bytes(
@@ -549,18 +698,9 @@ def request_bytes(
 
 
 @pytest.fixture
-def wire(transactional_db, live_server, catalog, alice_key):
-    """The live server, alice's Authorization header line, and a ledger to compare with."""
-    _, raw = alice_key
-    principal = apikey_authenticate(raw_key=raw, ip=None)
-    plan = routing_table().plan_for(principal.plan_id)
-    ledger = Ledger(
-        principal=principal,
-        plan=plan,
-        records=UsageRecord.objects.count(),
-        counters=Ledger.used(principal, plan),
-    )
-    return live_server, b"Authorization: Bearer " + raw.encode(), ledger
+def wire(served, ledger):
+    """The served portal, alice's Authorization header line, and a ledger to compare with."""
+    return served, b"Authorization: Bearer " + served.key.encode(), ledger
 
 
 JSON_TYPE = b"Content-Type: application/json"
@@ -588,7 +728,8 @@ def test_invalid_utf8_in_the_key_and_the_path(wire):
     )
     bad_path = raw_http(server, request_bytes("GET", b"/v1/models/\xff\xfe", headers=[auth]))
     bad_key.refused(expected=401, code="invalid_api_key")
-    bad_path.refused(expected=404)
+    # A request target must be ASCII (RFC 9112): gunicorn refuses the request line itself.
+    bad_path.refused(expected=400, code="invalid_request_line")
     ledger.assert_untouched()
 
 
@@ -668,7 +809,7 @@ def test_content_length_that_does_not_match_the_body(wire, sent, claimed):
 
 def test_content_length_over_the_limit_is_413_unread(wire):
     server, auth, ledger = wire
-    claimed = str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE * 100).encode()
+    claimed = str(MAX_REQUEST_BYTES * 100).encode()
     response = raw_http(
         server,
         request_bytes("POST", CHAT.encode(), headers=[auth, JSON_TYPE], body=b"{}", length=claimed),

@@ -15,11 +15,14 @@ from tests.routersim import RouterSim
 from tests.servehelpers import MODEL, Gunicorn
 from tests.test_faults import _records, provision
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith("postgres")
-    or not os.environ.get("REDIS_URL"),
-    reason="measures PostgreSQL connections of a real gunicorn worker (CI has PostgreSQL)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres")
+        or not os.environ.get("REDIS_URL"),
+        reason="measures PostgreSQL connections of a real gunicorn worker (CI has PostgreSQL)",
+    ),
+]
 
 STREAMS = 500
 POOL = 4

@@ -4,7 +4,6 @@ first byte, a dead pool answers 503 at once, and a break mid-stream ends in an e
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -96,11 +95,10 @@ def test_bad_routers_are_cut_out_by_the_breaker(client, sims, alice_key):
 def test_all_routers_down_is_a_quick_503(client, sims, alice_key):
     model = _pool([sims["stopped"], sims["failing"]], name="dead")
     _, raw = alice_key
-    started = time.monotonic()
     response = _chat(client, raw, model)
+    # 503 at once, not a 504 after the model's timeout (how long it took is for `make bench`).
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_unavailable"
-    assert time.monotonic() - started < 5
     # Router details never reach the customer.
     assert sims["failing"].url not in response.content.decode()
     assert "127.0.0.1" not in response.content.decode()

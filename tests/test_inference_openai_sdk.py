@@ -1,18 +1,34 @@
-"""The official `openai` SDK pointed at the portal works unchanged (live server, real router
-simulator over HTTP)."""
+"""The official `openai` SDK pointed at the portal works unchanged: the portal as production
+serves it (gunicorn, gevent workers, the lean /v1/ stack: tests/servehelpers.py), a real
+router simulator over HTTP."""
 
 from __future__ import annotations
 
 import openai
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True)
+from tests.routersim import RouterSim
+from tests.servehelpers import Gunicorn, provision
+
+pytestmark = pytest.mark.slow
+
+MODELS = (("cortensor/llama-3.1-8b", "llama3"), ("cortensor/qwen-2.5-7b", "chatml"))
+
+
+@pytest.fixture(scope="module")
+def served():
+    sim = RouterSim("--sessions", "1,2")
+    database_url, key = provision(sim, email="sdk@example.com", models=MODELS)
+    server = Gunicorn(database_url=database_url)
+    yield server.url, key
+    server.stop()
+    sim.stop()
 
 
 @pytest.fixture
-def client(live_server, catalog, alice_key):
-    _, raw = alice_key
-    return openai.OpenAI(base_url=live_server.url + "/v1", api_key=raw, max_retries=0, timeout=20)
+def client(served):
+    url, key = served
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
 def test_models_list_shows_the_enabled_catalog(client):
@@ -83,8 +99,9 @@ def test_legacy_completion_stream(client):
     assert text == " word0 word1"
 
 
-def test_bad_key_raises_authentication_error(live_server, catalog):
-    bad = openai.OpenAI(base_url=live_server.url + "/v1", api_key="sk-nope", max_retries=0)
+def test_bad_key_raises_authentication_error(served):
+    url, _ = served
+    bad = openai.OpenAI(base_url=url + "/v1", api_key="sk-nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as info:
         bad.models.list()
     assert info.value.code == "invalid_api_key"

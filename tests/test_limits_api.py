@@ -149,15 +149,13 @@ def test_token_quota_holds_under_concurrent_streams(
 def test_redis_down_fails_closed_and_pages_keep_working(client, catalog, alice_key, settings):
     if not settings.REDIS_URL:
         pytest.skip("the embedded default has no Redis to lose")
-    import redis
-
     from metering import limits
     from metering.limits.redis_backend import RedisBackend
+    from tests.test_limits_support import unreachable_redis_client
 
     _, raw = alice_key
     assert _chat(client, raw).status_code == 200  # warm the key cache
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    limits._backends[settings.REDIS_URL] = RedisBackend(dead)
+    limits._backends[settings.REDIS_URL] = RedisBackend(unreachable_redis_client())
     refused = _chat(client, raw)
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "service_unavailable"

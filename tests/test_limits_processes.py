@@ -18,7 +18,7 @@ from tests.test_limits_support import (
     principal,
 )
 
-pytestmark = pytest.mark.usefixtures("redis_backend")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("redis_backend")]
 
 
 @pytest.fixture

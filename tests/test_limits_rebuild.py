@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from core.errors import QuotaExceeded
 from metering.limits import limits_admit, limits_status
+from metering.limits.base import key_prefix
 from metering.models import UsageRecord
+from tests.servehelpers import delete_prefix
 from tests.test_limits_support import make_backend, make_plan
 
 
@@ -51,13 +53,17 @@ def alice_usage(alice, make_key):
     record("early-today", max(day_start, now - timedelta(minutes=5)), 50)
     record("month-start", month_start, 1000)  # today too, on the 1st before 00:05
     record("last-month", month_start - timedelta(hours=1), 5000)
-    today = UsageRecord.objects.filter(created_at__gte=day_start, admitted=True)
+    # What counts follows from the same clock as the records: in the first seconds of a day
+    # or a month, some "recent" records belong to the one before.
+    counted = UsageRecord.objects.filter(admitted=True)
+    today = counted.filter(created_at__gte=day_start)
+    month = counted.filter(created_at__gte=month_start)
     return {
         "key": key,
         "day_requests": today.count(),
         "day_tokens": sum(today.values_list("total_tokens", flat=True)),
-        "month_requests": 5,
-        "month_tokens": 1350,
+        "month_requests": month.count(),
+        "month_tokens": sum(month.values_list("total_tokens", flat=True)),
     }
 
 
@@ -97,7 +103,8 @@ def test_rebuild_restores_day_month_and_minute_counters_idempotently(
     alice, alice_usage, redis_backend
 ):
     who = principal_of(alice, alice_usage["key"])
-    redis_backend.client.flushdb()  # Redis lost its data
+    # Redis lost its data (this run's counters: other runs share the Redis database).
+    delete_prefix(redis_backend.client, key_prefix())
     assert (
         limits_status(principal=who, plan=PLAN, backend=redis_backend)["requests_per_month"]["used"]
         == 0

@@ -4,18 +4,16 @@ survives a script cache flush, and fails closed (503) or, when configured, open.
 from __future__ import annotations
 
 import logging
-import socket
+import os
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from core.errors import ServiceUnavailable
 from metering.limits import get_backend, limits_admit
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
-from tests.test_limits_support import make_plan, principal
+from tests.test_limits_support import make_plan, principal, unreachable_redis_client
 
 PLAN = make_plan(
     requests_per_minute=100,
@@ -49,22 +47,9 @@ def counting(settings):
     return CountingRedis(connection_pool=get_redis().connection_pool)
 
 
-def unreachable_client() -> redis.Redis:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
-    return redis.Redis(
-        host="127.0.0.1",
-        port=port,
-        socket_connect_timeout=0.5,
-        socket_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
 @pytest.fixture
 def unreachable():
-    return RedisBackend(unreachable_client())
+    return RedisBackend(unreachable_redis_client())
 
 
 def test_an_admission_is_one_redis_round_trip_and_no_database_query(
@@ -138,7 +123,7 @@ def test_settle_never_raises_when_redis_went_away_meanwhile(counting, caplog):
     adm = limits_admit(
         principal=principal(), plan=PLAN, reserve_tokens=1, request_id="r", backend=backend
     )
-    adm._backend = RedisBackend(unreachable_client())
+    adm._backend = RedisBackend(unreachable_redis_client())
     with caplog.at_level(logging.WARNING, logger="metering.limits"):
         adm.settle(total_tokens=1)
     assert "settle failed" in caplog.text
@@ -148,5 +133,6 @@ def test_the_backend_is_redis_with_redis_url_and_memory_without(settings):
     settings.REDIS_URL = None
     assert isinstance(get_backend(), MemoryBackend)
     assert get_backend() is get_backend()  # one per process: the counters must be shared
-    settings.REDIS_URL = "redis://127.0.0.1:6379/4"
+    # Any URL will do (the backend connects lazily): the run's own, not a fixed database.
+    settings.REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     assert isinstance(get_backend(), RedisBackend)

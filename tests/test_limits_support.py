@@ -73,6 +73,27 @@ def make_backend(kind: str, settings):
     return RedisBackend(get_redis())
 
 
+def unreachable_redis_client():
+    """A Redis client for a port where nothing listens, that gives up at once: redis-py's
+    default retries would make every refused call take seconds."""
+    import socket
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 # --- processes ----------------------------------------------------------------------------------
 
 

@@ -85,6 +85,7 @@ def _post(url: str, key: str, body: dict) -> tuple[int, str]:
         return error.code, error.headers["x-request-id"], error.read().decode()
 
 
+@pytest.mark.slow
 def test_requests_through_gunicorn_log_json_lines_without_secrets(served_json):
     server, key, _ = served_json
     body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT_CANARY}]}

@@ -254,6 +254,7 @@ def _scrape(url: str, **headers) -> dict:
         return parse(response.read().decode())
 
 
+@pytest.mark.slow
 def test_two_workers_report_one_sum(two_workers):
     server, key, metrics_dir = two_workers
     assert len(server.worker_pids()) == 2
@@ -268,6 +269,7 @@ def test_two_workers_report_one_sum(two_workers):
         assert value(_scrape(server.url), "portal_requests_total", **labels) == 60
 
 
+@pytest.mark.slow
 def test_a_dead_workers_streams_stop_counting(two_workers):
     server, _, metrics_dir = two_workers
     victim = server.worker_pids()[0]
@@ -295,6 +297,7 @@ def test_a_dead_workers_streams_stop_counting(two_workers):
     assert value(_scrape(server.url), "portal_streams_in_flight") == 0
 
 
+@pytest.mark.slow
 def test_gunicorn_refuses_metrics_to_a_client_behind_a_proxy(two_workers):
     server, _, _ = two_workers
     request = urllib.request.Request(

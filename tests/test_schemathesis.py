@@ -1,4 +1,5 @@
-"""Schemathesis against the live server: generated requests to every /v1/ operation, valid and
+"""Schemathesis against the portal as production serves it (gunicorn, gevent workers, the
+lean /v1/ stack: tests/servehelpers.py): generated requests to every /v1/ operation, valid and
 invalid, never get a 5xx and never an answer that breaks the published schema.
 
 The run is bounded (examples per operation, one worker) and seeded, so CI is reproducible;
@@ -14,17 +15,28 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True)
+from tests.routersim import RouterSim
+from tests.servehelpers import Gunicorn, provision
+
+pytestmark = pytest.mark.slow
 
 ST = Path(sys.executable).with_name("st")
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_break(
-    live_server, catalog, alice_key, tmp_path
-):
+@pytest.fixture
+def served():
+    sim = RouterSim("--sessions", "1,2")
+    database_url, key = provision(sim, email="schemathesis@example.com")
+    server = Gunicorn(database_url=database_url)
+    yield server, key
+    server.stop()
+    sim.stop()
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_break(served, tmp_path):
     if not ST.exists():
         pytest.fail(f"schemathesis is not installed in this environment ({ST})")
-    _, raw = alice_key
+    live_server, raw = served
     report = tmp_path / "junit.xml"
     command = [
         str(ST),

@@ -1,0 +1,113 @@
+"""gunicorn's gevent worker, with the errors gunicorn answers itself in the API's error shape.
+
+Some requests never reach Django: gunicorn's parser refuses an oversized header (431), a
+malformed request line, header or Content-Length (400), a request line too long (414). Its
+stock answer is an HTML page, which an OpenAI SDK cannot read. This worker answers those in
+OpenAI's shape, `{"error": {"message", "type", "param", "code"}}` as JSON with an
+`x-request-id`, unless the request is known to be for a portal page (then gunicorn's own page).
+
+Kept outside the `portal` package on purpose: gunicorn loads the worker class in the master,
+and importing `portal` there would import Celery and Django before gevent patches the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from gunicorn import util
+from gunicorn.http import errors
+from gunicorn.workers.ggevent import GeventWorker
+
+API_PREFIXES = ("/v1/", "/api/")
+
+
+def _error_code(exc: Exception, status: int) -> str:
+    if isinstance(exc, errors.LimitRequestHeaders):
+        return "headers_too_large"
+    if isinstance(exc, errors.LimitRequestLine):
+        return "request_line_too_long"
+    if isinstance(exc, errors.InvalidHeader) and "content-length" in str(exc).lower():
+        return "invalid_content_length"
+    if isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName, errors.ObsoleteFolding)):
+        return "invalid_header"
+    if isinstance(
+        exc, (errors.InvalidRequestLine, errors.InvalidRequestMethod, errors.InvalidHTTPVersion)
+    ):
+        return "invalid_request_line"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request"
+
+
+def _message(exc: Exception, status: int) -> str:
+    if isinstance(exc, errors.LimitRequestHeaders):
+        return "The request headers are too large for this server (one header or all of them)."
+    if isinstance(exc, errors.InvalidHeader) and "content-length" in str(exc).lower():
+        return "The Content-Length header is not a valid byte count."
+    if status >= 500:
+        return "The server failed to handle this request; please retry."
+    # gunicorn's own wording names the malformed part (request line, header, method, ...).
+    return f"The HTTP request is malformed: {exc}."
+
+
+def error_response(exc: Exception, status: int, reason: str) -> bytes:
+    """A complete HTTP/1.1 answer with the error as JSON in OpenAI's shape."""
+    body = json.dumps(
+        {
+            "error": {
+                "message": _message(exc, status),
+                "type": "server_error" if status >= 500 else "invalid_request_error",
+                "param": None,
+                "code": _error_code(exc, status),
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"x-request-id: req_{secrets.token_hex(12)}\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def _is_page_request(req) -> bool:
+    path = getattr(req, "path", None)
+    return isinstance(path, str) and not path.startswith(API_PREFIXES)
+
+
+class _Captured:
+    """The client socket, except that what gunicorn writes is kept instead of sent."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self.sent = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class ApiErrorGeventWorker(GeventWorker):
+    def handle_error(self, req, client, addr, exc):
+        request = req or getattr(exc, "req", None)
+        if _is_page_request(request):
+            return super().handle_error(req, client, addr, exc)
+        # gunicorn picks the status, logs and writes the access line: let it, into a capture,
+        # and send the same status with a JSON body instead of its HTML page.
+        captured = _Captured(client)
+        super().handle_error(req, captured, addr, exc)
+        status_line = captured.sent.split(b"\r\n", 1)[0].decode("latin-1")
+        _, status, reason = [*status_line.split(" ", 2), "", ""][:3]
+        if not status.isdigit():
+            return None
+        try:
+            util.write_nonblock(client, error_response(exc, int(status), reason))
+        except Exception:
+            self.log.debug("Failed to send error message.")
+        return None
