@@ -248,7 +248,14 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- email ----------------------------------------------------------------------------------
-globals().update(parse_email_url(env_str("EMAIL_URL", "console:")))
+# In DEBUG with no EMAIL_URL (`make run`), mail goes to a file outbox under var/mail that the
+# dev mailbox page (/dev/mail/) lists; EMAIL_URL=file: asks for it explicitly.
+_EMAIL_URL = env_str("EMAIL_URL", "")
+if _EMAIL_URL == "file:" or (not _EMAIL_URL and DEBUG):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+else:
+    globals().update(parse_email_url(_EMAIL_URL or "console:"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Cortensor Portal <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
