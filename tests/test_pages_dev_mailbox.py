@@ -93,7 +93,7 @@ def test_verification_page_links_to_the_mailbox_only_when_visible(client, settin
 
 
 def test_settings_default_to_the_file_outbox_in_debug(tmp_path):
-        code = (
+    code = (
         "import django; django.setup(); from django.conf import settings; "
         "print(settings.EMAIL_BACKEND)"
     )
