@@ -177,7 +177,7 @@
       });
     }).then(function (usage) {
       history.push({ role: "user", content: text }, { role: "assistant", content: received });
-      status.textContent = usage ? "Done · " + usage.total_tokens + " tokens" : "Done";
+      status.textContent = usage ? "Done · " + window.portal.count(usage.total_tokens, "token") : "Done";
     }).catch(function (error) {
       if (error.name === "AbortError") {
         status.textContent = "Stopped.";

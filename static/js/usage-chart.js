@@ -56,7 +56,7 @@
         var h = (plotH * v) / max;
         base -= h;
         var rect = el("rect", {x: x, y: base, width: w, height: h, fill: COLORS[k % COLORS.length]});
-        rect.appendChild(el("title", {}, day + " · " + s.name + ": " + v.toLocaleString()));
+        rect.appendChild(el("title", {}, day + " · " + s.name + ": " + window.portal.formatNumber(v)));
         svg.appendChild(rect);
       });
       if (i % 5 === 0 || i === days.length - 1) {
