@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # the widget templates, for PortalFormRenderer (portal/forms.py)
     "rest_framework",
     "drf_spectacular",
     "allauth",
@@ -107,6 +108,8 @@ TEMPLATES = [
         },
     },
 ]
+
+FORM_RENDERER = "portal.forms.PortalFormRenderer"
 
 # --- database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"

@@ -114,10 +114,29 @@
     });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", setupMenu);
-  } else {
+  // The create-key form: the date input matters only for "On a date…".
+  function setupExpiry() {
+    var menu = document.getElementById("id_expires");
+    var box = document.querySelector('[data-field="expires_on"]');
+    if (!menu || !box) { return; }
+    function sync() { box.hidden = menu.value !== "date" && !box.classList.contains("has-error"); }
+    menu.addEventListener("change", function () {
+      box.classList.remove("has-error");
+      sync();
+      if (menu.value === "date") { box.querySelector("input").focus(); }
+    });
+    sync();
+  }
+
+  function setup() {
     setupMenu();
+    setupExpiry();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setup);
+  } else {
+    setup();
   }
 
   var numberFormat = new Intl.NumberFormat("en-US");
