@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from apikeys.selectors import apikey_model_choices
 
-
 EXPIRY_CHOICES = [
     ("never", "Never"),
     ("7", "In 7 days"),
