@@ -23,7 +23,7 @@ def _newest_key_prefix(user) -> str | None:
     public_id = (
         ApiKey.objects.for_owner(user)
         .active()
-        .exclude(name=PLAYGROUND_KEY_NAME)
+        .exclude(playground=True)
         .order_by("-created_at")
         .values_list("public_id", flat=True)
         .first()
