@@ -60,6 +60,9 @@ def playground_page(request):
         {
             "models": models,
             "key_name": PLAYGROUND_KEY_NAME,
+            # For "View code": this server's API and the user's own newest key, by prefix.
+            "base_url": request.build_absolute_uri("/v1"),
+            "key_prefix": _newest_key_prefix(request.user) or KEY_ENV,
         },
     )
 

@@ -303,7 +303,10 @@ SESSION_COOKIE_HTTPONLY = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
-USE_I18N = False
+# On only for locale/en: the portal's own wording of allauth's English (sentence case,
+# "log in"), see locale/en/LC_MESSAGES/django.po. The portal is English-only.
+USE_I18N = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "/static/"

@@ -1,0 +1,185 @@
+"""The pages finished (issue 23), in a real browser: the dev mailbox on the sign-up journey,
+times and counts, forms, the playground (layout, Markdown, per-answer figures, "View code")."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LLAMA = "cortensor/llama-3.1-8b"
+PASSWORD = "a long and unusual passphrase 42"
+
+
+def log_in(context, live_server, user) -> None:
+    client = Client()
+    client.force_login(user)
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
+
+
+@pytest.fixture
+def file_outbox(settings, tmp_path):
+    settings.DEBUG = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
+    return tmp_path / "mail"
+
+
+def test_sign_up_and_verify_through_the_dev_mailbox(page, plan, file_outbox, screenshot):
+    page.goto("/accounts/signup/")
+    page.fill("#id_email", "newcomer@example.com")
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/accounts/confirm-email/$"))
+    expect(page.locator("h1")).to_have_text("Verify your email address")
+    screenshot(page, "verify-email")
+    page.locator("#dev-mailbox-hint").get_by_role("link", name="dev mailbox").click()
+    expect(page.locator("h1")).to_have_text("Dev mailbox")
+    rows = page.locator("#dev-mailbox tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("newcomer@example.com")
+    screenshot(page, "dev-mailbox")
+    rows.first.get_by_role("link").click()
+    expect(page.locator("h1")).to_contain_text("Confirm your email")
+    screenshot(page, "dev-mailbox-message")
+    page.locator("#mail-body a[href*='/accounts/confirm-email/']").click()
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/dashboard$"))
+    expect(page.locator("#start-title")).to_have_text("Get started")
+
+
+def test_mailbox_is_404_without_debug_for_customers(page, live_server, alice, settings):
+    settings.DEBUG = False
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    log_in(page.context, live_server, alice)
+    assert page.goto("/dev/mail/").status == 404
+
+
+def test_create_key_form_expiry_choices(page, live_server, alice, screenshot):
+    log_in(page.context, live_server, alice)
+    page.goto("/keys")
+    date_box = page.locator('[data-field="expires_on"]')
+    expect(date_box).to_be_hidden()  # "Never" is the default: no date to pick
+    page.select_option("#id_expires", "date")
+    expect(date_box).to_be_visible()
+    expect(page.locator("#id_expires_on")).to_be_focused()
+    page.fill("#id_name", "dated")
+    page.get_by_role("button", name="Create key").click()
+    # No date given: the error is tied to the date input and the box stays visible.
+    expect(page.locator("#id_expires_on")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#id_expires_on_error")).to_contain_text("Choose the date")
+    expect(date_box).to_be_visible()
+    screenshot(page, "keys-form-errors")
+    page.select_option("#id_expires", "30")
+    expect(date_box).to_be_hidden()
+    page.get_by_role("button", name="Create key").click()
+    row = page.locator("tr", has_text="dated")
+    expect(row.locator("td").nth(4)).to_have_text(re.compile(r"in (29|30) d"))
+    # The exact time is on hover, and in the text for screen readers.
+    expires = row.locator("td").nth(4).locator("time")
+    expect(expires).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+
+
+def test_playground(page, live_server, alice, catalog, make_key, screenshot):
+    from catalog.models import CatalogModel
+
+    CatalogModel.objects.filter(public_id=LLAMA).update(display_name="Llama 3.1 8B Instruct")
+    key, _ = make_key(alice, "laptop")
+    log_in(page.context, live_server, alice)
+    page.goto("/playground")
+
+    # At 1280 px the model menu shows its whole label.
+    fits = page.evaluate(
+        """() => {
+        const select = document.getElementById("pg-model");
+        const probe = document.createElement("span");
+        probe.style.font = getComputedStyle(select).font;
+        probe.style.position = "absolute";
+        probe.style.whiteSpace = "nowrap";
+        probe.textContent = select.options[select.selectedIndex].text;
+        document.body.appendChild(probe);
+        const needed = probe.getBoundingClientRect().width + 32;  // text + the arrow
+        probe.remove();
+        return [needed, select.clientWidth];
+    }"""
+    )
+    assert fits[0] <= fits[1], f"the model menu cuts its label off: needs {fits[0]}, has {fits[1]}"
+    expect(page.locator("#pg-model-id")).to_have_text(LLAMA)
+
+    # A turn: the answer, then its tokens and time to first token.
+    page.select_option("#pg-model", LLAMA)
+    page.fill("#pg-max-tokens", "6")
+    page.fill("#pg-message", "Stream me something")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".chat-msg.assistant .chat-text").last
+    expect(reply).to_have_text("word0 word1 word2 word3 word4 word5")
+    meta = page.locator(".chat-msg.assistant .chat-meta").last
+    expect(meta).to_have_text(
+        re.compile(r"^6 tokens · first token \d+\.\d+ s · \d+\.\d+ s in all$")
+    )
+
+    # "View code": the conversation so far, with the user's own key prefix and this server.
+    page.get_by_role("button", name="View code").click()
+    snippet = page.locator("#pg-code-snippet")
+    expect(snippet).to_contain_text(f"curl {live_server.url}/v1/chat/completions")
+    expect(snippet).to_contain_text(f"Bearer ctsk_{key.public_id}_…")
+    expect(snippet).to_contain_text('"content": "Stream me something"')
+    expect(snippet).to_contain_text('"max_tokens": 6')
+    page.get_by_role("button", name="Python").click()
+    expect(page.get_by_role("button", name="Python")).to_have_attribute("aria-pressed", "true")
+    expect(snippet).to_contain_text(f'OpenAI(base_url="{live_server.url}/v1"')
+    expect(snippet).to_contain_text("client.chat.completions.create(")
+    page.get_by_role("button", name="JavaScript").click()
+    expect(snippet).to_contain_text('import OpenAI from "openai";')
+    expect(snippet).to_contain_text(f'apiKey: "ctsk_{key.public_id}_…"')
+    screenshot(page, "playground-code")
+
+    # On a phone the settings come before the conversation, one above the other.
+    page.set_viewport_size({"width": 390, "height": 844})
+    settings_box = page.locator(".playground-settings").bounding_box()
+    chat_box = page.locator(".playground-chat").bounding_box()
+    assert settings_box["y"] + settings_box["height"] <= chat_box["y"]
+
+
+def test_markdown_is_rendered_safely(page, live_server, alice, catalog):
+    log_in(page.context, live_server, alice)
+    page.goto("/playground")
+    html = page.evaluate(
+        """() => {
+        const box = document.createElement("div");
+        box.id = "md-test";
+        box.appendChild(window.portal.renderMarkdown(
+          "# Title\\nSome **bold**, *it*, `x < y` and [a link](https://example.com).\\n\\n" +
+          "<img src=x onerror=alert(1)> <script>window.__pwned = 1</script>\\n" +
+          "[bad](javascript:alert(1))\\n\\n- one\\n- two\\n\\n```python\\nprint('<b>')\\n```"
+        ));
+        document.querySelector("main").appendChild(box);
+        return box.innerHTML;
+    }"""
+    )
+    assert "<img" not in html and "<script" not in html  # shown as text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert 'href="javascript' not in html
+    assert page.evaluate("window.__pwned") is None
+    box = page.locator("#md-test")
+    expect(box.locator("strong").first).to_have_text("Title")
+    expect(box.locator("a")).to_have_attribute("href", "https://example.com")
+    expect(box.locator("li")).to_have_count(2)
+    code = box.locator(".codeblock pre code")
+    expect(code).to_have_text("print('<b>')")
+    box.locator(".codeblock button").click()
+    expect(box.locator(".codeblock button")).to_have_text("Copied")
