@@ -19,6 +19,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dev/mail/", devmail.dev_mailbox, name="dev-mailbox"),
     path("dev/mail/<str:msg_id>/", devmail.dev_message, name="dev-message"),
+    # Browsers and crawlers ask for these at the root whatever the page says.
+    path("favicon.ico", views.static_redirect, {"name": "icons/favicon.ico"}),
+    path("apple-touch-icon.png", views.static_redirect, {"name": "icons/apple-touch-icon.png"}),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

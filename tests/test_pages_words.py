@@ -77,3 +77,20 @@ def test_the_compiled_catalog_matches_its_source():
             assert catalog.gettext(msgid) == msgstr, msgid
             checked += 1
     assert checked > 80
+
+
+def test_favicon_and_touch_icon(client):
+    page = client.get("/accounts/login/").content.decode()
+    for rel, name in [
+        ("icon", "icons/favicon.ico"),
+        ("icon", "icons/favicon.svg"),
+        ("apple-touch-icon", "icons/apple-touch-icon.png"),
+    ]:
+        assert re.search(rf'<link rel="{rel}" href="/static/{name}"', page), name
+    for path, name in [
+        ("/favicon.ico", "icons/favicon.ico"),
+        ("/apple-touch-icon.png", "icons/apple-touch-icon.png"),
+    ]:
+        response = client.get(path)
+        assert response.status_code == 301 and response["Location"] == f"/static/{name}"
+        assert client.get(response["Location"]).status_code == 200

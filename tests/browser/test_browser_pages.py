@@ -183,3 +183,45 @@ def test_markdown_is_rendered_safely(page, live_server, alice, catalog):
     expect(code).to_have_text("print('<b>')")
     box.locator(".codeblock button").click()
     expect(box.locator(".codeblock button")).to_have_text("Copied")
+
+
+def test_keys_table_and_revoke_page(page, live_server, alice, make_key, screenshot):
+    first, _ = make_key(alice, "production server")
+    make_key(alice, "staging")
+    log_in(page.context, live_server, alice)
+    page.goto("/keys")
+    prefixes = page.locator("#keys-table td.key-prefix code")
+    expect(prefixes).to_have_count(2)
+    for i in range(2):
+        box = prefixes.nth(i).evaluate(
+            "el => [el.getClientRects().length, getComputedStyle(el).fontFamily]"
+        )
+        assert box[0] == 1, "a key prefix wraps onto two lines"
+        assert "mono" in box[1].lower()
+    screenshot(page, "keys-two")
+    # On a phone every key is a card: its rows stack, each value labelled.
+    page.set_viewport_size({"width": 390, "height": 844})
+    row = page.locator(f"#key-{first.pk}")
+    assert row.evaluate("el => getComputedStyle(el).display") == "block"
+    label = row.locator("td.key-prefix").evaluate("el => getComputedStyle(el, '::before').content")
+    assert label == '"Key"'
+    page.set_viewport_size({"width": 1280, "height": 800})
+    row.get_by_role("link", name="Revoke").click()
+    details = page.locator("dl.details")
+    expect(details).to_be_visible()
+    assert details.evaluate("el => getComputedStyle(el).display") == "grid"
+    assert details.locator("dd").first.evaluate("el => getComputedStyle(el).marginLeft") == "0px"
+    expect(details).to_contain_text(first.display_prefix)
+    screenshot(page, "revoke")
+
+
+def test_no_request_for_a_missing_favicon(page, live_server):
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto("/")
+    page.wait_for_load_state("networkidle")
+    icon = page.evaluate(
+        "() => fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type')])"
+    )
+    assert icon[0] == 200 and icon[1].startswith("image/")
+    assert missing == []
