@@ -225,3 +225,117 @@ def test_no_request_for_a_missing_favicon(page, live_server):
     )
     assert icon[0] == 200 and icon[1].startswith("image/")
     assert missing == []
+
+
+def _usage(user, key, *, days_ago: int, model: str, tokens: int):
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from metering.models import UsageRecord
+
+    UsageRecord.objects.create(
+        request_id=uuid.uuid4().hex,
+        user_id=user.pk,
+        key_id=key.pk,
+        model=model,
+        endpoint="chat.completions",
+        outcome="ok",
+        http_status=200,
+        prompt_tokens=tokens - 1,
+        completion_tokens=1,
+        total_tokens=tokens,
+        created_at=timezone.now() - timedelta(days=days_ago),
+    )
+
+
+def test_usage_chart(page, live_server, alice, make_key, screenshot):
+    from metering.services import usage_aggregate
+
+    key, _ = make_key(alice, "prod")
+    _usage(alice, key, days_ago=0, model=LLAMA, tokens=1500)
+    _usage(alice, key, days_ago=0, model="cortensor/qwen-2.5-7b", tokens=500)
+    _usage(alice, key, days_ago=1, model=LLAMA, tokens=499_946)
+    usage_aggregate()
+    log_in(page.context, live_server, alice)
+    page.goto("/usage")
+    plot = page.locator("#usage-chart .chart-plot")
+    expect(plot).to_have_attribute(
+        "aria-label", re.compile(r"^Tokens per day, last 30 days: 501,946")
+    )
+    # Full width: as wide as the section it is in.
+    widths = page.evaluate(
+        "[document.querySelector('#usage-chart svg').getBoundingClientRect().width,"
+        " document.querySelector('#usage-chart').parentElement.clientWidth]"
+    )
+    assert widths[0] >= widths[1] - 4
+    legend = page.locator("#usage-chart .chart-legend li")
+    expect(legend).to_have_count(2)
+    expect(legend.first).to_have_text(f"{LLAMA} · 501,446")
+    # Hover over today's bar: its values.
+    plot.scroll_into_view_if_needed()
+    box = page.locator("#usage-chart svg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 14, box["y"] + box["height"] / 2)
+    tip = page.locator("#usage-chart .chart-tip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("2,000 tokens")
+    expect(tip).to_contain_text(f"{LLAMA}: 1,500")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] - 40)  # off the chart
+    expect(tip).to_be_hidden()
+    # The keyboard reaches the same values, and a live region reads them.
+    plot.focus()
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("2,000 tokens")
+    page.keyboard.press("ArrowLeft")
+    expect(tip).to_contain_text("499,946 tokens")
+    expect(page.locator("#usage-chart [aria-live]")).to_contain_text("499,946 tokens")
+    page.keyboard.press("Home")
+    expect(tip).to_contain_text("0 tokens")
+    # Requests instead of tokens; split by key.
+    page.get_by_role("radio", name="Requests").check()
+    expect(plot).to_have_attribute("aria-label", re.compile(r"^Requests per day.*: 3 requests"))
+    page.get_by_role("radio", name="API key").check()
+    expect(legend).to_have_count(1)
+    expect(legend.first).to_contain_text("prod (ctsk_")
+    screenshot(page, "usage-chart")
+
+
+def test_usage_chart_empty_state(page, live_server, alice):
+    log_in(page.context, live_server, alice)
+    page.goto("/usage")
+    empty = page.locator("#usage-chart-empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("make your first call")
+    expect(page.locator("#usage-chart")).to_be_hidden()
+
+
+def _background(page) -> str:
+    return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_remembers(page, live_server, alice):
+    log_in(page.context, live_server, alice)
+    page.emulate_media(color_scheme="light")
+    page.goto("/dashboard")
+    light = _background(page)
+    page.emulate_media(color_scheme="dark")
+    dark = _background(page)
+    assert light == "rgb(246, 247, 251)" and dark == "rgb(11, 16, 32)"
+    toggle = page.locator("#theme-toggle")
+    expect(toggle).to_have_text("Theme: system")
+    toggle.click()  # system -> light, although the system is dark
+    expect(toggle).to_have_text("Theme: light")
+    assert _background(page) == light
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    assert _background(page) == light
+    toggle.click()
+    expect(toggle).to_have_text("Theme: dark")
+    page.emulate_media(color_scheme="light")
+    assert _background(page) == dark
+    page.goto("/usage")
+    assert _background(page) == dark
+    toggle.click()  # back to the system's
+    expect(page.locator("html")).not_to_have_attribute("data-theme", re.compile("."))
+    assert _background(page) == light
