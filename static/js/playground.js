@@ -212,6 +212,7 @@
       history.push({ role: "user", content: text }, { role: "assistant", content: received });
       status.textContent = usage ? "Done · " + window.portal.count(usage.total_tokens, "token") : "Done";
       answerMeta(answer, usage, firstMs, performance.now() - started);
+      window.portal.markScrollable();
       refreshCode();
     }).catch(function (error) {
       if (error.name === "AbortError") {
@@ -332,6 +333,7 @@
   function refreshCode() {
     if (!codePanel || codePanel.hidden) { return; }
     snippet.textContent = code(lang);
+    window.portal.markScrollable();
   }
 
   if (viewCode && codePanel) {

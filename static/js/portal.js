@@ -128,9 +128,30 @@
     sync();
   }
 
+  // A code block or table that scrolls sideways must be reachable by keyboard to be read:
+  // give the ones that overflow a tab stop (and take it back when they no longer do).
+  function markScrollable() {
+    document.querySelectorAll("pre, .table-wrap").forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("data-scroll-stop", "");
+      } else if (!scrolls && box.hasAttribute("data-scroll-stop")) {
+        box.removeAttribute("tabindex");
+        box.removeAttribute("data-scroll-stop");
+      }
+    });
+  }
+
   function setup() {
     setupMenu();
     setupExpiry();
+    markScrollable();
+    var resizing = null;
+    window.addEventListener("resize", function () {
+      window.clearTimeout(resizing);
+      resizing = window.setTimeout(markScrollable, 100);
+    });
   }
 
   if (document.readyState === "loading") {
@@ -176,4 +197,5 @@
   window.portal.formatNumber = formatNumber;
   window.portal.count = count;
   window.portal.relative = relative;
+  window.portal.markScrollable = markScrollable;
 })();
