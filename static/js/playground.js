@@ -282,7 +282,9 @@
     if (system.value.trim()) { messages.push({ role: "system", content: system.value.trim() }); }
     messages = messages.concat(history);
     var draft = message.value.trim();
-    messages.push({ role: "user", content: draft || "Hello!" });
+    // The message being typed is the next turn; with nothing typed and nothing said yet, an
+    // example turn keeps the request valid.
+    if (draft || !history.length) { messages.push({ role: "user", content: draft || "Hello!" }); }
     return messages;
   }
 

@@ -139,6 +139,10 @@ def test_playground(page, live_server, alice, catalog, make_key, screenshot):
     expect(snippet).to_contain_text(f"Bearer ctsk_{key.public_id}_…")
     expect(snippet).to_contain_text('"content": "Stream me something"')
     expect(snippet).to_contain_text('"max_tokens": 6')
+    expect(snippet).not_to_contain_text("Hello!")  # nothing typed: no made-up next turn
+    page.fill("#pg-message", "And now?")
+    expect(snippet).to_contain_text('"content": "And now?"')
+    expect(page.locator("#pg-stop")).to_be_hidden()
     page.get_by_role("button", name="Python").click()
     expect(page.get_by_role("button", name="Python")).to_have_attribute("aria-pressed", "true")
     expect(snippet).to_contain_text(f'OpenAI(base_url="{live_server.url}/v1"')
