@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean
+.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ typecheck: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The portal's wording of allauth's English (locale/en/LC_MESSAGES/django.po); needs gettext.
+messages:
+	msgfmt --check-format -o locale/en/LC_MESSAGES/django.mo locale/en/LC_MESSAGES/django.po
 
 migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput

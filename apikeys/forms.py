@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.utils import timezone
 
 from apikeys.selectors import apikey_model_choices
+
+EXPIRY_CHOICES = [
+    ("never", "Never"),
+    ("7", "In 7 days"),
+    ("30", "In 30 days"),
+    ("90", "In 90 days"),
+    ("date", "On a date…"),
+]
 
 
 class ApiKeyCreateForm(forms.Form):
@@ -17,10 +25,17 @@ class ApiKeyCreateForm(forms.Form):
         help_text="Something to recognise it by, e.g. “production server”.",
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
+    expires = forms.ChoiceField(
+        required=False,
+        label="Expires",
+        choices=EXPIRY_CHOICES,
+        initial="never",
+        help_text="A key that expires stops working on its own: good for tests and contractors.",
+    )
     expires_on = forms.DateField(
         required=False,
-        label="Expiry date (optional)",
-        help_text="The key stops working at 00:00 UTC on this date. Empty: it never expires.",
+        label="Expiry date",
+        help_text="With “On a date”: the key stops working at 00:00 UTC on this date.",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
     models: forms.ModelMultipleChoiceField = forms.ModelMultipleChoiceField(
@@ -49,10 +64,26 @@ class ApiKeyCreateForm(forms.Form):
             raise forms.ValidationError("Choose a date after today (UTC).")
         return day
 
+    def clean(self):
+        cleaned = super().clean()
+        choice = cleaned.get("expires") or ""
+        day = cleaned.get("expires_on")
+        if not choice:  # a form sent without the menu (older pages, scripts): the date decides
+            choice = "date" if day else "never"
+        if choice == "date" and day is None and "expires_on" not in self.errors:
+            self.add_error("expires_on", "Choose the date the key should stop working.")
+        cleaned["expires"] = choice
+        return cleaned
+
     @property
     def expires_at(self) -> datetime | None:
-        day = self.cleaned_data.get("expires_on")
-        return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+        choice = self.cleaned_data.get("expires")
+        if choice == "date":
+            day = self.cleaned_data.get("expires_on")
+            return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+        if choice and choice.isdigit():
+            return timezone.now() + timedelta(days=int(choice))
+        return None
 
 
 class ApiKeyRevokeForm(forms.Form):

@@ -41,6 +41,9 @@ class ApiKey(models.Model):
     )
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # The key the portal's playground runs under (its secret was never shown to anyone). A
+    # flag, not the name: a user's own key named "Playground" is an ordinary key.
+    playground = models.BooleanField(default=False, editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 

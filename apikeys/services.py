@@ -70,6 +70,7 @@ def apikey_create(
     actor=None,
     actor_label: str = "",
     ip: str | None = None,
+    playground: bool = False,
 ) -> tuple[ApiKey, str]:
     """Make a key; returns the record and the raw key, which exists nowhere else afterwards."""
     name = (name or "").strip()
@@ -93,6 +94,7 @@ def apikey_create(
             expires_at=expires_at,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
+            playground=playground,
         )
         if allowed_models:
             key.allowed_models.set(allowed_models)
@@ -408,8 +410,9 @@ PLAYGROUND_KEY_NAME = "Playground"
 def apikey_playground_principal(*, user) -> KeyPrincipal:
     """The principal the portal's playground calls /v1's pipeline with, for this user.
 
-    The playground runs under a real key of the user's, named "Playground", so its calls are
-    limited and metered like any other and show up per key on the usage page. The key is made
+    The playground runs under a real key of the user's (flagged `playground`, named
+    "Playground"), so its calls are limited and metered like any other, show up per key on the
+    usage page and update its last use. The key is made
     on first use (and again if the user revoked it); its raw secret is thrown away at once:
     the browser never holds a key, the server builds the principal from the database row.
     """
@@ -418,7 +421,7 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
         return (
             ApiKey.objects.for_owner(user)
             .active()
-            .filter(name=PLAYGROUND_KEY_NAME)
+            .filter(playground=True)
             .prefetch_related("allowed_models")
             .order_by("-created_at")
             .first()
@@ -432,9 +435,14 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
             key = _active()
             if key is None:
                 apikey_create(
-                    owner=user, name=PLAYGROUND_KEY_NAME, actor=user, actor_label="playground"
+                    owner=user,
+                    name=PLAYGROUND_KEY_NAME,
+                    actor=user,
+                    actor_label="playground",
+                    playground=True,
                 )
                 key = _active()
+    _touch_last_used(key.pk, time.time())
     allowed = sorted(m.public_id for m in key.allowed_models.all())
     return KeyPrincipal(
         key_id=key.pk,

@@ -23,7 +23,7 @@ def _newest_key_prefix(user) -> str | None:
     public_id = (
         ApiKey.objects.for_owner(user)
         .active()
-        .exclude(name=PLAYGROUND_KEY_NAME)
+        .exclude(playground=True)
         .order_by("-created_at")
         .values_list("public_id", flat=True)
         .first()
@@ -60,6 +60,9 @@ def playground_page(request):
         {
             "models": models,
             "key_name": PLAYGROUND_KEY_NAME,
+            # For "View code": this server's API and the user's own newest key, by prefix.
+            "base_url": request.build_absolute_uri("/v1"),
+            "key_prefix": _newest_key_prefix(request.user) or KEY_ENV,
         },
     )
 

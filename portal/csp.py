@@ -1,9 +1,9 @@
 """A Content-Security-Policy on every HTML page (Django 5.2 has none built in).
 
-Pages load scripts and styles only from our own origin (static/, no CDN). `style-src` allows
-inline styles because templates/metering/usage.html carries a `<style>` block; once that moves
-to static/css, drop 'unsafe-inline' (CSP_STYLE_SRC). JSON answers get no policy: nothing
-renders them, and the API's clients are not browsers.
+Pages load scripts and styles only from our own origin (static/, no CDN), and no inline style
+either: no `<style>` block, no `style=` attribute (scripts may still set element.style, which
+CSP allows). CSP_STYLE_SRC overrides it. JSON answers get no policy: nothing renders them, and
+the API's clients are not browsers.
 """
 
 from __future__ import annotations

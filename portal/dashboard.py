@@ -20,7 +20,6 @@ from django.views.decorators.http import require_safe
 
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
-from apikeys.services import PLAYGROUND_KEY_NAME
 from catalog.routing import routing_table
 from metering.models import DailyUsage, UsageRecord
 from metering.selectors import usage_limits, usage_overview
@@ -93,16 +92,16 @@ def quota_bars(limits: dict[str, dict]) -> list[QuotaBar]:
 def _keys_brief(user) -> dict[int, KeyBrief]:
     now = timezone.now()
     rows = ApiKey.objects.for_owner(user).values_list(
-        "id", "name", "public_id", "revoked_at", "expires_at"
+        "id", "name", "public_id", "revoked_at", "expires_at", "playground"
     )
     return {
         pk: KeyBrief(
             name=name,
             prefix=f"{KEY_PREFIX}{public_id}…",
             active=revoked is None and (expires is None or expires > now),
-            playground=name == PLAYGROUND_KEY_NAME,
+            playground=playground,
         )
-        for pk, name, public_id, revoked, expires in rows
+        for pk, name, public_id, revoked, expires, playground in rows
     }
 
 

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # the widget templates, for PortalFormRenderer (portal/forms.py)
     "rest_framework",
     "drf_spectacular",
     "allauth",
@@ -107,6 +108,8 @@ TEMPLATES = [
         },
     },
 ]
+
+FORM_RENDERER = "portal.forms.PortalFormRenderer"
 
 # --- database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
@@ -252,7 +255,15 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- email ----------------------------------------------------------------------------------
-globals().update(parse_email_url(env_str("EMAIL_URL", "console:")))
+# In DEBUG with no EMAIL_URL (`make run`), mail goes to a file outbox under var/mail that the
+# dev mailbox page (/dev/mail/) lists; EMAIL_URL=file: asks for it explicitly.
+_EMAIL_URL = env_str("EMAIL_URL", "")
+if _EMAIL_URL == "file:" or (not _EMAIL_URL and DEBUG):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+else:
+    globals().update(parse_email_url(_EMAIL_URL or "console:"))
+    EMAIL_FILE_PATH = ""  # no file outbox: the dev mailbox stays off
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Cortensor Portal <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -296,13 +307,16 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# The pages' style-src: 'unsafe-inline' until every inline style has moved to static/css.
-CSP_STYLE_SRC = "'self' 'unsafe-inline'"
+# The pages' style-src (portal/csp.py): our own stylesheets only, no inline style.
+CSP_STYLE_SRC = "'self'"
 SESSION_COOKIE_HTTPONLY = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
-USE_I18N = False
+# On only for locale/en: the portal's own wording of allauth's English (sentence case,
+# "log in"), see locale/en/LC_MESSAGES/django.po. The portal is English-only.
+USE_I18N = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "/static/"

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from portal import dashboard, landing, views
+from portal import dashboard, devmail, landing, views
 from portal.metrics import metrics_view
 
 # The admin logs in through allauth: its rate limits and, for staff who enabled it, MFA.
@@ -18,6 +18,11 @@ urlpatterns = [
     path("", include("inference.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("dev/mail/", devmail.dev_mailbox, name="dev-mailbox"),
+    path("dev/mail/<str:msg_id>/", devmail.dev_message, name="dev-message"),
+    # Browsers and crawlers ask for these at the root whatever the page says.
+    path("favicon.ico", views.static_redirect, {"name": "icons/favicon.ico"}),
+    path("apple-touch-icon.png", views.static_redirect, {"name": "icons/apple-touch-icon.png"}),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

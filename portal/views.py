@@ -6,9 +6,11 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 from catalog.selectors import routing_readiness
 from core.errors import (
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 
 def _is_api(request) -> bool:
     return request.path.startswith(("/v1/", "/api/"))
+
+
+@require_safe
+def static_redirect(request, name: str):
+    """/favicon.ico and friends: to the static file, resolved per request (the manifest
+    storage knows the hashed name only after collectstatic)."""
+    return HttpResponsePermanentRedirect(static(name))
 
 
 def not_found(request, exception=None):

@@ -90,7 +90,10 @@ class Served:
 def served():
     sim = RouterSim()
     database_url, key = provision(sim, email=EMAIL)
-    server = Gunicorn(database_url=database_url)
+    # The battery sends a few hundred refused requests from one key within a minute, far past
+    # production's per-key cap on refused requests (tests/test_usage_lifecycle.py holds that
+    # cap); here every case must reach the validation it checks.
+    server = Gunicorn(database_url=database_url, USAGE_REFUSED_PER_MINUTE="1000000")
     yield Served(url=server.url, port=server.port, key=key, database_url=database_url)
     server.stop()
     sim.stop()

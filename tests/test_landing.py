@@ -59,7 +59,7 @@ def test_lists_enabled_models_sorted_and_hides_disabled_ones(client, models):
     qwen = body.index("<code>cortensor/qwen-2.5-7b</code>")
     assert llama < qwen
     assert "Llama 3.1 8B" in body
-    assert "32768 tokens" in body
+    assert "32,768 tokens" in body  # grouped, as everywhere
     assert "cortensor/retired-model" not in body
 
 

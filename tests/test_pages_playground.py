@@ -192,3 +192,45 @@ def test_the_playground_is_rate_limited_per_user(client, alice, bob, catalog, se
     assert 1 <= int(limited["Retry-After"]) <= 60
     client.force_login(bob)
     assert _post(client, "{bad").status_code == 400  # bob has his own allowance
+
+
+def test_a_users_own_key_named_playground_is_not_the_playgrounds(client, alice, catalog, make_key):
+    own, _ = make_key(alice, PLAYGROUND_KEY_NAME)
+    client.force_login(alice)
+    _events(_post(client, _turn()))
+    record = UsageRecord.objects.get(user_id=alice.pk)
+    playground = ApiKey.objects.get(owner=alice, playground=True)
+    assert playground.pk != own.pk and record.key_id == playground.pk
+    own.refresh_from_db()
+    assert own.playground is False
+    # The docs keep showing the user's own key, and the dashboard doesn't mark it.
+    assert own.public_id in client.get("/docs").content.decode()
+    assert client.get("/dashboard").context["recent"][0][1].playground is True
+
+
+def test_playground_calls_update_last_used(client, alice, catalog):
+    client.force_login(alice)
+    _events(_post(client, _turn()))
+    key = ApiKey.objects.get(owner=alice, playground=True)
+    assert key.last_used_at is not None
+    page = client.get("/keys").content.decode()
+    row = page[page.index(f'id="key-{key.pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert row.count("data-relative") == 2  # created and last used (expires: never)
+
+
+def test_the_migration_flags_only_keys_the_playground_made(alice, make_key):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from apikeys.services import apikey_create
+
+    flag = import_module("apikeys.migrations.0002_apikey_playground_flag").flag_playground_keys
+    made, _ = apikey_create(owner=alice, name=PLAYGROUND_KEY_NAME, actor_label="playground")
+    own, _ = make_key(alice, PLAYGROUND_KEY_NAME)
+    assert not made.playground
+    flag(apps, None)
+    made.refresh_from_db()
+    own.refresh_from_db()
+    assert made.playground and not own.playground

@@ -107,3 +107,8 @@ def test_the_checks_catch_what_the_policy_blocks():
     assert EXTERNAL.search('<link rel="stylesheet" href="//cdn.example.com/x.css">')
     assert not EXTERNAL.search('<link rel="stylesheet" href="/static/css/portal.css">')
     assert STYLE_ATTR.search('<div style="width: 3%">')
+
+
+def test_styles_need_no_unsafe_inline():
+    """Issue 23: no page carries a <style> block or a style= attribute any more."""
+    assert _directives()["style-src"] == "style-src 'self'"

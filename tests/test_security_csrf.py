@@ -39,6 +39,7 @@ def values(alice, alice_key):
         "uidb36": "1",
         "app_label": "apikeys",
         "url": "apikeys/apikey/",
+        "msg_id": "20261127-0",
     }
 
 

@@ -31,6 +31,9 @@ NOT_OBJECT_IDS = {
     r"accounts/^password/reset/key/(?P<uidb36>[0-9A-Za-z]+)-(?P<key>.+)/$": (
         "allauth's uid + one-time token, checked together"
     ),
+    "dev/mail/<str:msg_id>/": (
+        "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
+    ),
 }
 ADMIN = "admin/"
 

@@ -3,7 +3,10 @@
  *
  * The page's session and CSRF token authenticate the call (no API key in the browser); the
  * server answers with the same server-sent events as /v1/chat/completions with stream=true.
- * Model output is only ever put into the page with textContent, never as HTML.
+ * Model output is only ever put into the page as text nodes, never as HTML: answers go through
+ * static/js/markdown.js, which builds elements with textContent. Each answer shows its tokens
+ * and time to first token; "View code" shows the conversation as curl, Python and JavaScript
+ * calls with the user's key prefix.
  */
 (function () {
   "use strict";
@@ -24,6 +27,11 @@
   var clear = document.getElementById("pg-clear");
   var status = document.getElementById("pg-status");
   var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var modelId = document.getElementById("pg-model-id");
+  var viewCode = document.getElementById("pg-view-code");
+  var codePanel = document.getElementById("pg-code");
+  var snippet = document.querySelector("#pg-code-snippet code");
+  var lang = "curl";
 
   var history = [];
   var controller = null;
@@ -46,13 +54,35 @@
     who.className = "chat-who";
     who.textContent = role === "user" ? "You" : "Assistant";
     var body = document.createElement("div");
-    body.className = "chat-text";
-    body.textContent = text;
+    body.className = "chat-text" + (role === "assistant" ? " md" : "");
+    if (role === "assistant") { body.appendChild(window.portal.renderMarkdown(text)); } else { body.textContent = text; }
     item.appendChild(who);
     item.appendChild(body);
     log.appendChild(item);
     log.scrollTop = log.scrollHeight;
     return body;
+  }
+
+  function showAnswer(body, text) {
+    body.replaceChildren(window.portal.renderMarkdown(text));
+  }
+
+  function seconds(ms) { return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s"; }
+
+  // "12 tokens · first token 0.31 s · 1.20 s in all" under an answer.
+  function answerMeta(answer, usage, firstMs, totalMs) {
+    var meta = document.createElement("div");
+    meta.className = "chat-meta";
+    var parts = [];
+    if (usage) {
+      parts.push(window.portal.count(usage.completion_tokens, "token"));
+      meta.title = window.portal.count(usage.prompt_tokens, "prompt token") + ", "
+        + window.portal.count(usage.completion_tokens, "completion token");
+    }
+    if (firstMs !== null) { parts.push("first token " + seconds(firstMs)); }
+    parts.push(seconds(totalMs) + " in all");
+    meta.textContent = parts.join(" · ");
+    answer.parentNode.appendChild(meta);
   }
 
   function busy(on) {
@@ -147,6 +177,8 @@
     answer.parentNode.classList.add("streaming");
     message.value = "";
     var received = "";
+    var started = performance.now();
+    var firstMs = null;
     busy(true);
     status.textContent = "Waiting for the model…";
     controller = new AbortController();
@@ -171,13 +203,17 @@
       }
       status.textContent = "Streaming…";
       return readStream(response, function (piece) {
+        if (firstMs === null) { firstMs = performance.now() - started; }
         received += piece;
-        answer.textContent = received;
+        showAnswer(answer, received);
         log.scrollTop = log.scrollHeight;
       });
     }).then(function (usage) {
       history.push({ role: "user", content: text }, { role: "assistant", content: received });
-      status.textContent = usage ? "Done · " + usage.total_tokens + " tokens" : "Done";
+      status.textContent = usage ? "Done · " + window.portal.count(usage.total_tokens, "token") : "Done";
+      answerMeta(answer, usage, firstMs, performance.now() - started);
+      window.portal.markScrollable();
+      refreshCode();
     }).catch(function (error) {
       if (error.name === "AbortError") {
         status.textContent = "Stopped.";
@@ -232,9 +268,95 @@
   model.addEventListener("change", function () {
     var option = model.options[model.selectedIndex];
     var limit = option.getAttribute("data-max-tokens");
+    if (modelId) { modelId.textContent = model.value; }
+    refreshCode();
     if (limit) {
       maxTokens.max = limit;
       if (Number(maxTokens.value) > Number(limit)) { maxTokens.value = limit; }
     }
   });
+
+  // --- "View code" ------------------------------------------------------------------------
+  function conversation() {
+    var messages = [];
+    if (system.value.trim()) { messages.push({ role: "system", content: system.value.trim() }); }
+    messages = messages.concat(history);
+    var draft = message.value.trim();
+    // The message being typed is the next turn; with nothing typed and nothing said yet, an
+    // example turn keeps the request valid.
+    if (draft || !history.length) { messages.push({ role: "user", content: draft || "Hello!" }); }
+    return messages;
+  }
+
+  function request() {
+    var body = { model: model.value, messages: conversation() };
+    var max = numberOrNull(maxTokens);
+    var temp = numberOrNull(temperature);
+    if (max !== null && !Number.isNaN(max)) { body.max_tokens = max; }
+    if (temp !== null && !Number.isNaN(temp)) { body.temperature = temp; }
+    return body;
+  }
+
+  function indent(text, spaces) {
+    return text.split("\n").join("\n" + " ".repeat(spaces));
+  }
+
+  function code(which) {
+    var base = form.getAttribute("data-base-url");
+    var key = form.getAttribute("data-key");
+    var body = request();
+    var fromEnv = key.charAt(0) === "$";
+    if (which === "curl") {
+      var json = JSON.stringify(body, null, 2).replace(/'/g, "'\\''");
+      return "curl " + base + "/chat/completions \\\n"
+        + '  -H "Authorization: Bearer ' + key + '" \\\n'
+        + '  -H "Content-Type: application/json" \\\n'
+        + "  -d '" + json + "'";
+    }
+    var args = ["model=" + JSON.stringify(body.model),
+                "messages=" + indent(JSON.stringify(body.messages, null, 4), 4)];
+    if (body.max_tokens !== undefined) { args.push("max_tokens=" + body.max_tokens); }
+    if (body.temperature !== undefined) { args.push("temperature=" + body.temperature); }
+    if (which === "python") {
+      return (fromEnv ? "import os\n\n" : "") + "from openai import OpenAI\n\n"
+        + "client = OpenAI(base_url=" + JSON.stringify(base) + ", api_key="
+        + (fromEnv ? 'os.environ["' + key.slice(1) + '"]' : JSON.stringify(key)) + ")\n"
+        + "response = client.chat.completions.create(\n    " + args.join(",\n    ") + ",\n)\n"
+        + "print(response.choices[0].message.content)";
+    }
+    return 'import OpenAI from "openai";\n\n'
+      + "const client = new OpenAI({\n  baseURL: " + JSON.stringify(base) + ",\n  apiKey: "
+      + (fromEnv ? "process.env." + key.slice(1) : JSON.stringify(key)) + ",\n});\n"
+      + "const response = await client.chat.completions.create("
+      + indent(JSON.stringify(body, null, 2), 0) + ");\n"
+      + "console.log(response.choices[0].message.content);";
+  }
+
+  function refreshCode() {
+    if (!codePanel || codePanel.hidden) { return; }
+    snippet.textContent = code(lang);
+    window.portal.markScrollable();
+  }
+
+  if (viewCode && codePanel) {
+    viewCode.addEventListener("click", function () {
+      var open = codePanel.hidden;
+      codePanel.hidden = !open;
+      viewCode.setAttribute("aria-expanded", String(open));
+      viewCode.textContent = open ? "Hide code" : "View code";
+      refreshCode();
+    });
+    codePanel.querySelectorAll("button[data-lang]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        lang = button.getAttribute("data-lang");
+        codePanel.querySelectorAll("button[data-lang]").forEach(function (other) {
+          other.setAttribute("aria-pressed", String(other === button));
+        });
+        refreshCode();
+      });
+    });
+    [system, message, maxTokens, temperature].forEach(function (input) {
+      input.addEventListener("input", refreshCode);
+    });
+  }
 })();

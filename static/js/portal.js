@@ -9,6 +9,10 @@
  *   Other scripts can call window.portal.copyText(text) -> Promise.
  *
  * Menu: on narrow screens the main nav folds behind the "Menu" button.
+ *
+ * Numbers and times, as the server renders them (accounts/templatetags/portal_format.py):
+ *   window.portal.formatNumber(499946) -> "499,946"; portal.count(1, "request") -> "1 request";
+ *   <time datetime="…" data-relative> texts ("in 42 s", "7 h ago") are kept current.
  */
 (function () {
   "use strict";
@@ -110,12 +114,88 @@
     });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", setupMenu);
-  } else {
-    setupMenu();
+  // The create-key form: the date input matters only for "On a date…".
+  function setupExpiry() {
+    var menu = document.getElementById("id_expires");
+    var box = document.querySelector('[data-field="expires_on"]');
+    if (!menu || !box) { return; }
+    function sync() { box.hidden = menu.value !== "date" && !box.classList.contains("has-error"); }
+    menu.addEventListener("change", function () {
+      box.classList.remove("has-error");
+      sync();
+      if (menu.value === "date") { box.querySelector("input").focus(); }
+    });
+    sync();
   }
+
+  // A code block or table that scrolls sideways must be reachable by keyboard to be read:
+  // give the ones that overflow a tab stop (and take it back when they no longer do).
+  function markScrollable() {
+    document.querySelectorAll("pre, .table-wrap").forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("data-scroll-stop", "");
+      } else if (!scrolls && box.hasAttribute("data-scroll-stop")) {
+        box.removeAttribute("tabindex");
+        box.removeAttribute("data-scroll-stop");
+      }
+    });
+  }
+
+  function setup() {
+    setupMenu();
+    setupExpiry();
+    markScrollable();
+    var resizing = null;
+    window.addEventListener("resize", function () {
+      window.clearTimeout(resizing);
+      resizing = window.setTimeout(markScrollable, 100);
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setup);
+  } else {
+    setup();
+  }
+
+  var numberFormat = new Intl.NumberFormat("en-US");
+
+  function formatNumber(n) { return numberFormat.format(n); }
+
+  function count(n, singular, plural) {
+    return formatNumber(n) + " " + (n === 1 ? singular : (plural || singular + "s"));
+  }
+
+  var UNITS = [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]];
+
+  function relative(date, now) {
+    var seconds = Math.round((date.getTime() - (now || Date.now())) / 1000);
+    var size = Math.abs(seconds);
+    if (size < 1) { return "now"; }
+    if (size >= 45 * 86400) { return date.toISOString().slice(0, 10); }
+    for (var i = 0; i < UNITS.length; i++) {
+      if (size >= UNITS[i][0]) {
+        var amount = Math.floor(size / UNITS[i][0]) + " " + UNITS[i][1];
+        return seconds > 0 ? "in " + amount : amount + " ago";
+      }
+    }
+    return "now";
+  }
+
+  function refreshTimes() {
+    document.querySelectorAll("time[data-relative]").forEach(function (node) {
+      var date = new Date(node.getAttribute("datetime"));
+      if (!isNaN(date.getTime())) { node.textContent = relative(date); }
+    });
+  }
+  window.setInterval(refreshTimes, 15000);
 
   window.portal = window.portal || {};
   window.portal.copyText = copyText;
+  window.portal.formatNumber = formatNumber;
+  window.portal.count = count;
+  window.portal.relative = relative;
+  window.portal.markScrollable = markScrollable;
 })();

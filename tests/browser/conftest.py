@@ -2,11 +2,16 @@
 installs through apt; never `playwright install`) against pytest-django's live server.
 
 Screenshots go to `screenshots/` at the repository root (git-ignored; the README names it).
+
+Every page a test screenshots is also checked by axe-core (vendored: tests/browser/vendor/,
+injected into every page of the context as an init script, which the CSP does not apply to),
+in the light and the dark theme: any serious or critical violation fails the test.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -53,7 +59,9 @@ def browser(_async_unsafe_allowed):
 
 @pytest.fixture
 def context(browser, live_server):
-    ctx = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+    # Reduced motion: no colour transition caught half-way by a screenshot or by axe.
+    ctx = browser.new_context(base_url=live_server.url, viewport=DESKTOP, reduced_motion="reduce")
+    ctx.add_init_script(path=str(AXE))
     # Without clipboard permissions (an older Chromium) the test reads the shown text instead.
     with contextlib.suppress(Exception):
         ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
@@ -85,24 +93,56 @@ _OVERFLOWING = """() => {
 }"""
 
 
+_AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations
+    .filter(v => v.impact === "serious" || v.impact === "critical")
+    .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 5)
+                  .map(n => n.target.join(" ") + ": " + n.failureSummary)}));
+}"""
+
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    return page.evaluate(_AXE_RUN)
+
+
+def assert_accessible(page, name: str) -> None:
+    found = axe_violations(page)
+    assert not found, f"axe found serious or critical violations on {name}:\n" + json.dumps(
+        found, indent=2
+    )
+
+
 @pytest.fixture
 def screenshot():
-    """screenshot(page, name, fits_phone=True): the page at desktop and phone widths, full
-    length; fits_phone asserts that nothing makes the phone page scroll sideways."""
+    """screenshot(page, name, fits_phone=True): the page at desktop and phone widths, in the
+    light and the dark theme, full length (screenshots/<name>-<desktop|phone>-<light|dark>.png);
+    axe-core checks it in both themes; fits_phone asserts that nothing makes the phone page
+    scroll sideways."""
     SCREENSHOTS.mkdir(exist_ok=True)
 
     def take(page, name: str, *, fits_phone: bool = True) -> None:
-        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(size)
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
-            if label == "phone" and fits_phone:
-                overflow = page.evaluate(
-                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme, reduced_motion="reduce")
+            for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+                page.set_viewport_size(size)
+                if label == "desktop":
+                    assert_accessible(page, f"{name} ({scheme})")
+                page.screenshot(
+                    path=str(SCREENSHOTS / f"{name}-{label}-{scheme}.png"), full_page=True
                 )
-                assert overflow <= 1, (
-                    f"{name} scrolls sideways on a phone ({overflow}px): "
-                    f"{page.evaluate(_OVERFLOWING)}"
-                )
+                if label == "phone" and fits_phone:
+                    overflow = page.evaluate(
+                        "document.documentElement.scrollWidth"
+                        " - document.documentElement.clientWidth"
+                    )
+                    assert overflow <= 1, (
+                        f"{name} scrolls sideways on a phone ({overflow}px): "
+                        f"{page.evaluate(_OVERFLOWING)}"
+                    )
+        page.emulate_media(color_scheme="light")
         page.set_viewport_size(DESKTOP)
 
     return take

@@ -86,3 +86,21 @@ def test_a_violation_would_be_seen(context, live_server, alice):
     page.wait_for_timeout(200)
     assert page.evaluate("window.__ran") is None
     assert any("script-src" in v for v in page.evaluate("window.__csp"))
+
+
+def test_an_inline_style_would_be_seen(context, live_server, alice):
+    """Not vacuous for styles either: a style= attribute in markup is blocked and reported."""
+    context.add_init_script(RECORD_VIOLATIONS)
+    _log_in(context, live_server, alice)
+    page = context.new_page()
+    page.goto("/keys")
+    page.evaluate(
+        """() => { const d = document.createElement("div");
+                   d.innerHTML = '<p id="styled" style="color: rgb(255, 0, 0)">x</p>';
+                   document.body.append(d); }"""
+    )
+    page.wait_for_timeout(200)
+    assert page.evaluate("getComputedStyle(document.getElementById('styled')).color") != (
+        "rgb(255, 0, 0)"
+    )
+    assert any("style-src" in v for v in page.evaluate("window.__csp"))

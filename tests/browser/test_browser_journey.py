@@ -96,7 +96,7 @@ def test_newcomer_journey(page, live_server, catalog, plan, screenshot):
 
     usage_aggregate()
     page.goto("/usage")
-    expect(page.locator(".usage-card").first).to_contain_text(re.compile(r"1\s+requests"))
+    expect(page.locator(".usage-card").first).to_contain_text(re.compile(r"1\s+request\b"))
 
     # --- the playground streams an answer -------------------------------------------------
     page.goto("/playground")
