@@ -483,10 +483,13 @@ def _answer_stream(a: _Answer, client_socket=None):
             call.release_slot()
             yield writer.done()
         finally:
-            metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
-            up.close()
-            _send_timeout(client_socket, previous_timeout)
-            call.end(outcome=outcome, status=status, error_code=code)
+            # However the stream ended, and whatever closing it costs, the record is written.
+            try:
+                metrics.STREAMS_IN_FLIGHT.dec()  # issue 8: metrics
+                up.close()
+                _send_timeout(client_socket, previous_timeout)
+            finally:
+                call.end(outcome=outcome, status=status, error_code=code)
 
     response = StreamingHttpResponse(generate(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
