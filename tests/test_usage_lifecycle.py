@@ -373,3 +373,16 @@ def test_keep_alive_holds_the_slot_past_its_lease(principal_and_plan):
     assert _used(principal, plan, "max_concurrent_requests") == 1
     metered.finish()
     assert _used(principal, plan, "max_concurrent_requests") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_direct_writer_quarantines_a_record_out_of_range(alice_key):
+    key, _ = alice_key
+    usage = Usage(request_id="req_direct_bad", user_id=key.owner_id, key_id=key.pk, endpoint="x")
+    usage.prompt_tokens = -1
+    DirectWriter().submit(usage, None)
+    assert not UsageRecord.objects.exists()
+    quarantined = QuarantinedUsage.objects.get()
+    assert (quarantined.request_id, quarantined.source) == ("req_direct_bad", "direct")
+    assert json.loads(quarantined.raw)["prompt_tokens"] == -1
+    assert quarantined.error == "prompt_tokens out of range: -1"
