@@ -517,10 +517,13 @@ def _stream_body(
             code=code,
         )
     finally:
-        metrics.STREAMS_IN_FLIGHT.dec()
-        up.close()
-        _send_timeout(client_socket, previous_timeout)
-        call.end(outcome=outcome, status=status, error_code=code)
+        # However the stream ended, and whatever closing it costs, the record is written.
+        try:
+            metrics.STREAMS_IN_FLIGHT.dec()
+            up.close()
+            _send_timeout(client_socket, previous_timeout)
+        finally:
+            call.end(outcome=outcome, status=status, error_code=code)
 
 
 @dataclass(slots=True)

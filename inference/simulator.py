@@ -290,6 +290,10 @@ class _Simulator:
 
         body = _read_json_object(environ)
         self.recent.append({"path": environ.get("PATH_INFO", ""), "body": body})
+        if config.access_log:
+            # Which of the caller's requests this is (the portal sends its request id), so a
+            # test can match what the router served with what was billed.
+            print(f"completion received: {body.get('client_reference')}", file=sys.stderr)
 
         prompt = body.get("prompt")
         if not isinstance(prompt, str):

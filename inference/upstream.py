@@ -7,8 +7,10 @@ them (no cookies, no redirects, no proxies from the environment)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,10 +62,35 @@ class Upstream:
     deadline: float  # the call's total-time cap (monotonic), for reading the answer too
 
     def close(self) -> None:
+        """End the router's answer and free its connection. Never raises.
+
+        A stream's answer is read on another greenlet (inference.services._pump), which may be
+        blocked inside the response's buffered socket reader when the stream ends on the client
+        side (a client cut off after the write timeout): closing that reader from here then
+        raises ("reentrant call inside BufferedReader") and would leave the router generating
+        into an open connection. So the socket is shut down first, which works from any
+        greenlet: the router sees its connection end and the reader wakes to EOF."""
         try:
+            _shutdown(self.response)
             _discard(self.response)
+        except Exception as exc:
+            # Shut down already: the reader ends at EOF and its socket is closed with it.
+            log.info(
+                "upstream response ended by shutdown (%s)",
+                exc.__class__.__name__,
+                extra={"router_id": self.router.id},
+            )
         finally:
             balancer.release(self.router.id)
+
+
+def _shutdown(response: urllib3.BaseHTTPResponse) -> None:
+    """Shut the response's connection down both ways (not close: another greenlet may be
+    reading it)."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _discard(response: urllib3.BaseHTTPResponse) -> None:

@@ -95,6 +95,18 @@ def test_load_is_weighed_against_the_router_weight(clock):
     assert Counter(picks) == {1: 2, 2: 8}
 
 
+def test_a_release_frees_one_request_not_all_of_them(clock):
+    busy, big = router(1, weight=1), router(2, weight=2)
+    for _ in range(4):
+        assert balancer.pick([busy], set()) == busy
+    for _ in range(5):
+        assert balancer.pick([big], set()) == big
+    balancer.release(busy.id)
+    # 3 in flight on `busy` against 5 on `big` (2.5 per unit of weight): `big` is the less
+    # loaded. Had the release forgotten every request on `busy`, or two of them, it would win.
+    assert balancer.pick([busy, big], set()) == big
+
+
 def test_excluded_and_unhealthy_routers_are_never_picked(clock):
     from dataclasses import replace
 
@@ -115,6 +127,25 @@ def test_consecutive_failures_open_the_breaker_until_the_cool_down_ends(clock):
     assert balancer.breaker_state(only.id) == "open"
     assert balancer.pick([only], set()) is None
     clock.step_past_cool_down()
+    assert balancer.breaker_state(only.id) == "half_open"
+    assert balancer.pick([only], set()) == only
+
+
+def test_fewer_consecutive_failures_leave_the_breaker_closed(clock):
+    only = router(1)
+    for _ in range(balancer.FAILURES_TO_OPEN - 1):
+        balancer.record_failure(only.id)
+    assert balancer.breaker_state(only.id) == "closed"
+    assert balancer.pick([only], set()) == only
+
+
+def test_the_cool_down_ends_exactly_when_it_says(clock):
+    only = router(1)
+    open_breaker(only.id)
+    clock.now += balancer.COOL_DOWN_SECONDS - 0.5
+    assert balancer.breaker_state(only.id) == "open"
+    assert balancer.pick([only], set()) is None
+    clock.now += 0.5  # the very instant it ends: the trial may go
     assert balancer.breaker_state(only.id) == "half_open"
     assert balancer.pick([only], set()) == only
 

@@ -4,9 +4,11 @@ simulator, in test_inference_router_bounds.py.)"""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from inference.relay import Relay, bill
+from inference.relay import TOKEN_CHARS_MAX, Relay, bill
 from inference.tokens import estimate_tokens, prefix_within
 from inference.upstream import LineSplitter, StreamBroken
 
@@ -72,6 +74,19 @@ def test_a_long_piece_counts_as_the_tokens_it_holds():
     assert out == "x" * 16 and relay.over
 
 
+def test_a_piece_of_token_chars_max_is_one_token():
+    relay = Relay(stops=[], max_tokens=2)
+    piece = "x" * TOKEN_CHARS_MAX
+    assert relay_all(relay, [piece, piece]) == piece * 2
+    assert not relay.over and relay.tokens == 2
+
+
+def test_empty_pieces_use_up_no_tokens():
+    relay = Relay(stops=[], max_tokens=2)
+    assert relay_all(relay, ["", "", " a", "", " b"]) == " a b"
+    assert not relay.over and relay.tokens == 2
+
+
 def test_a_stop_sequence_split_across_pieces_is_never_sent():
     relay = Relay(stops=["END"], max_tokens=100)
     assert relay_all(relay, ["one ", "E", "N", "D two"]) == "one "
@@ -88,6 +103,32 @@ def test_an_implausible_count_does_not_cut_a_whole_answer_to_nothing():
     relay = Relay(stops=[], max_tokens=8)
     assert relay.feed_answer(" aa bb cc", completion_tokens=2**40) == " aa bb cc"
     assert not relay.over
+
+
+def test_a_count_of_one_token_per_byte_is_believed():
+    relay = Relay(stops=[], max_tokens=4)
+    # 8 tokens for 8 bytes is the most a text can hold, and still plausible: it cuts at half.
+    assert relay.feed_answer("abcdefgh", completion_tokens=8) == "abcd"
+    assert relay.over
+
+
+@pytest.mark.parametrize("count", [2, None])  # the router's count, or the estimate
+def test_a_whole_answer_of_exactly_max_tokens_is_not_cut(count):
+    relay = Relay(stops=[], max_tokens=2)
+    assert relay.feed_answer("abcdefgh", completion_tokens=count) == "abcdefgh"
+    assert not relay.over and relay.finish_reason("stop") == "stop"
+
+
+def test_without_a_count_a_whole_answer_is_cut_by_the_estimate():
+    relay = Relay(stops=[], max_tokens=2)
+    assert relay.feed_answer("x" * 40, completion_tokens=None) == "x" * 8
+    assert relay.over is True and relay.finish_reason("stop") == "length"
+
+
+def test_an_uncut_answer_without_a_router_reason_finishes_with_stop():
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" a"])
+    assert relay.finish_reason(None) == "stop"
 
 
 # -- the bill ---------------------------------------------------------------------------------
@@ -112,6 +153,12 @@ def test_reported_counts_within_bounds_are_billed_as_they_are():
     assert billed(relay, 5, 2) == (5, 2, False)
 
 
+def test_a_reported_count_of_zero_is_believed():
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [])
+    assert billed(relay, 0, 0) == (0, 0, False)
+
+
 @pytest.mark.parametrize(
     ("prompt", "completion"),
     [(-1, 2), (5, -3), ("5", 2), (5, 2.5), (True, 2), (5, None), (None, 2), ([], {})],
@@ -133,6 +180,60 @@ def test_a_cut_answer_bills_the_router_count_scaled_to_what_was_delivered():
     relay_all(relay, ["x" * 40, "STOP", "y" * 40])
     # Delivered 40 of the 84 characters the router sent: ~half of its 20 tokens.
     assert billed(relay, 9, 20) == (9, 10, True)
+
+
+def test_a_model_allowing_no_tokens_delivers_and_bills_none():
+    # max_tokens 0 is possible (a model's default_max_tokens of 0): nothing is delivered, and
+    # the share of nothing received is no division by zero.
+    relay = Relay(stops=[], max_tokens=0)
+    assert relay_all(relay, [" a", " b"]) == ""
+    assert billed(relay, 5, 3) == (5, 0, True)
+
+
+def _usage_warnings(caplog) -> list:
+    return [r for r in caplog.records if r.name == "inference.relay"]
+
+
+def test_unusable_counts_are_logged_with_the_router_and_what_it_sent(caplog):
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" hello world"])
+    caplog.set_level(logging.WARNING, logger="inference.relay")
+    billed(relay, "5" * 100, -3)
+    (warning,) = _usage_warnings(caplog)
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == (
+        "router reported usage unusable: billed within bounds, marked estimated"
+    )
+    assert warning.router_id == 7
+    assert warning.reported_prompt_tokens == repr("5" * 100)[:40]
+    assert len(warning.reported_prompt_tokens) == 40
+    assert warning.reported_completion_tokens == "-3"
+    assert warning.max_tokens == 10
+
+
+def test_counts_out_of_bounds_are_logged_with_the_router_and_what_it_sent(caplog):
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" a"])
+    caplog.set_level(logging.WARNING, logger="inference.relay")
+    billed(relay, 10**45, 10**50, context_length=4096)
+    (warning,) = _usage_warnings(caplog)
+    assert warning.getMessage() == (
+        "router reported usage out of bounds: billed within bounds, marked estimated"
+    )
+    assert warning.router_id == 7
+    assert warning.reported_prompt_tokens == repr(10**45)[:40]
+    assert warning.reported_completion_tokens == repr(10**50)[:40]
+    assert len(warning.reported_completion_tokens) == 40
+    assert warning.max_tokens == 10
+
+
+def test_no_counts_at_all_or_counts_within_bounds_log_nothing(caplog):
+    relay = Relay(stops=[], max_tokens=10)
+    relay_all(relay, [" a"])
+    caplog.set_level(logging.WARNING, logger="inference.relay")
+    billed(relay, None, None)
+    billed(relay, 5, 1)
+    assert _usage_warnings(caplog) == []
 
 
 # -- reading SSE lines ------------------------------------------------------------------------

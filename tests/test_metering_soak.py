@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, free_port, manage
+from tests.servehelpers import MODEL, SERVED_KEY_PREFIX, Gunicorn, free_port, manage
 from tests.test_metering_served import provision_capped
 
 pytestmark = [
@@ -41,7 +42,8 @@ SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CLIENTS = 6
 LEASE_SECONDS = 2
 CHUNK_DELAY_MS = 50  # a stream of 60 tokens lasts 3 s: longer than the lease
-PREFIX = "portal-served"
+# The served processes' Redis key prefix (per run): their journal and spool live under it.
+PREFIX = SERVED_KEY_PREFIX
 
 
 class PrivateRedis:
@@ -192,9 +194,10 @@ def _records(db_url: str, email: str) -> list[dict]:
         ).fetchall()
 
 
-def _router_calls(sim: RouterSim) -> int:
-    """Completions the router served, from its access log."""
-    return sum(1 for line in sim.output().splitlines() if "POST /api/v1/completions" in line)
+def _router_calls(sim: RouterSim) -> list[str]:
+    """The request ids of the completions the router served (the portal sends each request's
+    id as the router call's client_reference; the simulator logs it with --access-log)."""
+    return re.findall(r"^completion received: (\S+)", sim.output(), flags=re.MULTILINE)
 
 
 def test_soak_every_admitted_request_is_billed_exactly_once():
@@ -217,8 +220,10 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
         for thread in threads:
             thread.start()
         time.sleep(SECONDS * 0.3)
+        faults = {"worker killed": time.time()}
         os.kill(server.worker_pids()[0], signal.SIGKILL)  # gunicorn starts another
         time.sleep(SECONDS * 0.3)
+        faults["redis killed"] = time.time()
         redis.kill()
         time.sleep(1)
         redis.start()
@@ -249,7 +254,14 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
     stand_ins = [r for r in admitted if r["error_code"] == "request_lost"]
 
     # Every request the router served has exactly one admitted record, and no other is.
-    assert len(admitted) == routed
+    served, admitted_ids = set(routed), {r["request_id"] for r in admitted}
+    assert len(served) == len(routed), "the router was sent a request twice"
+    assert served - admitted_ids == set(), "served by the router, without an admitted record"
+    unserved = [
+        (rid, by_id[rid]["error_code"], by_id[rid]["created_at"].timestamp())
+        for rid in sorted(admitted_ids - served)
+    ]
+    assert unserved == [], f"admitted records of requests the router never saw (faults {faults})"
     # Every answer the client had in full is billed what it was told, or (its worker died
     # with the record queued) the journal's estimate.
     real_done = 0
@@ -285,7 +297,7 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
         f"\nsoak {SECONDS:.0f}s: sent {sum(traffic.kinds.values())} {traffic.kinds}; "
         f"answered in full {len(traffic.done)}, refused {len(traffic.refused)}, "
         f"503 while Redis was down {traffic.unavailable}, broken {traffic.broken}; "
-        f"router served {routed}; records {len(records)} (admitted {len(admitted)}, "
+        f"router served {len(routed)}; records {len(records)} (admitted {len(admitted)}, "
         f"journal stand-ins {len(stand_ins)}); full answers billed as reported {real_done}, "
         f"tokens billed {billed} = reported {reported}"
     )

@@ -22,6 +22,13 @@ MODEL = "cortensor/slow-reader"
 # Enough stream to fill the kernel's socket buffers between the portal and a client that
 # stopped reading (a few MB on loopback): ~150 bytes an event.
 CHUNKS = 120_000
+WRITE_TIMEOUT = 2  # STREAM_WRITE_TIMEOUT_SECONDS of the served portal
+# Once the portal has written nothing more to the stalled client for this long, it must have
+# ended the stream: the write timeout, with room for a loaded machine to write the record.
+ENDED_WITHIN = WRITE_TIMEOUT * 15
+# Filling the socket buffers (a few MB) takes as long as the machine needs; only a portal that
+# kept writing to a client that reads nothing for this long is a failure of its own.
+FILL_LIMIT = 600
 
 
 def _provision(sim: RouterSim) -> tuple[str, str]:
@@ -113,6 +120,47 @@ def _stalled_stream(port: int, key: str) -> tuple[socket.socket, str]:
     return client, request_id
 
 
+def _unsent(server_port: int, client: socket.socket) -> int | None:
+    """Bytes the portal has written to this client's connection that the client has not
+    taken (the server end's send queue, from /proc/net/tcp); None once that end is closed."""
+    client_port = client.getsockname()[1]
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (
+                int(local.split(":")[1], 16) == server_port
+                and int(remote.split(":")[1], 16) == client_port
+                and state == "01"  # ESTABLISHED: the portal has not closed its end
+            ):
+                return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def _wait_until_ended(db: str, request_id: str, server_port: int, client: socket.socket) -> dict:
+    """The stalled stream's usage record, once the portal ended the stream. However long the
+    kernel's buffers take to fill on a loaded machine, once the portal's writes stop moving
+    (its send queue stays the same) the write timeout must end the stream within
+    ENDED_WITHIN."""
+    give_up = time.monotonic() + FILL_LIMIT
+    last, moved_at = None, time.monotonic()
+    while (record := _record(db, request_id)) is None:
+        now = time.monotonic()
+        unsent = _unsent(server_port, client)
+        if unsent != last:
+            last, moved_at = unsent, now
+        assert now - moved_at < ENDED_WITHIN, (
+            f"the portal closed the stalled stream {now - moved_at:.0f} s ago without a record"
+            if unsent is None
+            else f"the stalled stream was never ended: the portal's writes stopped "
+            f"{now - moved_at:.0f} s ago ({unsent} bytes unsent), past the {WRITE_TIMEOUT} s "
+            "write timeout"
+        )
+        assert now < give_up, f"the portal was still writing after {FILL_LIMIT} s"
+        time.sleep(0.2)
+    return record
+
+
 def _sim_in_flight(sim: RouterSim) -> int:
     return requests.get(f"{sim.url}/api/v1/status", headers=sim.headers, timeout=5).json()[
         "in_flight"
@@ -123,18 +171,18 @@ def test_a_client_that_stops_reading_is_cut_off_and_billed():
     sim = RouterSim("--chunks", str(CHUNKS))
     try:
         db, key = _provision(sim)
-        server = Gunicorn(database_url=db, workers=1, STREAM_WRITE_TIMEOUT_SECONDS="2")
+        server = Gunicorn(
+            database_url=db, workers=1, STREAM_WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT)
+        )
         try:
             client, request_id = _stalled_stream(server.port, key)
             try:
                 # The client holds its socket open and reads nothing more; the portal must
                 # give up on it by itself.
-                deadline = time.monotonic() + 90
-                while (record := _record(db, request_id)) is None:
-                    assert time.monotonic() < deadline, "the stalled stream was never ended"
-                    time.sleep(0.2)
+                record = _wait_until_ended(db, request_id, server.port, client)
                 assert record["outcome"] == "cancelled"
                 assert 0 < record["completion_tokens"] < CHUNKS
+                deadline = time.monotonic() + ENDED_WITHIN
                 while _sim_in_flight(sim):  # and the router's request was closed
                     assert time.monotonic() < deadline, "the router request stayed open"
                     time.sleep(0.2)

@@ -6,6 +6,7 @@ refused before admission are recorded through the writer, under a per-key rate."
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -263,3 +264,125 @@ def test_refused_requests_past_the_per_key_rate_get_429_and_no_record(
     refused = _chat(client, raw, "no/such-model")
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert refused["Retry-After"] == "60"
+
+
+class MinuteClock:
+    """metering.lifecycle's `time`, stepped by hand: the refused-request counter is per UTC
+    minute, and a test that waited for the next one would take up to a minute."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.django_db
+def test_the_refused_request_counter_starts_again_each_utc_minute(
+    client, catalog, make_key, alice, settings, monkeypatch
+):
+    from metering import lifecycle
+
+    settings.USAGE_REFUSED_PER_MINUTE = 1
+    minute = 1_767_225_600  # 2026-01-01T00:00:00Z
+    clock = MinuteClock(minute + 1.0)
+    monkeypatch.setattr(lifecycle, "time", clock)
+    _, raw = make_key(alice, "refused-minutes")
+    assert _chat(client, raw, "no/such-model").status_code == 404
+    clock.now = minute + 59.0  # the same minute
+    assert _chat(client, raw, "no/such-model").status_code == 429
+    clock.now = minute + 61.0  # the next one
+    assert _chat(client, raw, "no/such-model").status_code == 404
+    assert UsageRecord.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_refused_request_rate_is_per_key(client, catalog, make_key, alice, bob, settings):
+    settings.USAGE_REFUSED_PER_MINUTE = 2
+    _, first = make_key(alice, "refused-first")
+    _, second = make_key(alice, "refused-second")
+    _, bobs = make_key(bob, "refused-bob")
+    while time.time() % 60 > 50:  # the counter is per UTC minute: start well inside one
+        time.sleep(0.5)
+    assert [_chat(client, first, "no/such-model").status_code for _ in range(3)] == [
+        404,
+        404,
+        429,
+    ]
+    # Another key of the same owner, and another owner's key, have their own counters.
+    assert _chat(client, second, "no/such-model").status_code == 404
+    assert _chat(client, bobs, "no/such-model").status_code == 404
+    assert UsageRecord.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_refused_requests_are_recorded_while_the_limits_are_down(
+    client, catalog, alice_key, settings, monkeypatch, caplog
+):
+    from metering import limits
+    from metering.limits.redis_backend import RedisBackend
+    from tests.test_limits_support import unreachable_redis_client
+
+    _, raw = alice_key
+    monkeypatch.setitem(
+        limits._backends, settings.REDIS_URL, RedisBackend(unreachable_redis_client())
+    )
+    caplog.set_level(logging.WARNING, logger="metering.lifecycle")
+    assert _chat(client, raw, "no/such-model").status_code == 404
+    record = UsageRecord.objects.get()
+    assert (record.outcome, record.admitted) == ("client_error", False)
+    (warning,) = [r for r in caplog.records if r.name == "metering.lifecycle"]
+    assert warning.getMessage().startswith("refused-request counter unavailable: Redis ")
+
+
+def _used(principal, plan, limit: str):
+    return limits_status(principal=principal, plan=plan)[limit]["used"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admitted_request_is_counted_and_settled_to_what_it_used(principal_and_plan):
+    principal, plan = principal_and_plan
+    usage = _usage(principal, "req_admit", prompt_tokens=5, completion_tokens=7)
+    metered = MeteredRequest.admit(
+        usage=usage, principal=principal, plan=plan, reserve_tokens=50, prompt_tokens=5
+    )
+    assert usage.admitted is True
+    assert _used(principal, plan, "max_concurrent_requests") == 1
+    assert _used(principal, plan, "tokens_per_day") == 50  # reserved
+    metered.finish()
+    metered.finish()  # runs once: no second record, no second settlement
+    assert _used(principal, plan, "max_concurrent_requests") == 0
+    assert _used(principal, plan, "tokens_per_day") == 12  # settled to what it used
+    assert _used(principal, plan, "requests_per_day") == 1
+    record = UsageRecord.objects.get(request_id="req_admit")
+    assert (record.admitted, record.prompt_tokens, record.completion_tokens) == (True, 5, 7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keep_alive_holds_the_slot_past_its_lease(principal_and_plan):
+    """A stream longer than its lease keeps its concurrency slot while it keeps calling."""
+    principal, plan = principal_and_plan
+    metered = _admit(principal, plan, _usage(principal, "req_long"), lease_seconds=1)
+    lease_ends = time.monotonic() + 1
+    while time.monotonic() < lease_ends + 1.5:  # well past the lease
+        metered.keep_alive()
+        time.sleep(0.05)
+    assert _used(principal, plan, "max_concurrent_requests") == 1
+    metered.finish()
+    assert _used(principal, plan, "max_concurrent_requests") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_direct_writer_quarantines_a_record_out_of_range(alice_key):
+    key, _ = alice_key
+    usage = Usage(request_id="req_direct_bad", user_id=key.owner_id, key_id=key.pk, endpoint="x")
+    usage.prompt_tokens = -1
+    DirectWriter().submit(usage, None)
+    assert not UsageRecord.objects.exists()
+    quarantined = QuarantinedUsage.objects.get()
+    assert (quarantined.request_id, quarantined.source) == ("req_direct_bad", "direct")
+    assert json.loads(quarantined.raw)["prompt_tokens"] == -1
+    assert quarantined.error == "prompt_tokens out of range: -1"

@@ -1,0 +1,110 @@
+"""Ending a stream while its reader greenlet is blocked on the router's socket.
+
+A stream's router answer is read on its own greenlet (inference.services._pump). When the
+client side ends first (a client cut off after the write timeout, a disconnect), the stream's
+generator closes the upstream response while that greenlet is blocked inside the response's
+buffered socket reader. Closing the reader then raised "reentrant call inside
+BufferedReader": the router kept generating into an open connection and, the exception
+escaping the generator's cleanup, the usage record was never written.
+
+gevent must patch the process before anything else is imported, so the scenario runs in a
+fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.routersim import REPO_ROOT
+
+SCRIPT = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import os
+import socket
+import sys
+import threading
+import time
+
+import django
+
+django.setup()
+
+from inference import upstream
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+port = listener.getsockname()[1]
+router_saw_end = threading.Event()
+
+
+def router():
+    conn, _ = listener.accept()
+    conn.recv(65536)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n10\r\ndata: {\"a\": 1}\n\n\r\n"
+    )
+    conn.settimeout(10)
+    try:
+        while conn.recv(1):  # still generating, until its connection ends
+            pass
+    except OSError:
+        pass
+    router_saw_end.set()
+
+
+threading.Thread(target=router, daemon=True).start()
+response = upstream.pool().request(
+    "POST", f"http://127.0.0.1:{port}/x", body=b"{}", preload_content=False, retries=False
+)
+up = upstream.Upstream(
+    router=type("Router", (), {"id": 1})(), response=response, connected_at=0.0, deadline=0.0
+)
+
+
+def pump():
+    try:
+        for _ in response.stream(1024):
+            pass
+    except Exception:
+        pass
+
+
+threading.Thread(target=pump, daemon=True).start()
+time.sleep(0.3)  # the reader greenlet is blocked inside the response's reader now
+try:
+    up.close()
+except Exception as exc:
+    print(f"close raised {exc!r}")
+    sys.exit(1)
+if not router_saw_end.wait(10):
+    print("the router's connection stayed open")
+    sys.exit(2)
+print("closed")
+"""
+
+
+def test_closing_a_stream_while_its_reader_waits_on_the_router():
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO_ROOT),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("closed")
