@@ -1,16 +1,18 @@
 """The pieces under the relay, alone: the token estimate that holds for every script, cutting
-and counting what is relayed, the bill, and the SSE line reader. (End to end, with a router
-simulator, in test_inference_router_bounds.py.)"""
+and counting what is relayed, the bill, the SSE line reader, and how a stream must end. (End
+to end, with a router simulator, in test_inference_router_bounds.py.)"""
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
+import urllib3
 
 from inference.relay import TOKEN_CHARS_MAX, Relay, bill
 from inference.tokens import estimate_tokens, prefix_within
-from inference.upstream import LineSplitter, StreamBroken
+from inference.upstream import LineSplitter, StreamBroken, iter_stream
 
 # -- the estimate -----------------------------------------------------------------------------
 
@@ -264,3 +266,24 @@ def test_a_line_past_the_limit_breaks_the_stream():
     lines.feed(b"data: " + b"x" * 50)
     with pytest.raises(StreamBroken):
         lines.feed(b"x" * 50)
+
+
+def _router_stream(body: bytes):
+    """A router's SSE answer as urllib3 reads it off the socket."""
+    return urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False, status=200)
+
+
+PIECE = b'data: {"id": "t1", "choices": [{"text": " a"}]}\n\n'
+FINISH = b'data: {"id": "t1", "choices": [{"text": "", "finish_reason": "stop"}]}\n\n'
+
+
+def test_a_stream_with_its_finish_reason_is_whole_with_or_without_done():
+    for body in (PIECE + FINISH + b"data: [DONE]\n\n", PIECE + FINISH):
+        events = list(iter_stream(_router_stream(body)))
+        assert [(e.text, e.finish_reason) for e in events] == [(" a", None), ("", "stop")]
+
+
+@pytest.mark.parametrize("ending", [b"data: [DONE]\n\n", b""], ids=["done", "eof"])
+def test_a_stream_that_ends_before_its_finish_reason_is_broken(ending):
+    with pytest.raises(StreamBroken):
+        list(iter_stream(_router_stream(PIECE + ending)))
