@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 import pytest
 import urllib3
 
 from inference.relay import TOKEN_CHARS_MAX, Relay, bill
 from inference.tokens import estimate_tokens, prefix_within
-from inference.upstream import LineSplitter, StreamBroken, iter_stream
+from inference.upstream import LineSplitter, StreamBroken, UpstreamTimeout, iter_stream
 
 # -- the estimate -----------------------------------------------------------------------------
 
@@ -287,3 +288,27 @@ def test_a_stream_with_its_finish_reason_is_whole_with_or_without_done():
 def test_a_stream_that_ends_before_its_finish_reason_is_broken(ending):
     with pytest.raises(StreamBroken):
         list(iter_stream(_router_stream(PIECE + ending)))
+
+
+def _texts(body: bytes) -> list[tuple[str, str | None]]:
+    return [(e.text, e.finish_reason) for e in iter_stream(_router_stream(body))]
+
+
+def test_comments_and_other_fields_between_events_are_skipped():
+    body = b": keep-alive\nevent: message\nid: 1\n" + PIECE + b": ping\n\n" + FINISH
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+def test_data_without_a_space_after_the_colon_is_read():
+    body = PIECE.replace(b"data: ", b"data:") + FINISH.replace(b"data: ", b"data:")
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+def test_nothing_after_done_is_relayed():
+    more = b'data: {"id": "t1", "choices": [{"text": " b"}]}\n\n'
+    assert _texts(PIECE + FINISH + b"data: [DONE]\n\n" + more) == [(" a", None), ("", "stop")]
+
+
+def test_a_stream_past_its_deadline_times_out():
+    with pytest.raises(UpstreamTimeout):
+        list(iter_stream(_router_stream(PIECE + FINISH), deadline=time.monotonic() - 1))
