@@ -5,6 +5,7 @@ to end, with a router simulator, in test_inference_router_bounds.py.)"""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
@@ -312,3 +313,18 @@ def test_nothing_after_done_is_relayed():
 def test_a_stream_past_its_deadline_times_out():
     with pytest.raises(UpstreamTimeout):
         list(iter_stream(_router_stream(PIECE + FINISH), deadline=time.monotonic() - 1))
+
+
+def test_data_that_is_not_an_event_object_is_skipped():
+    body = PIECE + b"data: not json\n\ndata: [1, 2]\n\n" + FINISH
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+@pytest.mark.parametrize("field", ["task_id", "id"])
+def test_a_second_task_interleaved_in_the_stream_is_dropped(field):
+    def event(task: str, text: str, finish: str | None = None) -> bytes:
+        choice = {"text": text, "finish_reason": finish}
+        return b"data: " + json.dumps({field: task, "choices": [choice]}).encode() + b"\n\n"
+
+    body = event("t1", " a") + event("t2", " other") + event("t1", " b", "stop")
+    assert _texts(body) == [(" a", None), (" b", "stop")]
