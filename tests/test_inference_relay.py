@@ -263,6 +263,13 @@ def test_many_lines_in_one_chunk():
     assert lines.feed(b" of it\n") == [b"rest of it"]
 
 
+def test_a_blank_line_at_the_start_of_a_chunk_is_a_line():
+    assert LineSplitter(limit=100).feed(b"\nabc\n") == [b"", b"abc"]
+    lines = LineSplitter(limit=100)
+    assert lines.feed(b"data: a\n") == [b"data: a"]
+    assert lines.feed(b"\ndata: b\n") == [b"", b"data: b"]  # the separator came next
+
+
 def test_a_line_past_the_limit_breaks_the_stream():
     lines = LineSplitter(limit=64)
     lines.feed(b"data: " + b"x" * 50)
