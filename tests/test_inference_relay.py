@@ -1,16 +1,20 @@
 """The pieces under the relay, alone: the token estimate that holds for every script, cutting
-and counting what is relayed, the bill, and the SSE line reader. (End to end, with a router
-simulator, in test_inference_router_bounds.py.)"""
+and counting what is relayed, the bill, the SSE line reader, and how a stream must end. (End
+to end, with a router simulator, in test_inference_router_bounds.py.)"""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import time
 
 import pytest
+import urllib3
 
 from inference.relay import TOKEN_CHARS_MAX, Relay, bill
 from inference.tokens import estimate_tokens, prefix_within
-from inference.upstream import LineSplitter, StreamBroken
+from inference.upstream import LineSplitter, StreamBroken, UpstreamTimeout, iter_stream
 
 # -- the estimate -----------------------------------------------------------------------------
 
@@ -259,8 +263,75 @@ def test_many_lines_in_one_chunk():
     assert lines.feed(b" of it\n") == [b"rest of it"]
 
 
+def test_a_blank_line_at_the_start_of_a_chunk_is_a_line():
+    assert LineSplitter(limit=100).feed(b"\nabc\n") == [b"", b"abc"]
+    lines = LineSplitter(limit=100)
+    assert lines.feed(b"data: a\n") == [b"data: a"]
+    assert lines.feed(b"\ndata: b\n") == [b"", b"data: b"]  # the separator came next
+
+
 def test_a_line_past_the_limit_breaks_the_stream():
     lines = LineSplitter(limit=64)
     lines.feed(b"data: " + b"x" * 50)
     with pytest.raises(StreamBroken):
         lines.feed(b"x" * 50)
+
+
+def _router_stream(body: bytes):
+    """A router's SSE answer as urllib3 reads it off the socket."""
+    return urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False, status=200)
+
+
+PIECE = b'data: {"id": "t1", "choices": [{"text": " a"}]}\n\n'
+FINISH = b'data: {"id": "t1", "choices": [{"text": "", "finish_reason": "stop"}]}\n\n'
+
+
+def test_a_stream_with_its_finish_reason_is_whole_with_or_without_done():
+    for body in (PIECE + FINISH + b"data: [DONE]\n\n", PIECE + FINISH):
+        events = list(iter_stream(_router_stream(body)))
+        assert [(e.text, e.finish_reason) for e in events] == [(" a", None), ("", "stop")]
+
+
+@pytest.mark.parametrize("ending", [b"data: [DONE]\n\n", b""], ids=["done", "eof"])
+def test_a_stream_that_ends_before_its_finish_reason_is_broken(ending):
+    with pytest.raises(StreamBroken):
+        list(iter_stream(_router_stream(PIECE + ending)))
+
+
+def _texts(body: bytes) -> list[tuple[str, str | None]]:
+    return [(e.text, e.finish_reason) for e in iter_stream(_router_stream(body))]
+
+
+def test_comments_and_other_fields_between_events_are_skipped():
+    body = b": keep-alive\nevent: message\nid: 1\n" + PIECE + b": ping\n\n" + FINISH
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+def test_data_without_a_space_after_the_colon_is_read():
+    body = PIECE.replace(b"data: ", b"data:") + FINISH.replace(b"data: ", b"data:")
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+def test_nothing_after_done_is_relayed():
+    more = b'data: {"id": "t1", "choices": [{"text": " b"}]}\n\n'
+    assert _texts(PIECE + FINISH + b"data: [DONE]\n\n" + more) == [(" a", None), ("", "stop")]
+
+
+def test_a_stream_past_its_deadline_times_out():
+    with pytest.raises(UpstreamTimeout):
+        list(iter_stream(_router_stream(PIECE + FINISH), deadline=time.monotonic() - 1))
+
+
+def test_data_that_is_not_an_event_object_is_skipped():
+    body = PIECE + b"data: not json\n\ndata: [1, 2]\n\n" + FINISH
+    assert _texts(body) == [(" a", None), ("", "stop")]
+
+
+@pytest.mark.parametrize("field", ["task_id", "id"])
+def test_a_second_task_interleaved_in_the_stream_is_dropped(field):
+    def event(task: str, text: str, finish: str | None = None) -> bytes:
+        choice = {"text": text, "finish_reason": finish}
+        return b"data: " + json.dumps({field: task, "choices": [choice]}).encode() + b"\n\n"
+
+    body = event("t1", " a") + event("t2", " other") + event("t1", " b", "stop")
+    assert _texts(body) == [(" a", None), (" b", "stop")]

@@ -7,6 +7,7 @@ generating already)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import openai
 import pytest
@@ -105,6 +106,28 @@ def test_a_refused_stream_is_a_400_before_any_chunk(client, alice_key):
         )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("code", "too_large"), [(400, False), (413, True), (422, False)])
+def test_a_refusal_says_whether_the_request_was_too_large_and_is_logged(
+    client, alice_key, caplog, code, too_large
+):
+    _, raw = alice_key
+    caplog.set_level(logging.INFO, logger="inference.upstream")
+    with RouterSim("--status", str(code)) as sim:
+        model = _pool([(sim, 1)], name=f"refusal-words-{code}")
+        response = client.post(
+            "/v1/chat/completions",
+            json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+    assert response.status_code == 400
+    assert ("too large" in response.json()["error"]["message"]) is too_large
+    from catalog.models import Router
+
+    (logged,) = [r for r in caplog.records if r.getMessage() == "router refused the request"]
+    assert (logged.router_id, logged.status) == (Router.objects.get(base_url=sim.url).pk, code)
 
 
 @pytest.mark.parametrize("code", [401, 403, 404, 429, 500, 502, 503])
