@@ -192,6 +192,16 @@ def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> 
     return _run_manage(list(args), full_env)
 
 
+def apply_config(config: dict, *, database_url: str) -> None:
+    """`manage.py apply_config` with `config` written to a file, as an operator would."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    try:
+        manage("apply_config", handle.name, database_url=database_url)
+    finally:
+        os.unlink(handle.name)
+
+
 def provision(
     sim: RouterSim, *, email: str, models: tuple[tuple[str, str], ...] = ((MODEL, "llama3"),)
 ) -> tuple[str, str]:
@@ -235,12 +245,7 @@ def provision(
             for model, template in models
         ],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    try:
-        manage("apply_config", handle.name, database_url=database_url)
-    finally:
-        os.unlink(handle.name)
+    apply_config(config, database_url=database_url)
     key = manage(
         "apikey_create",
         "--email",

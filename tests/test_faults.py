@@ -22,7 +22,15 @@ import pytest
 import requests
 
 from tests.routersim import REPO_ROOT, RouterSim
-from tests.servehelpers import MODEL, Gunicorn, _base_env, free_port, manage, served_database
+from tests.servehelpers import (
+    MODEL,
+    Gunicorn,
+    _base_env,
+    apply_config,
+    free_port,
+    manage,
+    served_database,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,12 +54,7 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
         ],
         "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    try:
-        manage("apply_config", handle.name, database_url=db)
-    finally:
-        os.unlink(handle.name)
+    apply_config(config, database_url=db)
     key = manage(
         "apikey_create", "--email", email, "--name", "k", "--create-user", database_url=db
     ).strip()
@@ -439,9 +442,7 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
         ],
         "models": [{"id": MODEL, "pool": "default"}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    manage("apply_config", handle.name, database_url=db)
+    apply_config(config, database_url=db)
     key = manage(
         "apikey_create",
         "--email",

@@ -13,9 +13,7 @@ Every answered request leaves exactly one usage record (ok or rate_limited).
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -26,7 +24,7 @@ import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, db_query, manage, provision
+from tests.servehelpers import MODEL, Gunicorn, apply_config, db_query, manage, provision
 
 pytestmark = [
     pytest.mark.slow,
@@ -95,12 +93,7 @@ def portal():
 
 
 def _apply(database_url: str, config: dict) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    try:
-        manage("apply_config", handle.name, database_url=database_url)
-    finally:
-        os.unlink(handle.name)
+    apply_config(config, database_url=database_url)
 
 
 def _burst(url: str, key: str, count: int, *, max_tokens: int = 4) -> list[requests.Response]:

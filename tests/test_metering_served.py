@@ -8,16 +8,14 @@ Needs PostgreSQL and Redis (CI has both); skipped on the embedded default.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 
 import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, manage, served_database
+from tests.servehelpers import MODEL, Gunicorn, apply_config, manage, served_database
 
 pytestmark = [
     pytest.mark.skipif(
@@ -42,12 +40,7 @@ def provision_capped(sim: RouterSim, *, email: str, cap: int) -> tuple[str, str]
         ],
         "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    try:
-        manage("apply_config", handle.name, database_url=db)
-    finally:
-        os.unlink(handle.name)
+    apply_config(config, database_url=db)
     key = manage(
         "apikey_create",
         "--email",

@@ -6,17 +6,15 @@ the usage of what was delivered."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
-import tempfile
 import time
 from urllib.parse import urlparse
 
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import Gunicorn, manage, served_database
+from tests.servehelpers import Gunicorn, apply_config, manage, served_database
 
 MODEL = "cortensor/slow-reader"
 # Enough stream to fill the kernel's socket buffers between the portal and a client that
@@ -50,12 +48,7 @@ def _provision(sim: RouterSim) -> tuple[str, str]:
             }
         ],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(config, handle)
-    try:
-        manage("apply_config", handle.name, database_url=db)
-    finally:
-        os.unlink(handle.name)
+    apply_config(config, database_url=db)
     key = manage(
         "apikey_create",
         "--email",
