@@ -4,6 +4,7 @@ other's limit counters, admission journal or usage spool."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,10 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
+# The two deployments' prefixes carry this run's id: another run on the same Redis database
+# must not see (or clean up) them.
+DEPLOY_A = f"deploy-a-{os.environ['PORTAL_TEST_RUN_ID']}"
+DEPLOY_B = f"deploy-b-{os.environ['PORTAL_TEST_RUN_ID']}"
 LUA_DIR = Path(__file__).resolve().parent.parent / "metering" / "limits"
 
 
@@ -62,7 +67,7 @@ def _clean(prefix_names):
 
 
 def test_journal_spool_and_counters_are_per_prefix(settings, principal):
-    _clean(["deploy-a", "deploy-b"])
+    _clean([DEPLOY_A, DEPLOY_B])
     settings.LIMITS_KEY_PREFIX = None
     plan = make_plan(max_concurrent_requests=1)
     usage = Usage(
@@ -71,8 +76,8 @@ def test_journal_spool_and_counters_are_per_prefix(settings, principal):
         key_id=principal.key_id,
         endpoint="chat.completions",
     )
-    with Deployment(settings, "deploy-a"):
-        assert keys.journal().startswith("deploy-a:")
+    with Deployment(settings, DEPLOY_A):
+        assert keys.journal().startswith(f"{DEPLOY_A}:")
         limits_admit(
             principal=principal,
             plan=plan,
@@ -91,7 +96,7 @@ def test_journal_spool_and_counters_are_per_prefix(settings, principal):
         )
         _spool_line(json.dumps(spooled.row(), default=str))
 
-    with Deployment(settings, "deploy-b"):
+    with Deployment(settings, DEPLOY_B):
         # B's counters are its own: the same user has a free slot there.
         limits_admit(principal=principal, plan=plan, reserve_tokens=10, request_id="r3")
         assert usage_spool_drain() == 0
@@ -100,19 +105,19 @@ def test_journal_spool_and_counters_are_per_prefix(settings, principal):
     recovered = 0
     while not recovered:
         assert time.monotonic() < deadline, "deployment A's journal entry never fell due"
-        with Deployment(settings, "deploy-b"):
+        with Deployment(settings, DEPLOY_B):
             assert usage_journal_reconcile() == 0  # never A's entry
-        with Deployment(settings, "deploy-a"):
+        with Deployment(settings, DEPLOY_A):
             recovered = usage_journal_reconcile()
         time.sleep(0.1)
     assert recovered == 1
-    with Deployment(settings, "deploy-a"):
+    with Deployment(settings, DEPLOY_A):
         assert usage_spool_drain() == 1
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {
         "req_prefixed",
         "req_spooled_a",
     }
-    _clean(["deploy-a", "deploy-b"])
+    _clean([DEPLOY_A, DEPLOY_B])
 
 
 def test_every_key_a_script_touches_comes_through_keys():
