@@ -169,6 +169,11 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # The broker's queues live under the deployment's prefix too, so two deployments on one
+    # Redis database never run each other's tasks (against their own database).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "global_keyprefix": f"{CACHES['default']['KEY_PREFIX']}:celery:"
+    }
     CELERY_TASK_ALWAYS_EAGER = False
 else:
     CACHES = {
