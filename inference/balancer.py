@@ -96,10 +96,6 @@ def breaker_state(router_id: int) -> str:
     return "probing" if breaker.probing else "half_open"
 
 
-def in_flight_total() -> int:
-    return sum(_in_flight.values())
-
-
 def reset() -> None:
     """Forget all state (tests)."""
     with _lock:
