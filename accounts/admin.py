@@ -1,7 +1,7 @@
 """The operator console for customers and plans.
 
-Both change lists stay at a fixed number of queries however many rows they show: users come
-with their plan in one join, plans with their user count in one aggregate.
+The change lists stay at a fixed number of queries however many rows they show: organizations
+come with their plan in one join, plans with their organization count in one aggregate.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounts.models import Plan, User
-from accounts.services import user_set_plan, users_set_active
+from accounts.models import Membership, Organization, Plan, User
+from accounts.services import org_set_plan, orgs_set_suspended, users_set_active
 from core.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
@@ -38,7 +38,7 @@ LIMIT_HELP = {
 class UserCreationAdminForm(AdminUserCreationForm):
     class Meta:
         model = User
-        fields = ("email", "plan")
+        fields = ("email",)
 
     def clean_email(self) -> str:
         # The manager stores emails lower-cased; the admin must not create a case twin.
@@ -54,7 +54,6 @@ class UserChangeAdminForm(UserChangeForm):
         fields = (
             "email",
             "password",
-            "plan",
             "first_name",
             "last_name",
             "is_active",
@@ -78,13 +77,6 @@ class UserAdmin(DjangoUserAdmin):
     add_form = UserCreationAdminForm
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        (
-            "Plan",
-            {
-                "fields": ("plan",),
-                "description": "Empty = the default plan. Limits apply from the next request.",
-            },
-        ),
         ("Personal info", {"fields": ("first_name", "last_name")}),
         (
             "Permissions",
@@ -97,13 +89,12 @@ class UserAdmin(DjangoUserAdmin):
             None,
             {
                 "classes": ("wide",),
-                "fields": ("email", "plan", "usable_password", "password1", "password2"),
+                "fields": ("email", "usable_password", "password1", "password2"),
             },
         ),
     )
-    list_display = ("email", "plan", "is_staff", "is_active", "date_joined")
-    list_filter = ("plan", "is_staff", "is_superuser", "is_active")
-    list_select_related = ("plan",)
+    list_display = ("email", "is_staff", "is_active", "date_joined")
+    list_filter = ("is_staff", "is_superuser", "is_active")
     search_fields = ("email",)
     ordering = ("email",)
     readonly_fields = ("last_login", "date_joined")
@@ -128,6 +119,61 @@ class UserAdmin(DjangoUserAdmin):
         perms_needed.discard(apps.get_model("apikeys", "ApiKey")._meta.verbose_name)
         return to_delete, model_count, perms_needed, protected
 
+
+# --- organizations ----------------------------------------------------------------------------
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ("user",)
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "plan", "personal", "suspended_at", "created_at")
+    list_filter = ("plan", "personal")
+    list_select_related = ("plan",)
+    search_fields = ("name", "slug", "memberships__user__email")
+    readonly_fields = ("created_at", "suspended_at", "keys_and_usage")
+    fields = ("name", "slug", "plan", "personal", "suspended_at", "created_at", "keys_and_usage")
+    inlines = (MembershipInline,)
+    show_full_result_count = False
+    actions = ("suspend_selected", "reinstate_selected")
+
+    @admin.display(description="Keys and usage")
+    def keys_and_usage(self, org: Organization):
+        if org.pk is None:
+            return "—"
+        # Links, not inlines: an organization may hold thousands of keys and ledger rows.
+        return format_html(
+            '<a href="{}?org__id__exact={}">API keys</a> · '
+            '<a href="{}?org__id__exact={}">Daily usage ledgers</a>',
+            reverse("admin:apikeys_apikey_changelist"),
+            org.pk,
+            reverse("admin:metering_dailyusage_changelist"),
+            org.pk,
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "plan" in form.changed_data:
+            # The keys' cache entries carry the plan: rewrite them (after commit).
+            org_set_plan(orgs=Organization.objects.filter(pk=obj.pk), plan=obj.plan)
+
+    @admin.action(description="Suspend selected organizations (all their keys refused)",
+                  permissions=["change"])  # fmt: skip
+    def suspend_selected(self, request, queryset):
+        count = orgs_set_suspended(orgs=queryset, suspended=True)
+        self.message_user(request, f"Suspended {count} organization(s).", messages.SUCCESS)
+
+    @admin.action(description="Reinstate selected organizations", permissions=["change"])
+    def reinstate_selected(self, request, queryset):
+        count = orgs_set_suspended(orgs=queryset, suspended=False)
+        self.message_user(request, f"Reinstated {count} organization(s).", messages.SUCCESS)
+
     def get_actions(self, request):
         actions = super().get_actions(request)
         if not self.has_change_permission(request):
@@ -139,16 +185,16 @@ class UserAdmin(DjangoUserAdmin):
             actions[name] = (
                 _set_plan_action(plan),
                 name,
-                f"Move selected users to plan “{plan.name}”",
+                f"Move selected organizations to plan “{plan.name}”",
             )
         return actions
 
 
 def _set_plan_action(plan: Plan):
     def action(modeladmin, request, queryset):
-        count = user_set_plan(users=queryset, plan=plan)
+        count = org_set_plan(orgs=queryset, plan=plan)
         modeladmin.message_user(
-            request, f"Moved {count} user(s) to plan “{plan.name}”.", messages.SUCCESS
+            request, f"Moved {count} organization(s) to plan “{plan.name}”.", messages.SUCCESS
         )
 
     return action
@@ -211,7 +257,7 @@ class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
         "tokens_month",
         "concurrent",
         "all_models",
-        "user_count",
+        "org_count",
     )
     list_filter = ("is_default", "all_models")
     search_fields = ("name", "description")
@@ -244,7 +290,7 @@ class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(user_count=Count("users"))
+        return super().get_queryset(request).annotate(org_count=Count("organizations"))
 
     # Short column titles: the full names make the list wider than most screens.
     @admin.display(description="RPM", ordering="requests_per_minute")
@@ -275,7 +321,7 @@ class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     def concurrent(self, plan: Plan):
         return plan.max_concurrent_requests
 
-    @admin.display(description="users", ordering="user_count")
-    def user_count(self, plan: Plan):
-        url = reverse("admin:accounts_user_changelist") + f"?plan__id__exact={plan.pk}"
-        return format_html('<a href="{}">{}</a>', url, plan.user_count)
+    @admin.display(description="organizations", ordering="org_count")
+    def org_count(self, plan: Plan):
+        url = reverse("admin:accounts_organization_changelist") + f"?plan__id__exact={plan.pk}"
+        return format_html('<a href="{}">{}</a>', url, plan.org_count)

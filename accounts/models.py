@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import hashlib
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.utils import timezone
 
 
 class UserManager(BaseUserManager["User"]):
@@ -11,7 +15,10 @@ class UserManager(BaseUserManager["User"]):
     def _create_user(self, email: str, password: str | None, **extra):
         if not email:
             raise ValueError("An email address is required")
+        # `plan`: the plan of the user's personal organization (made when the user is saved).
+        plan = extra.pop("plan", None)
         user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user._personal_plan = plan
         if password:
             user.set_password(password)
         else:
@@ -82,9 +89,6 @@ class Plan(models.Model):
 class User(AbstractUser):
     username = None  # type: ignore[assignment] # email is the login: no username column
     email = models.EmailField("email address", unique=True)
-    plan = models.ForeignKey(
-        Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="users"
-    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []  # type: ignore[misc]
@@ -96,3 +100,118 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.email
+
+
+class Role(models.TextChoices):
+    """What a member may do in an organization; each role includes the ones below it."""
+
+    OWNER = "owner", "owner"  # everything: plan-relevant settings, deleting the organization
+    ADMIN = "admin", "admin"  # members, invitations, every key of the organization
+    MEMBER = "member", "member"  # creates keys, revokes their own, sees the usage
+
+
+ROLE_RANK = {Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class OrganizationQuerySet(models.QuerySet["Organization"]):
+    def for_user(self, user) -> OrganizationQuerySet:
+        return self.filter(memberships__user=user)
+
+
+class Organization(models.Model):
+    """Who owns everything billable: keys, the plan, limit counters, usage. Every user has a
+    personal one (`personal`), so a single developer is a team of one."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=64, unique=True)
+    plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="organizations"
+    )
+    personal = models.BooleanField(
+        default=False, help_text="Made for one user at sign-up; cannot be left or deleted."
+    )
+    suspended_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set: every key of the organization answers 401."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrganizationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
+
+
+class Membership(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "user"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.org_id} ({self.role})"
+
+    def allows(self, role: str) -> bool:
+        """Whether this member's role is `role` or above."""
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+INVITATION_DAYS = 7
+
+
+def invitation_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _invitation_expiry():
+    return timezone.now() + timedelta(days=INVITATION_DAYS)
+
+
+class Invitation(models.Model):
+    """An invitation by email, with a role; single use, expires after INVITATION_DAYS. Only the
+    token's hash is stored: the link in the email is the only copy of the token."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(default=_invitation_expiry)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.org_id} ({self.role})"
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"

@@ -6,12 +6,17 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from accounts.selectors import personal_org
 from apikeys.keyformat import KEY_PREFIX
 
 
 class ApiKeyQuerySet(models.QuerySet):
     def for_owner(self, user):
+        """The keys `user` created (in any organization)."""
         return self.filter(owner=user)
+
+    def for_org(self, org):
+        return self.filter(org=org)
 
     def active(self):
         now = timezone.now()
@@ -21,8 +26,16 @@ class ApiKeyQuerySet(models.QuerySet):
 
 
 class ApiKey(models.Model):
+    # The organization owns the key (its plan, limits and usage); `owner` is the member who
+    # created it: removing that member from the organization revokes it.
+    org = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="api_keys"
+    )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        verbose_name="created by",
     )
     name = models.CharField(max_length=100)
     public_id = models.CharField(max_length=32, unique=True, editable=False)
@@ -53,6 +66,12 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.display_prefix})"
+
+    def save(self, *args, **kwargs):
+        if self.org_id is None and self.owner_id is not None:
+            # No organization named: the creator's personal one, as before organizations.
+            self.org = personal_org(self.owner)
+        super().save(*args, **kwargs)
 
     @property
     def display_prefix(self) -> str:

@@ -16,9 +16,11 @@ from datetime import datetime
 
 from django.core.cache import cache
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Membership, Role, User
+from accounts.selectors import personal_org
 from apikeys import keyformat
 from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
@@ -39,9 +41,10 @@ class KeyPrincipal:
 
     key_id: int
     public_id: str
-    owner_id: int
+    org_id: int  # the organization that owns the key: its plan, shared limits and usage
+    owner_id: int  # the member who created the key
     owner_email: str
-    plan_id: int | None
+    plan_id: int | None  # the organization's plan
     allowed_models: frozenset[str] | None  # None: whatever the plan allows
     requests_per_minute: int | None
     tokens_per_minute: int | None
@@ -56,6 +59,19 @@ class KeyPrincipal:
         return self.owner_id
 
 
+def _creator_org(owner, org):
+    """The organization a key is made in: `org` if `owner` is a member, else their personal
+    one when no organization is named."""
+    if org is None:
+        org = personal_org(owner)
+        if org is None:
+            raise InvalidRequest("This user has no organization.", param="org")
+        return org
+    if not Membership.objects.filter(org=org, user=owner).exists():
+        raise InvalidRequest("Only a member of the organization can create its keys.", param="org")
+    return org
+
+
 # --- writes -----------------------------------------------------------------------------------
 
 
@@ -63,6 +79,7 @@ def apikey_create(
     *,
     owner,
     name: str,
+    org=None,
     expires_at: datetime | None = None,
     allowed_models=(),
     requests_per_minute: int | None = None,
@@ -72,7 +89,8 @@ def apikey_create(
     ip: str | None = None,
     playground: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Make a key; returns the record and the raw key, which exists nowhere else afterwards."""
+    """Make a key of `org` (default: `owner`'s personal organization), created by `owner`;
+    returns the record and the raw key, which exists nowhere else afterwards."""
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("Give the key a name.", param="name")
@@ -82,10 +100,12 @@ def apikey_create(
         raise InvalidRequest("The expiry must be in the future.", param="expires_at")
     requests_per_minute = _key_cap("requests_per_minute", requests_per_minute)
     tokens_per_minute = _key_cap("tokens_per_minute", tokens_per_minute)
+    org = _creator_org(owner, org)
     public_id = keyformat.new_public_id()
     raw = keyformat.new_key(public_id)
     with transaction.atomic():
         key = ApiKey.objects.create(
+            org=org,
             owner=owner,
             name=name,
             public_id=public_id,
@@ -102,7 +122,9 @@ def apikey_create(
             key=key, kind=ApiKeyEvent.Kind.CREATED, actor=actor, actor_label=actor_label, ip=ip
         )
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
-    log.info("api key created", extra={"key_prefix": public_id, "owner_id": owner.pk})
+    log.info(
+        "api key created", extra={"key_prefix": public_id, "owner_id": owner.pk, "org_id": org.pk}
+    )
     return key, raw
 
 
@@ -206,6 +228,21 @@ def apikeys_refresh_cache_for_owner(*, owner_id: int) -> None:
         apikey_refresh_cache(public_id=public_id)
 
 
+def apikeys_refresh_cache_for_org(*, org_id: int) -> None:
+    """Rewrite the entries of every key of an organization (its plan or suspension changed)."""
+    for public_id in ApiKey.objects.filter(org_id=org_id).values_list("public_id", flat=True):
+        apikey_refresh_cache(public_id=public_id)
+
+
+def apikeys_revoke_for_member(*, org_id: int, user_id: int, actor=None) -> int:
+    """Revoke every key `user_id` created in `org_id` (they left or were removed). Runs in the
+    removal's transaction; each entry is rewritten after commit. Returns how many."""
+    keys = list(ApiKey.objects.filter(org_id=org_id, owner_id=user_id, revoked_at__isnull=True))
+    for key in keys:
+        apikey_revoke(key=key, actor=actor, actor_label="" if actor else "member removed")
+    return len(keys)
+
+
 def _refresh_entry(public_id: str) -> dict | str:
     """Read the row and write the entry, versioned (see apikeys/cache.py): the ticket is
     taken before the read, so a slower refresh that read older data cannot write last."""
@@ -223,17 +260,32 @@ def _refresh_entry(public_id: str) -> dict | str:
 
 def apikey_get_for_owner(*, owner, key_id) -> ApiKey:
     """A key by id, only if it is the caller's: anything else is a 404, never a 403."""
-    from django.http import Http404
-
     try:
         return ApiKey.objects.for_owner(owner).get(pk=int(key_id))
     except (ApiKey.DoesNotExist, ValueError, TypeError):
         raise Http404("No such key") from None
 
 
+def apikey_get_for_member(*, membership: Membership, key_id) -> ApiKey:
+    """A key of the member's organization by id: any of its keys for an admin or owner, only
+    their own for a member. Anything else (another member's key, another organization's) is a
+    404, never a 403."""
+    try:
+        return apikeys_visible_to(membership).get(pk=int(key_id))
+    except (ApiKey.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such key") from None
+
+
+def apikeys_visible_to(membership: Membership):
+    keys = ApiKey.objects.for_org(membership.org_id)
+    if not membership.allows(Role.ADMIN):
+        keys = keys.filter(owner_id=membership.user_id)
+    return keys
+
+
 def _load_entry(public_id: str) -> dict | str:
     key = (
-        ApiKey.objects.select_related("owner")
+        ApiKey.objects.select_related("owner", "org")
         .prefetch_related("allowed_models")
         .filter(public_id=public_id)
         .first()
@@ -247,10 +299,12 @@ def _load_entry(public_id: str) -> dict | str:
         "public_id": key.public_id,
         "hash": key.secret_hash,
         "hash_version": key.hash_version,
+        "org_id": key.org_id,
+        "org_active": key.org.suspended_at is None,
         "owner_id": owner.pk,
         "owner_email": owner.email,
         "owner_active": owner.is_active,
-        "plan_id": owner.plan_id,
+        "plan_id": key.org.plan_id,
         "allowed_models": allowed or None,
         "rpm": key.requests_per_minute,
         "tpm": key.tokens_per_minute,
@@ -268,8 +322,8 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     A client that keeps sending bad keys is throttled (429) per address, IPv6 per /64. The
     throttle is read before the database: a key missing from the cache costs a query, so a
     throttled client's random well-formed keys are refused first. A key that is real but
-    revoked, expired or whose owner is suspended is not guessing: it answers 401 however often
-    it is sent, so its holder learns what is wrong.
+    revoked, expired, or whose creator or organization is suspended is not guessing: it
+    answers 401 however often it is sent, so its holder learns what is wrong.
     """
     public_id = keyformat.parse_key(raw_key) if raw_key else None
     if raw_key is None or public_id is None:
@@ -285,6 +339,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     if (
         entry["revoked"]
         or not entry["owner_active"]
+        or not entry["org_active"]
         or (entry["expires_at"] is not None and entry["expires_at"] <= now)
     ):
         raise InvalidApiKey()
@@ -295,6 +350,7 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
     return KeyPrincipal(
         key_id=entry["id"],
         public_id=entry["public_id"],
+        org_id=entry["org_id"],
         owner_id=entry["owner_id"],
         owner_email=entry["owner_email"],
         plan_id=entry["plan_id"],
@@ -315,7 +371,8 @@ def _entry_for(public_id: str, ip: str | None) -> dict | str:
         entry = _load_entry(public_id)
         release_connection()
         return entry
-    if entry is not None:
+    # An entry written before organizations has no org_id: read it again, as on a miss.
+    if entry is not None and not (isinstance(entry, dict) and "org_id" not in entry):
         return entry
     _refuse_if_throttled(ip)
     try:
@@ -407,8 +464,9 @@ def _rehash(key_id: int, raw_key: str) -> None:
 PLAYGROUND_KEY_NAME = "Playground"
 
 
-def apikey_playground_principal(*, user) -> KeyPrincipal:
-    """The principal the portal's playground calls /v1's pipeline with, for this user.
+def apikey_playground_principal(*, user, org=None) -> KeyPrincipal:
+    """The principal the portal's playground calls /v1's pipeline with, for this user acting
+    for `org` (default: their personal organization): the organization's plan and limits.
 
     The playground runs under a real key of the user's (flagged `playground`, named
     "Playground"), so its calls are limited and metered like any other, show up per key on the
@@ -417,9 +475,14 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
     the browser never holds a key, the server builds the principal from the database row.
     """
 
+    org = _creator_org(user, org)
+    if org.suspended_at is not None:
+        raise InvalidApiKey("This organization is suspended: its keys are refused.")
+
     def _active():
         return (
             ApiKey.objects.for_owner(user)
+            .for_org(org)
             .active()
             .filter(playground=True)
             .prefetch_related("allowed_models")
@@ -436,6 +499,7 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
             if key is None:
                 apikey_create(
                     owner=user,
+                    org=org,
                     name=PLAYGROUND_KEY_NAME,
                     actor=user,
                     actor_label="playground",
@@ -447,9 +511,10 @@ def apikey_playground_principal(*, user) -> KeyPrincipal:
     return KeyPrincipal(
         key_id=key.pk,
         public_id=key.public_id,
+        org_id=org.pk,
         owner_id=user.pk,
         owner_email=user.email,
-        plan_id=user.plan_id,
+        plan_id=org.plan_id,
         allowed_models=frozenset(allowed) if allowed else None,
         requests_per_minute=key.requests_per_minute,
         tokens_per_minute=key.tokens_per_minute,

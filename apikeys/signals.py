@@ -6,9 +6,15 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from accounts.signals import users_bulk_changed
+from accounts.models import Organization
+from accounts.signals import member_removed, orgs_changed, users_bulk_changed
 from apikeys.models import ApiKey
-from apikeys.services import apikey_refresh_cache, apikeys_refresh_cache_for_owner
+from apikeys.services import (
+    apikey_refresh_cache,
+    apikeys_refresh_cache_for_org,
+    apikeys_refresh_cache_for_owner,
+    apikeys_revoke_for_member,
+)
 
 
 @receiver(post_save, sender=ApiKey)
@@ -33,9 +39,10 @@ def _key_models_changed(sender, instance, action, **kwargs):
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
 
 
-# The owner's fields a key's entry carries; a save touching none of them (a login writes
+# The creator's fields a key's entry carries; a save touching none of them (a login writes
 # last_login, a password change the hash) needs no refresh.
-_OWNER_FIELDS_IN_ENTRY = frozenset({"email", "is_active", "plan", "plan_id"})
+_OWNER_FIELDS_IN_ENTRY = frozenset({"email", "is_active"})
+_ORG_FIELDS_IN_ENTRY = frozenset({"plan", "plan_id", "suspended_at"})
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
@@ -50,3 +57,23 @@ def _owner_saved(sender, instance, created: bool, update_fields=None, **kwargs):
 def _owners_bulk_changed(sender, user_ids, **kwargs):
     for owner_id in user_ids:
         apikeys_refresh_cache_for_owner(owner_id=owner_id)
+
+
+@receiver(post_save, sender=Organization)
+def _org_saved(sender, instance, created: bool, update_fields=None, **kwargs):
+    if created or (update_fields is not None and not _ORG_FIELDS_IN_ENTRY & update_fields):
+        return
+    org_id = instance.pk
+    transaction.on_commit(lambda: apikeys_refresh_cache_for_org(org_id=org_id))
+
+
+@receiver(orgs_changed)
+def _orgs_changed(sender, org_ids, **kwargs):
+    for org_id in org_ids:
+        apikeys_refresh_cache_for_org(org_id=org_id)
+
+
+@receiver(member_removed)
+def _member_removed(sender, org_id, user_id, actor=None, **kwargs):
+    # In the removal's transaction: it commits with the keys revoked, or not at all.
+    apikeys_revoke_for_member(org_id=org_id, user_id=user_id, actor=actor)

@@ -1,6 +1,8 @@
 """The /keys pages: list, create (secret shown once), revoke with a confirmation step.
 
-Every route fetches keys through `apikey_get_for_owner`, so another user's id is a 404. The
+The pages act for the user's current organization (the switcher): an admin or owner sees and
+revokes all its keys, a member only their own. Every route fetches keys through
+`apikey_get_for_member`, so another member's or organization's key is a 404. The
 raw secret exists only in the response to the POST that made it: it is never put in the
 session, a message or a cache, and the page is sent with `Cache-Control: no-store`.
 """
@@ -17,11 +19,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
+from accounts.selectors import current_membership
 from apikeys.authentication import client_ip
 from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
 from apikeys.models import ApiKey, ApiKeyEvent
-from apikeys.selectors import apikey_events_for_owner, apikey_list_for_owner
-from apikeys.services import apikey_create, apikey_get_for_owner, apikey_revoke
+from apikeys.selectors import apikey_events_for_member, apikey_list_for_member
+from apikeys.services import apikey_create, apikey_get_for_member, apikey_revoke
 from core.errors import InvalidRequest
 
 NONCE_TTL = 24 * 3600
@@ -34,11 +37,15 @@ class EventRow:
     ip: str
 
 
-def _event_rows(owner, events: list[ApiKeyEvent]) -> list[EventRow]:
+def _event_rows(membership, events: list[ApiKeyEvent]) -> list[EventRow]:
+    owner = membership.user
+    members = set(membership.org.memberships.values_list("user_id", flat=True))
     rows = []
     for event in events:
         if event.actor_id == owner.pk:
             who, ip = f"you ({owner.email})", event.ip or "—"
+        elif event.actor_id in members:
+            who, ip = event.actor.email, event.ip or "—"
         elif event.actor_id is not None:
             # An operator acted on the customer's key: say so, without exposing their details.
             who, ip = "Cortensor staff", "—"
@@ -59,10 +66,12 @@ def _release_nonce(user, nonce: str) -> None:
 def _page(
     request, *, form: ApiKeyCreateForm, created: tuple[ApiKey, str] | None = None, status: int = 200
 ):
-    user = request.user
+    membership = current_membership(request)
     context = {
-        "keys": list(apikey_list_for_owner(owner=user)),
-        "events": _event_rows(user, apikey_events_for_owner(owner=user)),
+        "org": membership.org,
+        "membership": membership,
+        "keys": list(apikey_list_for_member(membership=membership)),
+        "events": _event_rows(membership, apikey_events_for_member(membership=membership)),
         "form": form,
         "created_key": created[0] if created else None,
         "created_secret": created[1] if created else None,
@@ -94,6 +103,7 @@ def keys_page(request):
     try:
         created = apikey_create(
             owner=request.user,
+            org=current_membership(request).org,
             name=form.cleaned_data["name"],
             expires_at=form.expires_at,
             allowed_models=list(form.cleaned_data.get("models") or ()),
@@ -113,7 +123,7 @@ def keys_page(request):
 @require_http_methods(["GET", "POST"])
 @ratelimit(key="user", rate="30/m", method="POST", block=True)
 def key_revoke(request, key_id: int):
-    key = apikey_get_for_owner(owner=request.user, key_id=key_id)
+    key = apikey_get_for_member(membership=current_membership(request), key_id=key_id)
     if key.revoked_at is not None:
         messages.info(request, f"The key “{key.name}” was already revoked.")
         return redirect("apikeys:keys")

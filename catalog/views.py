@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from accounts.models import Plan
+from accounts.selectors import current_membership
 from catalog.routing import routing_table
 from catalog.selectors import catalog_enabled_models
 
@@ -28,7 +29,8 @@ def models_page(request):
     limits: list[tuple[str, int | None]] = []
     if request.user.is_authenticated:
         table = routing_table()
-        plan = table.plan_for(request.user.plan_id)
+        membership = current_membership(request)
+        plan = table.plan_for(membership.org.plan_id if membership else None)
         if plan is not None:
             allowed = {m.public_id for m in models if table.model_allowed(m, plan, None)}
             limits = [

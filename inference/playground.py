@@ -1,8 +1,8 @@
 """The playground's server side: the browser's chat turns go through the /v1/ pipeline.
 
 The browser never holds an API key. It posts its conversation with its session cookie and a
-CSRF header; the server runs it as the user's "Playground" key (apikeys'
-`apikey_playground_principal`) through `completion_serve`, the same function behind
+CSRF header; the server runs it as the user's "Playground" key in their current organization
+(apikeys' `apikey_playground_principal`) through `completion_serve`, the same function behind
 `POST /v1/chat/completions`: the same policy, limits, routing, failover and metering.
 """
 
@@ -13,6 +13,7 @@ import json
 from django.conf import settings
 from django_ratelimit.core import get_usage
 
+from accounts.selectors import current_membership
 from apikeys.services import apikey_playground_principal
 from catalog.routing import ModelInfo, routing_table
 from core.errors import ApiError, InvalidRequest, RateLimited, error_response
@@ -22,10 +23,10 @@ from inference.services import completion_serve
 _FIELDS = ("model", "messages", "max_tokens", "temperature")
 
 
-def playground_models(*, user) -> list[ModelInfo]:
-    """The enabled models the user's plan allows, by id."""
+def playground_models(*, org) -> list[ModelInfo]:
+    """The enabled models the organization's plan allows, by id."""
     table = routing_table()
-    plan = table.plan_for(user.plan_id)
+    plan = table.plan_for(org.plan_id)
     return sorted(
         (m for m in table.models.values() if table.model_allowed(m, plan, None)),
         key=lambda m: m.public_id,
@@ -69,7 +70,8 @@ def playground_chat_serve(request):
                 headers={"Retry-After": str(retry)},
             )
         )
-    principal = apikey_playground_principal(user=request.user)
+    membership = current_membership(request)
+    principal = apikey_playground_principal(user=request.user, org=membership.org)
     return completion_serve(
         request_id=request.request_id,
         principal=principal,

@@ -76,6 +76,7 @@ class Call:
                 request_id=request_id,
                 user_id=principal.owner_id,
                 key_id=principal.key_id,
+                org_id=principal.org_id,
                 endpoint=endpoint,
             ),
             started=time.monotonic(),

@@ -1,10 +1,11 @@
-"""`GET /v1/usage`: the calling key's usage and limits (like OpenRouter's `GET /api/v1/key`)."""
+"""`GET /v1/usage`: the calling key's and its organization's usage, and the limits (the plan's
+apply to the organization as a whole), like OpenRouter's `GET /api/v1/key`."""
 
 from __future__ import annotations
 
 from rest_framework.response import Response
 
-from accounts.models import Plan
+from accounts.models import Organization, Plan
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
 from inference.views import V1View
@@ -14,13 +15,14 @@ from metering.selectors import usage_for_key, usage_limits
 class UsageApi(V1View):
     def get(self, request):
         principal = request.user
-        usage = usage_for_key(user_id=principal.owner_id, key_id=principal.key_id)
+        usage = usage_for_key(org_id=principal.org_id, key_id=principal.key_id)
         plan = routing_table().plan_for(principal.plan_id)
         name = (
-            ApiKey.objects.filter(pk=principal.key_id, owner_id=principal.owner_id)
+            ApiKey.objects.filter(pk=principal.key_id, org_id=principal.org_id)
             .values_list("name", flat=True)
             .first()
         )
+        org = Organization.objects.filter(pk=principal.org_id).values("slug", "name").first()
         return Response(
             {
                 "object": "usage",
@@ -30,10 +32,18 @@ class UsageApi(V1View):
                     "today": usage.key_today.brief(),
                     "month": usage.key_month.brief(),
                 },
-                "user": {"today": usage.user_today.brief(), "month": usage.user_month.brief()},
+                "organization": {
+                    "id": org["slug"] if org else None,
+                    "name": org["name"] if org else None,
+                    "today": usage.org_today.brief(),
+                    "month": usage.org_month.brief(),
+                },
+                # Before organizations this was the key owner's totals; it is the
+                # organization's now (for a personal organization, the same numbers).
+                "user": {"today": usage.org_today.brief(), "month": usage.org_month.brief()},
                 "plan": _plan_body(plan, principal),
                 "limits": usage_limits(
-                    principal=principal, plan=plan, today=usage.user_today, month=usage.user_month
+                    principal=principal, plan=plan, today=usage.org_today, month=usage.org_month
                 ),
             }
         )

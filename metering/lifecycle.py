@@ -107,7 +107,7 @@ def usage_refused(usage: Usage) -> bool:
     limit = settings.USAGE_REFUSED_PER_MINUTE
     try:
         within = get_backend().count_refused(
-            base=keys.key_base(usage.user_id, usage.key_id),
+            base=keys.key_base(usage.org_id or 0, usage.key_id),
             limit=limit,
             now_ms=int(time.time() * 1000),
         )

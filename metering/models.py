@@ -16,6 +16,15 @@ class UsageRecord(models.Model):
         CANCELLED = "cancelled", "cancelled by the client"
 
     request_id = models.CharField(max_length=64, unique=True)
+    # The organization that owns the key (billed); `user` is the member who created the key.
+    # Null only for records older than organizations whose key and user were both gone.
+    org = models.ForeignKey(
+        "accounts.Organization",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
@@ -47,6 +56,7 @@ class UsageRecord(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["user", "-created_at"], name="usage_user_recent"),
+            models.Index(fields=["org", "-created_at"], name="usage_org_recent"),
         ]
 
     def __str__(self) -> str:
@@ -94,6 +104,13 @@ class DailyUsage(models.Model):
     """Derived from UsageRecord by metering.services.usage_aggregate; never edited by hand."""
 
     day = models.DateField()
+    org = models.ForeignKey(
+        "accounts.Organization",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
@@ -113,6 +130,7 @@ class DailyUsage(models.Model):
     class Meta:
         ordering = ["-day"]
         verbose_name_plural = "daily usage"
+        indexes = [models.Index(fields=["org", "day"], name="daily_usage_org_day")]
         constraints = [
             models.UniqueConstraint(
                 fields=["day", "user", "key", "model"], name="daily_usage_unique"

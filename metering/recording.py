@@ -42,6 +42,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apikeys.models import ApiKey
 from core import metrics
 from core.db import release_connection
 from core.redis import get_redis
@@ -61,9 +62,10 @@ MAX_COUNT = 2**63 - 1  # a bigint column's top
 @dataclass(slots=True)
 class Usage:
     request_id: str
-    user_id: int
+    user_id: int  # the member who created the key
     key_id: int
     endpoint: str
+    org_id: int | None = None  # the organization that owns the key (always set by /v1/)
     model: str = ""
     pool: str = ""
     router_id: int | None = None
@@ -230,6 +232,13 @@ def _rows(lines: list[str]) -> list[dict]:
         data = json.loads(line)
         data["created_at"] = parse_datetime(data["created_at"])
         rows.append(data)
+    # Spooled or journaled before organizations: the organization is the key's.
+    unknown = {row["key_id"] for row in rows if row.get("org_id") is None}
+    if unknown:
+        orgs = dict(ApiKey.objects.filter(pk__in=unknown).values_list("pk", "org_id"))
+        for row in rows:
+            if row.get("org_id") is None:
+                row["org_id"] = orgs.get(row["key_id"])
     return rows
 
 

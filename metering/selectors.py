@@ -18,6 +18,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from accounts.models import User
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from metering.limits import BackendUnavailable, limits_status
@@ -81,6 +82,7 @@ class UsageRow:
     completion_tokens: int
     total_tokens: int
     estimated: int = 0
+    user_id: int | None = None  # the member who created the key
 
 
 def _utc_today() -> date:
@@ -99,8 +101,9 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
-    """Ledger rows from `since` (UTC day) plus pending records, as one consistent read."""
+def usage_rows(*, org_id: int, since: date) -> list[UsageRow]:
+    """The organization's ledger rows from `since` (UTC day) plus pending records, as one
+    consistent read."""
     day_expr = (
         "(created_at AT TIME ZONE 'UTC')::date"
         if connection.vendor == "postgresql"
@@ -108,18 +111,18 @@ def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
     )
     sql = f"""
         SELECT day, key_id, model, requests, errors, prompt_tokens, completion_tokens,
-               total_tokens, estimated
-        FROM metering_dailyusage WHERE user_id = %s AND day >= %s
+               total_tokens, estimated, user_id
+        FROM metering_dailyusage WHERE org_id = %s AND day >= %s
         UNION ALL
         SELECT {day_expr}, key_id, model, 1, CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END,
                prompt_tokens, completion_tokens, total_tokens,
-               CASE WHEN estimated THEN 1 ELSE 0 END
+               CASE WHEN estimated THEN 1 ELSE 0 END, user_id
         FROM metering_usagerecord
         WHERE id IN (SELECT record_id FROM metering_usagepending)
-          AND user_id = %s AND created_at >= %s
+          AND org_id = %s AND created_at >= %s
     """  # noqa: S608 - day_expr is one of two constants, values are parameters
     with connection.cursor() as cursor:
-        cursor.execute(sql, [user_id, since, user_id, _midnight(since)])
+        cursor.execute(sql, [org_id, since, org_id, _midnight(since)])
         rows = cursor.fetchall()
     return [
         UsageRow(
@@ -132,8 +135,9 @@ def usage_rows(*, user_id: int, since: date) -> list[UsageRow]:
             int(ct),
             int(tt),
             int(est),
+            user_id,
         )
-        for day, key_id, model, req, err, pt, ct, tt, est in rows
+        for day, key_id, model, req, err, pt, ct, tt, est, user_id in rows
     ]
 
 
@@ -172,17 +176,17 @@ def _iso(value: Any) -> Any:
 
 
 def usage_limits(
-    *, plan: Any, today: Totals, month: Totals, principal: Any = None, owner_id: int | None = None
+    *, plan: Any, today: Totals, month: Totals, principal: Any = None, org_id: int | None = None
 ) -> dict[str, dict]:
     """Every limit as {limit, used, remaining, reset_at (ISO)}: the limits engine's live
-    counters for a key's principal (or a user, by owner_id). When the engine's backend
+    counters for a key's principal (or an organization, by org_id). When the engine's backend
     (Redis) is down, the plan's daily and monthly quotas against the ledger totals instead:
     usage pages keep working without Redis."""
     try:
         if principal is not None:
             status = limits_status(principal=principal, plan=plan)
         else:
-            status = limits_status(plan=plan, owner_id=owner_id)
+            status = limits_status(plan=plan, org_id=org_id)
     except BackendUnavailable as exc:
         log.warning("limits backend unavailable, quotas from the ledgers: %s", exc)
     else:
@@ -203,6 +207,7 @@ class Overview:
     month: Totals
     by_model: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     by_key: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    by_member: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     per_day: list[Totals] = field(default_factory=list)
 
     def chart_data(self) -> dict:
@@ -216,6 +221,7 @@ class Overview:
             "days": [d.isoformat() for d in self.days],
             "model": series(self.by_model),
             "key": series(self.by_key),
+            "member": series(self.by_member),
         }
 
 
@@ -223,18 +229,22 @@ def key_label(name: str, public_id: str) -> str:
     return f"{name} ({KEY_PREFIX}{public_id}…)"
 
 
-def usage_overview(*, user_id: int, days: int = CHART_DAYS) -> Overview:
-    """Requests and tokens per day (split by model and by key) and today/month totals."""
+def usage_overview(*, org_id: int, days: int = CHART_DAYS) -> Overview:
+    """The organization's requests and tokens per day (split by model, by key and by the
+    member who created the key) and today/month totals."""
     today = _utc_today()
     first = today - timedelta(days=days - 1)
     month_start = _month_start(today)
-    rows = usage_rows(user_id=user_id, since=min(first, month_start))
+    rows = usage_rows(org_id=org_id, since=min(first, month_start))
     labels = {
         pk: key_label(name, public_id)
-        for pk, name, public_id in ApiKey.objects.filter(owner_id=user_id).values_list(
+        for pk, name, public_id in ApiKey.objects.filter(org_id=org_id).values_list(
             "id", "name", "public_id"
         )
     }
+    members = dict(
+        User.objects.filter(pk__in={row.user_id for row in rows}).values_list("pk", "email")
+    )
     overview = Overview(
         days=[first + timedelta(days=i) for i in range(days)],
         today=Totals(),
@@ -260,6 +270,7 @@ def usage_overview(*, user_id: int, days: int = CHART_DAYS) -> Overview:
         for groups, name in (
             (overview.by_model, row.model or "(none)"),
             (overview.by_key, labels.get(row.key_id, f"key #{row.key_id}")),
+            (overview.by_member, members.get(row.user_id, f"user #{row.user_id}")),
         ):
             values = bucket(groups, name)
             values["requests"][index] += row.requests
@@ -274,20 +285,21 @@ def usage_overview(*, user_id: int, days: int = CHART_DAYS) -> Overview:
 class KeyUsage:
     key_today: Totals
     key_month: Totals
-    user_today: Totals
-    user_month: Totals
+    org_today: Totals
+    org_month: Totals
 
 
-def usage_for_key(*, user_id: int, key_id: int) -> KeyUsage:
+def usage_for_key(*, org_id: int, key_id: int) -> KeyUsage:
+    """A key's totals and its organization's, today and this month (UTC)."""
     today = _utc_today()
     usage = KeyUsage(Totals(), Totals(), Totals(), Totals())
-    for row in usage_rows(user_id=user_id, since=_month_start(today)):
+    for row in usage_rows(org_id=org_id, since=_month_start(today)):
         mine = row.key_id == key_id
-        usage.user_month.add(row)
+        usage.org_month.add(row)
         if mine:
             usage.key_month.add(row)
         if row.day == today:
-            usage.user_today.add(row)
+            usage.org_today.add(row)
             if mine:
                 usage.key_today.add(row)
     return usage
@@ -296,8 +308,8 @@ def usage_for_key(*, user_id: int, key_id: int) -> KeyUsage:
 # --- CSV (the customer's export and the admin action) ---------------------------------------
 
 
-def daily_usage_for_user(*, user_id: int):
-    return DailyUsage.objects.filter(user_id=user_id).order_by("day", "key_id", "model")
+def daily_usage_for_org(*, org_id: int):
+    return DailyUsage.objects.filter(org_id=org_id).order_by("day", "key_id", "model")
 
 
 class _Echo:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from core.redis import get_redis
 from metering.limits import keys
-from metering.limits.base import WINDOW_MS, Periods, key_base, user_base
+from metering.limits.base import WINDOW_MS, Periods, key_base, org_base
 from metering.models import UsagePending, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ PRUNE_BATCH = 10_000
 _DEADLOCK_RETRIES = 3
 
 _LEDGER_COLUMNS = (
-    "day, user_id, key_id, model, requests, errors, prompt_tokens, completion_tokens, "
+    "day, org_id, user_id, key_id, model, requests, errors, prompt_tokens, completion_tokens, "
     "total_tokens, estimated, updated_at"
 )
 _ON_CONFLICT = """
@@ -64,18 +64,18 @@ WITH claimed AS (
     )
     RETURNING record_id
 ), batch AS (
-    SELECT r.created_at, r.user_id, r.key_id, r.model, r.outcome,
+    SELECT r.created_at, r.org_id, r.user_id, r.key_id, r.model, r.outcome,
            r.prompt_tokens, r.completion_tokens, r.total_tokens, r.estimated
     FROM metering_usagerecord r JOIN claimed c ON r.id = c.record_id
 ), folded AS (
     INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
-    SELECT (created_at AT TIME ZONE 'UTC')::date, user_id, key_id, model,
+    SELECT (created_at AT TIME ZONE 'UTC')::date, org_id, user_id, key_id, model,
            count(*), count(*) FILTER (WHERE outcome <> 'ok'),
            sum(prompt_tokens), sum(completion_tokens), sum(total_tokens),
            count(*) FILTER (WHERE estimated), %(now)s
     FROM batch
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 3, 4, 5
     {_ON_CONFLICT}
     RETURNING 1
 )
@@ -92,12 +92,12 @@ SELECT max(record_id), count(*) FROM (
 # `WHERE true` is needed: without it SQLite parses ON CONFLICT as a join constraint.
 _SQLITE_FOLD = f"""
 INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
-SELECT date(created_at), user_id, key_id, model,
+SELECT date(created_at), org_id, user_id, key_id, model,
        count(*), sum(outcome <> 'ok'),
        sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(estimated), %s
 FROM metering_usagerecord
 WHERE id IN (SELECT record_id FROM metering_usagepending WHERE record_id <= %s) AND true
-GROUP BY 1, 2, 3, 4
+GROUP BY 1, 2, 3, 4, 5
 {_ON_CONFLICT}
 """  # noqa: S608 - built from constants; values are parameters
 _SQLITE_FLAG = "DELETE FROM metering_usagepending WHERE record_id <= %s"
@@ -218,7 +218,7 @@ return 1
 class LimitsRebuilt:
     day: str
     month: str
-    users: int
+    orgs: int
     requests_in_window: int
 
 
@@ -226,11 +226,11 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
     """Rebuild the limit counters in Redis from the usage records; None without Redis.
 
     UsageRecord is the source of truth. Today's and this month's admitted requests and their
-    tokens per user (a request refused by a limit or for bad input was never counted) become the
-    day and month counters; the last minute's records refill the per-minute windows of users and
-    keys. Safe to run any number of times: a counter is only raised to the database's count, never
-    lowered (it may hold requests admitted since Redis came back that have no record yet), unless
-    `force` (the command's --force).
+    tokens per organization (a request refused by a limit or for bad input was never counted)
+    become the day and month counters; the last minute's records refill the per-minute windows
+    of organizations and keys. Safe to run any number of times: a counter is only raised to the
+    database's count, never lowered (it may hold requests admitted since Redis came back that
+    have no record yet), unless `force` (the command's --force).
     """
     client = get_redis()
     if client is None:
@@ -244,7 +244,7 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
     set_at_least = client.register_script(SET_AT_LEAST)
     add_to_window = client.register_script(ADD_TO_WINDOW)
     pipe = client.pipeline(transaction=False)
-    users = set()
+    orgs = set()
     for since, span, expire_at in (
         (day_start, "d", periods.day_expire_at),
         (month_start, "m", periods.month_expire_at),
@@ -252,12 +252,13 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
         rows = (
             counted.filter(created_at__gte=since)
             .order_by()
-            .values("user_id")
+            .filter(org_id__isnull=False)
+            .values("org_id")
             .annotate(n=Count("id"), tokens=Sum("total_tokens"))
         )
         for row in rows:
-            base = user_base(row["user_id"])
-            users.add(row["user_id"])
+            base = org_base(row["org_id"])
+            orgs.add(row["org_id"])
             names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
             for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
                 set_at_least(
@@ -268,15 +269,15 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
 
     window_start = now - timedelta(milliseconds=WINDOW_MS)
     recent = (
-        counted.filter(created_at__gt=window_start)
+        counted.filter(created_at__gt=window_start, org_id__isnull=False)
         .order_by()
-        .values_list("request_id", "user_id", "key_id", "total_tokens", "created_at")
+        .values_list("request_id", "org_id", "key_id", "total_tokens", "created_at")
     )
     in_window = 0
-    for request_id, user_id, key_id, tokens, created_at in recent.iterator():
+    for request_id, org_id, key_id, tokens, created_at in recent.iterator():
         at = int(created_at.timestamp() * 1000)
         member = f"{request_id}:rebuilt"
-        for base in (user_base(user_id), key_base(user_id, key_id)):
+        for base in (org_base(org_id), key_base(org_id, key_id)):
             add_to_window(
                 keys=keys.window_keys(base),
                 args=[member, at, tokens, WINDOW_MS + 1000],
@@ -287,6 +288,6 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
     return LimitsRebuilt(
         day=str(periods.day),
         month=str(periods.month),
-        users=len(users),
+        orgs=len(orgs),
         requests_in_window=in_window,
     )

@@ -1,4 +1,5 @@
-"""Portal pages for usage: the customer's charts, quotas and CSV export of their ledgers."""
+"""Portal pages for usage: the current organization's charts, quotas and CSV export of its
+ledgers. Every member of an organization sees its usage."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.models import Plan
+from accounts.selectors import current_membership
 from metering.selectors import (
     CHART_DAYS,
     daily_usage_csv_lines,
-    daily_usage_for_user,
+    daily_usage_for_org,
     usage_limits,
     usage_overview,
 )
@@ -31,10 +33,10 @@ QUOTA_LABELS = {
 @require_GET
 @login_required
 def usage_page(request):
-    user = request.user
-    overview = usage_overview(user_id=user.pk)
-    plan = user.plan or Plan.objects.default()
-    limits = usage_limits(plan=plan, owner_id=user.pk, today=overview.today, month=overview.month)
+    org = current_membership(request).org
+    overview = usage_overview(org_id=org.pk)
+    plan = org.plan or Plan.objects.default()
+    limits = usage_limits(plan=plan, org_id=org.pk, today=overview.today, month=overview.month)
     quota_cards = [
         (name, QUOTA_LABELS.get(name, name), entry)
         for name, entry in limits.items()
@@ -49,16 +51,26 @@ def usage_page(request):
             "chart_data": overview.chart_data(),
             "quotas": quota_cards,
             "plan": plan,
+            "org": org,
+            "by_key": _totals(overview.by_key),
+            "by_member": _totals(overview.by_member),
             "chart_days": CHART_DAYS,
         },
     )
 
 
+def _totals(groups: dict[str, dict[str, list[int]]]) -> list[tuple[str, int, int]]:
+    """(name, requests, tokens) over the chart's days, most tokens first."""
+    rows = [(name, sum(v["requests"]), sum(v["tokens"])) for name, v in groups.items()]
+    return sorted(rows, key=lambda row: (-row[2], -row[1], row[0]))
+
+
 @require_GET
 @login_required
 def usage_export_csv(request):
-    # Only the caller's own ledger rows; streamed, as a long-lived account has many.
-    lines = daily_usage_csv_lines(queryset=daily_usage_for_user(user_id=request.user.pk))
+    # Only the current organization's ledger rows; streamed, as a long-lived one has many.
+    org = current_membership(request).org
+    lines = daily_usage_csv_lines(queryset=daily_usage_for_org(org_id=org.pk))
     stamp = timezone.now().strftime("%Y%m%d")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'

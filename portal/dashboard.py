@@ -18,6 +18,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
+from accounts.selectors import current_membership
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
@@ -89,9 +90,9 @@ def quota_bars(limits: dict[str, dict]) -> list[QuotaBar]:
     return bars
 
 
-def _keys_brief(user) -> dict[int, KeyBrief]:
+def _keys_brief(org) -> dict[int, KeyBrief]:
     now = timezone.now()
-    rows = ApiKey.objects.for_owner(user).values_list(
+    rows = ApiKey.objects.for_org(org).values_list(
         "id", "name", "public_id", "revoked_at", "expires_at", "playground"
     )
     return {
@@ -105,7 +106,7 @@ def _keys_brief(user) -> dict[int, KeyBrief]:
     }
 
 
-def _first_call_done(user, recent: list[UsageRecord], own_key_ids: set[int]) -> bool:
+def _first_call_done(org, recent: list[UsageRecord], own_key_ids: set[int]) -> bool:
     """A successful call made with one of the user's own keys (the playground's doesn't count:
     the step is about calling the API from their code). Old records are pruned, so the
     ledgers are asked too."""
@@ -115,10 +116,10 @@ def _first_call_done(user, recent: list[UsageRecord], own_key_ids: set[int]) -> 
         return False
     return (
         UsageRecord.objects.filter(
-            user_id=user.pk, key_id__in=own_key_ids, outcome=UsageRecord.Outcome.OK
+            org_id=org.pk, key_id__in=own_key_ids, outcome=UsageRecord.Outcome.OK
         ).exists()
         or DailyUsage.objects.filter(
-            user_id=user.pk, key_id__in=own_key_ids, requests__gt=F("errors")
+            org_id=org.pk, key_id__in=own_key_ids, requests__gt=F("errors")
         ).exists()
     )
 
@@ -127,18 +128,19 @@ def _first_call_done(user, recent: list[UsageRecord], own_key_ids: set[int]) -> 
 @login_required
 def dashboard(request):
     user = request.user
+    org = current_membership(request).org
     table = routing_table()
-    plan = table.plan_for(user.plan_id)
-    overview = usage_overview(user_id=user.pk, days=1)
+    plan = table.plan_for(org.plan_id)
+    overview = usage_overview(org_id=org.pk, days=1)
     limits = (
-        usage_limits(plan=plan, owner_id=user.pk, today=overview.today, month=overview.month)
+        usage_limits(plan=plan, org_id=org.pk, today=overview.today, month=overview.month)
         if plan is not None
         else {}
     )
     bars = quota_bars(limits)
-    keys = _keys_brief(user)
+    keys = _keys_brief(org)
     recent = list(
-        UsageRecord.objects.filter(user_id=user.pk)
+        UsageRecord.objects.filter(org_id=org.pk)
         .only(
             "created_at",
             "model",
@@ -153,7 +155,7 @@ def dashboard(request):
         .order_by("-created_at", "-id")[:RECENT_REQUESTS]
     )
     own_key_ids = {pk for pk, k in keys.items() if not k.playground}
-    first_call = _first_call_done(user, recent, own_key_ids)
+    first_call = _first_call_done(org, recent, own_key_ids)
     steps = None
     if not first_call:
         verified = EmailAddress.objects.filter(user=user, verified=True).exists()

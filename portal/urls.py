@@ -12,6 +12,7 @@ admin.site.login = secure_admin_login(admin.site.login)
 urlpatterns = [
     path("", landing.landing, name="landing"),
     path("dashboard", dashboard.dashboard, name="dashboard"),
+    path("", include("accounts.urls")),
     path("", include("apikeys.urls")),
     path("", include("catalog.urls")),
     path("", include("metering.urls")),

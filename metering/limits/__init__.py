@@ -4,10 +4,11 @@
     ...                                  # answer the request, with adm.headers
     adm.settle(total_tokens=actual)      # in a finally: however the request ended
 
-Per user (plan): requests and tokens per minute (sliding one-minute windows), per UTC day and
-per UTC month, and requests in flight. Per key: its own requests and tokens per minute, which
-narrow the plan (both counters apply). None is unlimited. Tokens are reserved at admission and
-settled to the real count, so a quota is overrun by at most what was in flight.
+Per organization (its plan, shared by all its keys): requests and tokens per minute (sliding
+one-minute windows), per UTC day and per UTC month, and requests in flight. Per key: its own
+requests and tokens per minute, which narrow the plan (both counters apply). None is
+unlimited. Tokens are reserved at admission and settled to the real count, so a quota is
+overrun by at most what was in flight.
 
 Backend: Redis (one EVALSHA per admission) when REDIS_URL is set, else this process's memory.
 """
@@ -35,9 +36,9 @@ from metering.limits.base import (
     Periods,
     Ticket,
     key_base,
+    org_base,
     rate_headers,
     rejection,
-    user_base,
 )
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
@@ -206,17 +207,15 @@ def limits_settle_many(items: list[tuple[Admission, int]]) -> None:
             log.warning("limits settle of %d admissions failed: %s", len(group), exc)
 
 
-def _ticket(
-    *, owner_id: int, key_id: int | None, member: str, limits: Limits, now_ms: int
-) -> Ticket:
+def _ticket(*, org_id: int, key_id: int | None, member: str, limits: Limits, now_ms: int) -> Ticket:
     tracks = (
         ("c" if limits.conc is not None else "")
         + ("p" if limits.p_tpm is not None else "")
         + ("k" if limits.k_tpm is not None else "")
     )
     return Ticket(
-        user_base=user_base(owner_id),
-        key_base=key_base(owner_id, key_id),
+        org_base=org_base(org_id),
+        key_base=key_base(org_id, key_id),
         member=member,
         periods=Periods.at(now_ms),
         tracks=tracks,
@@ -244,7 +243,7 @@ def limits_admit(
     # Calendar periods come from this clock (see redis_backend); the windows from the backend's.
     clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
     ticket = _ticket(
-        owner_id=principal.owner_id,
+        org_id=principal.org_id,
         key_id=principal.key_id,
         member=f"{request_id}:{secrets.token_hex(4)}",
         limits=limits,
@@ -289,27 +288,27 @@ def limits_status(
     *,
     principal: KeyPrincipal | None = None,
     plan: PlanInfo | None,
-    owner_id: int | None = None,
+    org_id: int | None = None,
     backend: LimitsBackend | None = None,
     _now_ms: int | None = None,
 ) -> dict:
     """Each limit's `limit`, `used`, `remaining` and `reset_at` (UTC), admitting nothing.
 
-    `principal` is an API key's principal (its caps count); pass `owner_id` instead for a
-    user without a key in hand (the dashboard). Raises BackendUnavailable when Redis is down.
-    Per-minute `used` for a plan and a key cap: the tighter of the two."""
+    `principal` is an API key's principal (its caps count); pass `org_id` instead for an
+    organization without a key in hand (the dashboard). Raises BackendUnavailable when Redis
+    is down. Per-minute `used` for a plan and a key cap: the tighter of the two."""
     backend = backend or get_backend()
     if principal is None:
-        if owner_id is None:
-            raise TypeError("limits_status needs a principal or an owner_id")
+        if org_id is None:
+            raise TypeError("limits_status needs a principal or an org_id")
         limits = Limits.of(principal=None, plan=plan)
         key_id = None
     else:
-        owner_id = principal.owner_id
+        org_id = principal.org_id
         limits = Limits.of(principal=principal, plan=plan)
         key_id = principal.key_id
     clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
-    ticket = _ticket(owner_id=owner_id, key_id=key_id, member="", limits=limits, now_ms=clock_ms)
+    ticket = _ticket(org_id=org_id, key_id=key_id, member="", limits=limits, now_ms=clock_ms)
     outcome = backend.admit(
         ticket=ticket, limits=limits, reserve=0, lease_ms=0, now_ms=_now_ms, dry=True
     )
@@ -321,7 +320,7 @@ def limits_headers(*, principal: KeyPrincipal, plan: PlanInfo | None) -> dict[st
     refused input): one read-only backend call; {} if the backend is unreachable."""
     limits = Limits.of(principal=principal, plan=plan)
     ticket = _ticket(
-        owner_id=principal.owner_id,
+        org_id=principal.org_id,
         key_id=principal.key_id,
         member="",
         limits=limits,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from core.errors import QuotaExceeded, RateLimited
-from metering.limits.keys import key_base, key_prefix, user_base  # noqa: F401 - re-exported
+from metering.limits.keys import key_base, key_prefix, org_base  # noqa: F401 - re-exported
 
 WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
 UNLIMITED = -1
@@ -87,8 +87,8 @@ class Limits:
 
     @classmethod
     def of(cls, *, principal, plan) -> Limits:
-        # Key caps narrow the plan: both counters apply (per user and per key). No plan at all
-        # means no plan limits; the key's own caps still hold.
+        # Key caps narrow the plan: both counters apply (per organization and per key). No
+        # plan at all means no plan limits; the key's own caps still hold.
         get = (lambda name: getattr(plan, name)) if plan is not None else (lambda name: None)
         return cls(
             plan_name=getattr(plan, "name", None),
@@ -145,7 +145,7 @@ class Periods:
 class Ticket:
     """Everything settle needs to undo or correct what admit did, and nothing else."""
 
-    user_base: str
+    org_base: str  # the organization's counters: the plan's limits, shared by its keys
     key_base: str
     member: str  # unique per admission: the request id plus a nonce
     periods: Periods

@@ -3,7 +3,7 @@
 Two deployments may share one Redis database: each names its keys under its own
 CACHE_KEY_PREFIX (or LIMITS_KEY_PREFIX), so neither reads the other's counters, admission
 journal or spool. The braces are Redis Cluster hash tags: keys one Lua script touches together
-share a tag (a user's counters, or the spool and its claims) and so land in one slot.
+share a tag (an organization's counters, or the spool and its claims) and so land in one slot.
 """
 
 from __future__ import annotations
@@ -22,23 +22,30 @@ def key_prefix() -> str:
     return f"{prefix()}:lim"
 
 
-def user_base(owner_id: int) -> str:
-    # Every key of one user (and of the user's keys) carries the user's tag: one slot.
-    return f"{key_prefix()}:{{u{owner_id}}}"
+def org_base(org_id: int) -> str:
+    # Every counter of one organization (and of its keys) carries its tag: one slot. The plan's
+    # limits count here, shared by all the organization's keys.
+    return f"{key_prefix()}:{{o{org_id}}}"
 
 
-def key_base(owner_id: int, key_id: int | None) -> str:
-    return f"{user_base(owner_id)}:k{key_id if key_id is not None else 0}"
+def legacy_user_base(user_id: int) -> str:
+    """Where plan counters lived before organizations (per user); only the migration that
+    carries them over (metering 0005) reads these."""
+    return f"{key_prefix()}:{{u{user_id}}}"
 
 
-def inflight(user_base_: str) -> str:
-    return f"{user_base_}:inflight"
+def key_base(org_id: int, key_id: int | None) -> str:
+    return f"{org_base(org_id)}:k{key_id if key_id is not None else 0}"
 
 
-def period(user_base_: str, name: str, day: str, month: str) -> str:
+def inflight(org_base_: str) -> str:
+    return f"{org_base_}:inflight"
+
+
+def period(org_base_: str, name: str, day: str, month: str) -> str:
     """A day or month counter: rpd, tpd (requests, tokens per day), rpmo, tpmo (per month)."""
     kind = {"rpd": "rd", "tpd": "td", "rpmo": "rm", "tpmo": "tm"}[name]
-    return f"{user_base_}:{kind}:{day if name in ('rpd', 'tpd') else month}"
+    return f"{org_base_}:{kind}:{day if name in ('rpd', 'tpd') else month}"
 
 
 def window_keys(base: str) -> list[str]:
@@ -46,15 +53,15 @@ def window_keys(base: str) -> list[str]:
     return [f"{base}:rpm", f"{base}:tpm", f"{base}:tpm:t", f"{base}:tpm:s"]
 
 
-def script_keys(user_base_: str, key_base_: str, day: str, month: str) -> list[str]:
+def script_keys(org_base_: str, key_base_: str, day: str, month: str) -> list[str]:
     """Every key admit.lua and settle.lua touch, in the order they read them from KEYS:
-    1 in-flight slots, 2 user rpm, 3-5 user tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
+    1 in-flight slots, 2 plan rpm, 3-5 plan tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
     10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times."""
     return [
-        inflight(user_base_),
-        *window_keys(user_base_),
+        inflight(org_base_),
+        *window_keys(org_base_),
         *window_keys(key_base_),
-        *(period(user_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
+        *(period(org_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
         journal(),
         journal_due(),
     ]

@@ -63,7 +63,7 @@ class MemoryBackend(LimitsBackend):
 
     @staticmethod
     def _period_keys(ticket: Ticket) -> dict[str, str]:
-        ub, p = ticket.user_base, ticket.periods
+        ub, p = ticket.org_base, ticket.periods
         return {
             "rpd": f"{ub}:rd:{p.day}",
             "tpd": f"{ub}:td:{p.day}",
@@ -106,7 +106,7 @@ class MemoryBackend(LimitsBackend):
         self, ticket: Ticket, lim: dict, now: int, out: LimitsVerdict, failed: list[str]
     ) -> dict[str, int]:
         """The user's in-flight slots (expired leases dropped); "conc" fails when all taken."""
-        slots = self._inflight.setdefault(f"{ticket.user_base}:inflight", {})
+        slots = self._inflight.setdefault(f"{ticket.org_base}:inflight", {})
         if lim["conc"] is not None:
             for member in [m for m, deadline in slots.items() if deadline <= now]:
                 del slots[member]
@@ -127,9 +127,9 @@ class MemoryBackend(LimitsBackend):
         """The per-minute windows (user and key, requests and tokens): used, reset, retry."""
         W = self.window_ms
         base = {
-            "p_rpm": ticket.user_base,
+            "p_rpm": ticket.org_base,
             "k_rpm": ticket.key_base,
-            "p_tpm": ticket.user_base,
+            "p_tpm": ticket.org_base,
             "k_tpm": ticket.key_base,
         }
         logs: dict[str, _Log] = {}
@@ -226,12 +226,12 @@ class MemoryBackend(LimitsBackend):
             now = int(time.time() * 1000) if now_ms is None else now_ms
             delta = actual - reserved
             if "c" in ticket.tracks:
-                self._inflight.get(f"{ticket.user_base}:inflight", {}).pop(ticket.member, None)
+                self._inflight.get(f"{ticket.org_base}:inflight", {}).pop(ticket.member, None)
             if delta:
                 keys, p = self._period_keys(ticket), ticket.periods
                 self._incr(keys["tpd"], delta, p.day_expire_at, now)
                 self._incr(keys["tpmo"], delta, p.month_expire_at, now)
-            for letter, b in (("p", ticket.user_base), ("k", ticket.key_base)):
+            for letter, b in (("p", ticket.org_base), ("k", ticket.key_base)):
                 if letter not in ticket.tracks:
                     continue
                 log = self._log(f"{b}:tpm")
@@ -243,11 +243,11 @@ class MemoryBackend(LimitsBackend):
 
     def release(self, *, ticket: Ticket) -> None:
         with self._lock:
-            self._inflight.get(f"{ticket.user_base}:inflight", {}).pop(ticket.member, None)
+            self._inflight.get(f"{ticket.org_base}:inflight", {}).pop(ticket.member, None)
 
     def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
         with self._lock:
-            slots = self._inflight.get(f"{ticket.user_base}:inflight", {})
+            slots = self._inflight.get(f"{ticket.org_base}:inflight", {})
             if ticket.member in slots:
                 slots[ticket.member] = deadline_ms
 

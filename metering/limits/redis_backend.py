@@ -102,17 +102,17 @@ class RedisBackend(LimitsBackend):
     @staticmethod
     def _keys(ticket: Ticket) -> list[str]:
         p = ticket.periods
-        return keys.script_keys(ticket.user_base, ticket.key_base, p.day, p.month)
+        return keys.script_keys(ticket.org_base, ticket.key_base, p.day, p.month)
 
     def release(self, *, ticket: Ticket) -> None:
         if "c" in ticket.tracks:
-            self._call(self.client.zrem, keys.inflight(ticket.user_base), ticket.member)
+            self._call(self.client.zrem, keys.inflight(ticket.org_base), ticket.member)
 
     def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
         # XX: a slot or journal entry that is gone (settled, or reclaimed) is not brought back.
         pipe = self.client.pipeline(transaction=False)
         if "c" in ticket.tracks:
-            inflight = keys.inflight(ticket.user_base)
+            inflight = keys.inflight(ticket.org_base)
             pipe.zadd(inflight, {ticket.member: deadline_ms}, xx=True)
             pipe.pexpire(inflight, lease_ms + 1000, gt=True)
         pipe.zadd(keys.journal_due(), {ticket.member: deadline_ms}, xx=True)

@@ -1,11 +1,11 @@
 """Rebuild the limit counters in Redis from the usage records, after Redis lost its data.
 
 UsageRecord is the source of truth. Today's and this month's admitted requests and their
-tokens per user (a request refused by a limit or for bad input was never counted) become the
-day and month counters; the last minute's records refill the per-minute windows of users and
-keys. Safe to run any number of times: a counter is only raised to the database's count, never
-lowered (it may hold requests admitted since Redis came back that have no record yet), unless
---force.
+tokens per organization (a request refused by a limit or for bad input was never counted)
+become the day and month counters; the last minute's records refill the per-minute windows of
+organizations and keys. Safe to run any number of times: a counter is only raised to the
+database's count, never lowered (it may hold requests admitted since Redis came back that have
+no record yet), unless --force.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Rebuilt day ({rebuilt.day}) and month ({rebuilt.month}) counters for "
-                f"{rebuilt.users} user(s) and {rebuilt.requests_in_window} request(s) "
+                f"{rebuilt.orgs} organization(s) and {rebuilt.requests_in_window} request(s) "
                 "of the last minute."
             )
         )

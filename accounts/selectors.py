@@ -1,0 +1,87 @@
+"""Reads on organizations, always scoped to the user asking: another organization's objects
+are a 404, never a 403 (STYLE 7)."""
+
+from __future__ import annotations
+
+from django.http import Http404
+
+from accounts.models import Invitation, Membership, Organization, User
+
+SESSION_ORG = "org_id"
+
+
+def personal_org(user: User) -> Organization | None:
+    return Organization.objects.filter(memberships__user=user, personal=True).first()
+
+
+def memberships_of(user: User) -> list[Membership]:
+    """The user's memberships, personal organization first, with their organizations."""
+    return list(
+        Membership.objects.filter(user=user)
+        .select_related("org", "org__plan")
+        .order_by("-org__personal", "org__name", "org_id")
+    )
+
+
+def membership_for(*, user: User, slug: str) -> Membership:
+    """The user's membership in the organization `slug`; a 404 if they have none."""
+    membership = (
+        Membership.objects.select_related("org", "org__plan", "user")
+        .filter(user=user, org__slug=slug)
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such organization")
+    return membership
+
+
+def current_membership(request) -> Membership | None:
+    """The organization the logged-in user acts for: the one chosen in the switcher (kept in
+    the session), else their personal one. Checked against the database on every call, so a
+    removed member falls back at once."""
+    user = request.user
+    if not user.is_authenticated:
+        return None
+    cached = getattr(request, "_org_membership", None)
+    if cached is not None:
+        return cached
+    chosen = request.session.get(SESSION_ORG)
+    memberships = Membership.objects.select_related("org", "org__plan", "user").filter(user=user)
+    membership = None
+    if chosen is not None:
+        membership = memberships.filter(org_id=chosen).first()
+    if membership is None:
+        membership = memberships.order_by("-org__personal", "org_id").first()
+    request._org_membership = membership
+    return membership
+
+
+def org_member_for(*, org: Organization, member_id) -> Membership:
+    try:
+        return Membership.objects.select_related("user", "org").get(org=org, pk=int(member_id))
+    except (Membership.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such member") from None
+
+
+def org_invitation_for(*, org: Organization, invitation_id) -> Invitation:
+    try:
+        return Invitation.objects.get(org=org, pk=int(invitation_id))
+    except (Invitation.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such invitation") from None
+
+
+def org_members(org: Organization) -> list[Membership]:
+    return list(Membership.objects.filter(org=org).select_related("user").order_by("created_at"))
+
+
+def org_invitations_pending(org: Organization) -> list[Invitation]:
+    from django.utils import timezone
+
+    return list(
+        Invitation.objects.filter(
+            org=org,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        ).select_related("invited_by")
+    )
