@@ -1,0 +1,132 @@
+"""The plan's limits apply to the organization as a whole, exactly, across processes: an
+organization on a plan of 30 requests a day, with three keys held by three members, takes 150
+concurrent calls spread over the keys through two gunicorn workers on PostgreSQL and Redis,
+and admits exactly 30. Every answer leaves exactly one usage record, carrying the
+organization, and each key's own creator."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.routersim import RouterSim
+from tests.servehelpers import MODEL, Gunicorn, apply_config, db_query, manage, provision
+from tests.test_limits_served import _records_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres")
+        or not os.environ.get("REDIS_URL"),
+        reason="exactness across processes needs PostgreSQL and Redis (CI sets both)",
+    ),
+]
+
+DAILY = 30
+CALLS = 150
+MEMBERS = ("owner", "admin", "member")
+
+
+@pytest.fixture(scope="module")
+def team():
+    sim = RouterSim("--latency-ms", "200", "--chunks", "2")
+    database_url, _ = provision(sim, email=f"orgs-base-{uuid.uuid4().hex[:6]}@example.com")
+    run = uuid.uuid4().hex[:6]
+    plan = f"team-{run}"
+    apply_config(
+        {"plans": [{"name": plan, "models": ["*"], "requests_per_day": DAILY}]},
+        database_url=database_url,
+    )
+    emails = {role: f"{role}-{run}@example.com" for role in MEMBERS}
+    slug = manage(
+        "org_create",
+        "--name",
+        f"Acme {run}",
+        "--owner-email",
+        emails["owner"],
+        "--plan",
+        plan,
+        "--create-user",
+        database_url=database_url,
+    ).strip()
+    for role in ("admin", "member"):
+        manage(
+            "org_add_member",
+            "--org",
+            slug,
+            "--email",
+            emails[role],
+            "--role",
+            role,
+            "--create-user",
+            database_url=database_url,
+        )
+    keys = {
+        role: manage(
+            "apikey_create",
+            "--email",
+            emails[role],
+            "--org",
+            slug,
+            "--name",
+            f"{role}'s key",
+            database_url=database_url,
+        ).strip()
+        for role in MEMBERS
+    }
+    server = Gunicorn(database_url=database_url, workers=2)
+    yield server, keys, slug, database_url
+    server.stop()
+    sim.stop()
+
+
+def test_a_plan_of_30_a_day_admits_exactly_30_of_150_calls_over_three_members_keys(team):
+    server, keys, slug, database_url = team
+    spread = [keys[MEMBERS[n % 3]] for n in range(CALLS)]
+    barrier = threading.Barrier(CALLS)
+
+    def one(key):
+        barrier.wait()
+        return requests.post(
+            f"{server.url}/v1/chat/completions",
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+        )
+
+    with ThreadPoolExecutor(CALLS) as pool:
+        answers = list(pool.map(one, spread))
+
+    assert Counter(a.status_code for a in answers) == {200: DAILY, 429: CALLS - DAILY}
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {
+        "insufficient_quota"
+    }
+    # Each member's key got some of the 30: the quota is the organization's, not a key's.
+    admitted_by = Counter(
+        key for key, answer in zip(spread, answers, strict=True) if answer.status_code == 200
+    )
+    assert sum(admitted_by.values()) == DAILY
+    records = _records_for(database_url, answers)
+    assert Counter(r["outcome"] for r in records) == {"ok": DAILY, "rate_limited": CALLS - DAILY}
+    orgs = db_query(
+        database_url,
+        "SELECT DISTINCT r.org_id, o.slug, count(DISTINCT r.user_id) AS members "
+        "FROM metering_usagerecord r JOIN accounts_organization o ON o.id = r.org_id "
+        "WHERE r.request_id = ANY(%s) GROUP BY r.org_id, o.slug",
+        [[a.headers["x-request-id"] for a in answers]],
+    )
+    assert [(row["slug"], row["members"]) for row in orgs] == [(slug, 3)]
+
+    # /v1/usage: the organization's totals beside the key's, and the plan's limit used up.
+    usage = requests.get(
+        f"{server.url}/v1/usage", headers={"Authorization": f"Bearer {keys['member']}"}, timeout=30
+    ).json()
+    assert usage["organization"]["id"] == slug
+    assert usage["limits"]["requests_per_day"]["used"] == DAILY
+    assert usage["limits"]["requests_per_day"]["remaining"] == 0
