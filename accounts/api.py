@@ -49,7 +49,7 @@ class MemberOutputSerializer(serializers.ModelSerializer):
 
 
 class MemberUpdateInputSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=Role.values)
+    role = serializers.ChoiceField(choices=Role.choices)
 
 
 class InvitationOutputSerializer(serializers.ModelSerializer):
@@ -67,7 +67,7 @@ class InvitationOutputSerializer(serializers.ModelSerializer):
 
 class InvitationCreateInputSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    role = serializers.ChoiceField(choices=Role.values, default=Role.MEMBER.value)
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER.value)
 
 
 _MemberList = inline_serializer(

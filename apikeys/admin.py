@@ -60,22 +60,27 @@ class ApiKeyEventInline(admin.TabularInline):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
-    list_display = ("display_prefix", "name", "owner", "status_label", "created_at",
+    list_display = ("display_prefix", "name", "org", "owner", "status_label", "created_at",
                     "last_used_at", "expires_at")  # fmt: skip
     list_filter = (StatusFilter, "created_at")
-    search_fields = ("public_id", "owner__email", "name")
-    list_select_related = ("owner",)
+    search_fields = ("public_id", "owner__email", "name", "org__slug")
+    list_select_related = ("owner", "org")
     raw_id_fields = ("owner",)
     filter_horizontal = ("allowed_models",)
     show_full_result_count = False
     actions = ("revoke_selected",)
     inlines = (ApiKeyEventInline,)
-    fields = ("owner", "display_prefix", "name", "expires_at", "allowed_models",
+    fields = ("org", "owner", "display_prefix", "name", "expires_at", "allowed_models",
               "requests_per_minute", "tokens_per_minute", "created_at", "last_used_at",
               "revoked_at")  # fmt: skip
-    readonly_fields = ("owner", "display_prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("org", "owner", "display_prefix", "created_at", "last_used_at", "revoked_at")
     # The hash, its version and the public id are not editable; the hash is never listed.
     exclude = ("secret_hash", "hash_version")
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The organization page links here with ?org__id__exact=N (no filter sidebar: there
+        # may be many organizations).
+        return lookup == "org__id__exact" or super().lookup_allowed(lookup, value, request)
 
     @admin.display(description="key", ordering="public_id")
     def display_prefix(self, key: ApiKey) -> str:

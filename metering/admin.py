@@ -33,6 +33,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class DailyUsageAdmin(ReadOnlyAdmin):
     list_display = (
         "day",
+        "org",
         "user",
         "key",
         "model",
@@ -44,11 +45,15 @@ class DailyUsageAdmin(ReadOnlyAdmin):
     )
     list_filter = ("model",)
     date_hierarchy = "day"
-    search_fields = ("user__email", "=key__public_id")
-    search_help_text = "A customer's email, or a key's public id (exact)."
-    list_select_related = ("user", "key")
-    raw_id_fields = ("user", "key")
+    search_fields = ("user__email", "=key__public_id", "=org__slug")
+    search_help_text = "A member's email, a key's public id or an organization's slug (exact)."
+    list_select_related = ("org", "user", "key")
+    raw_id_fields = ("org", "user", "key")
     actions = ["export_csv"]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The organization page links here with ?org__id__exact=N.
+        return lookup == "org__id__exact" or super().lookup_allowed(lookup, value, request)
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request, queryset):

@@ -288,6 +288,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "OpenAI-compatible inference API and key management.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A chat message has a "role" too: name the organization's roles apart.
+    "ENUM_NAME_OVERRIDES": {"OrganizationRoleEnum": "accounts.models.Role"},
 }
 
 # --- HTTP, security -------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def usage_record(
         request_id=uuid.uuid4().hex,
         user_id=user.pk,
         key_id=key.pk,
+        org_id=getattr(key, "org_id", None),
         model=model,
         endpoint="chat.completions",
         outcome=outcome,

@@ -1,4 +1,5 @@
-"""The operator console for users and plans: who gets in, and lists that stay cheap."""
+"""The operator console for users, organizations and plans: who gets in, and lists that stay
+cheap."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.test import Client
 
 from accounts.models import Plan, User
+from accounts.selectors import personal_org
 from apikeys.services import apikey_authenticate
 
 pytestmark = pytest.mark.django_db
 
 USERS = "/admin/accounts/user/"
+ORGS = "/admin/accounts/organization/"
 PLANS = "/admin/accounts/plan/"
 
 
@@ -85,13 +88,10 @@ def test_staff_log_in_to_the_admin_through_the_portal_login(client, staff):
 # --- users --------------------------------------------------------------------------------
 
 
-def test_user_list_shows_email_plan_and_flags(staff_client, alice, bob, pro):
-    bob.plan = pro
-    bob.save()
-
+def test_user_list_shows_email_and_flags(staff_client, alice, bob):
     body = staff_client.get(USERS).content.decode()
 
-    for text in ("alice@example.com", "bob@example.com", "free", "pro", "Date joined"):
+    for text in ("alice@example.com", "bob@example.com", "Date joined"):
         assert text in body
 
 
@@ -120,25 +120,18 @@ def test_users_are_found_by_email(staff_client, alice, bob):
     assert "alice@example.com" not in body
 
 
-def test_users_filter_by_plan_and_staff(staff_client, alice, bob, pro):
-    bob.plan = pro
-    bob.save()
-
-    by_plan = staff_client.get(USERS, {"plan__id__exact": pro.pk}).content.decode()
+def test_users_filter_by_staff(staff_client, alice, bob):
     by_staff = staff_client.get(USERS, {"is_staff__exact": "1"}).content.decode()
 
-    assert "bob@example.com" in by_plan
-    assert "alice@example.com" not in by_plan
     assert "staff@example.com" in by_staff
     assert "alice@example.com" not in by_staff
 
 
-def test_staff_create_a_user_by_email_with_a_plan(staff_client, pro):
+def test_staff_create_a_user_by_email_with_a_personal_organization(staff_client, plan):
     response = staff_client.post(
         f"{USERS}add/",
         {
             "email": "Erin@Example.com",
-            "plan": pro.pk,
             "usable_password": "true",
             "password1": "a long and unusual passphrase 42",
             "password2": "a long and unusual passphrase 42",
@@ -147,7 +140,7 @@ def test_staff_create_a_user_by_email_with_a_plan(staff_client, pro):
 
     assert response.status_code == 302, response.content.decode()[:2000]
     erin = User.objects.get(email="erin@example.com")
-    assert erin.plan == pro
+    assert personal_org(erin).plan == plan  # the default plan, on her organization
     assert erin.check_password("a long and unusual passphrase 42")
 
 
@@ -165,49 +158,99 @@ def test_staff_cannot_create_a_case_twin_of_an_existing_email(staff_client, alic
     assert User.objects.filter(email__iexact="alice@example.com").count() == 1
 
 
-def test_staff_move_a_user_to_another_plan_on_the_change_form(staff_client, alice, pro):
-    page = staff_client.get(f"{USERS}{alice.pk}/change/")
+# --- organizations ------------------------------------------------------------------------
+
+
+def test_staff_move_an_organization_to_another_plan_on_the_change_form(
+    staff_client, alice, alice_key, pro, django_capture_on_commit_callbacks
+):
+    _, raw = alice_key
+    org = personal_org(alice)
+    apikey_authenticate(raw_key=raw)  # cached
+    page = staff_client.get(f"{ORGS}{org.pk}/change/")
     assert page.status_code == 200
-    form = page.context["adminform"].form
+    assert "alice@example.com" in page.content.decode()  # members inline
     data = {
-        name: value
-        for name, value in form.initial.items()
-        if name not in {"password", "groups", "user_permissions", "last_login", "date_joined"}
-        and value is not None
+        "name": org.name,
+        "slug": org.slug,
+        "plan": pro.pk,
+        "personal": "on",
+        "memberships-TOTAL_FORMS": "1",
+        "memberships-INITIAL_FORMS": "1",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-id": org.memberships.get().pk,
+        "memberships-0-org": org.pk,
+        "memberships-0-user": alice.pk,
+        "memberships-0-role": "owner",
     }
-    data.update({"plan": pro.pk, "is_active": "on"})
 
-    response = staff_client.post(f"{USERS}{alice.pk}/change/", data)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(f"{ORGS}{org.pk}/change/", data)
 
-    assert response.status_code == 302, response.content.decode()[:2000]
-    alice.refresh_from_db()
-    assert alice.plan == pro
+    assert response.status_code == 302, response.content.decode()[:3000]
+    org.refresh_from_db()
+    assert org.plan == pro
+    assert apikey_authenticate(raw_key=raw).plan_id == pro.pk
 
 
-def test_the_move_to_plan_action_updates_users_and_their_cached_keys(
+def test_the_move_to_plan_action_updates_organizations_and_their_cached_keys(
     staff_client, alice, bob, pro, alice_key, django_capture_on_commit_callbacks
 ):
     _, raw = alice_key
-    assert apikey_authenticate(raw_key=raw).plan_id == alice.plan_id  # now cached
+    org = personal_org(alice)
+    assert apikey_authenticate(raw_key=raw).plan_id == org.plan_id  # now cached
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(
-            USERS, {"action": f"set_plan_{pro.pk}", "_selected_action": [alice.pk]}
+            ORGS, {"action": f"set_plan_{pro.pk}", "_selected_action": [org.pk]}
         )
 
     assert response.status_code == 302
-    alice.refresh_from_db()
-    bob.refresh_from_db()
-    assert alice.plan == pro
-    assert bob.plan != pro
+    assert personal_org(alice).plan == pro
+    assert personal_org(bob).plan != pro
     # The key's cached entry carries the plan: the very next API call sees the new one.
     assert apikey_authenticate(raw_key=raw).plan_id == pro.pk
+
+
+def test_suspending_an_organization_refuses_its_keys_at_once(
+    staff_client, alice, alice_key, django_capture_on_commit_callbacks
+):
+    from core.errors import InvalidApiKey
+
+    _, raw = alice_key
+    org = personal_org(alice)
+    apikey_authenticate(raw_key=raw)
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(ORGS, {"action": "suspend_selected", "_selected_action": [org.pk]})
+    with pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=raw)
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(ORGS, {"action": "reinstate_selected", "_selected_action": [org.pk]})
+    assert apikey_authenticate(raw_key=raw)
+
+
+def test_organization_list_costs_the_same_queries_for_3_or_30(
+    staff_client, make_user, pro, django_assert_max_num_queries
+):
+    for n in range(2):
+        make_user(f"few{n}@example.com", plan_=pro)
+    with django_assert_max_num_queries(100) as few:
+        staff_client.get(ORGS)
+    for n in range(27):
+        make_user(f"many{n}@example.com", plan_=pro if n % 2 else None)
+
+    with django_assert_max_num_queries(len(few.captured_queries)) as many:
+        response = staff_client.get(ORGS)
+
+    assert response.status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
 
 
 # --- plans --------------------------------------------------------------------------------
 
 
-def test_plan_list_shows_limits_and_user_counts(staff_client, alice, bob, make_user, pro):
+def test_plan_list_shows_limits_and_organization_counts(staff_client, alice, bob, make_user, pro):
     make_user("carol@example.com", plan_=pro)
 
     response = staff_client.get(PLANS)
@@ -215,9 +258,9 @@ def test_plan_list_shows_limits_and_user_counts(staff_client, alice, bob, make_u
     body = response.content.decode()
     assert response.status_code == 200
     rows = {plan.name: plan for plan in response.context["cl"].result_list}
-    assert rows["free"].user_count == 3  # alice, bob, and staff (the fixture's plan)
-    assert rows["pro"].user_count == 1
-    assert f'href="/admin/accounts/user/?plan__id__exact={pro.pk}">1</a>' in body
+    assert rows["free"].org_count == 3  # alice's, bob's and staff's (the fixture's plan)
+    assert rows["pro"].org_count == 1
+    assert f'href="/admin/accounts/organization/?plan__id__exact={pro.pk}">1</a>' in body
     assert "unlimited" in body  # empty limits say so
     assert "6000" in body
 

@@ -10,6 +10,7 @@ from allauth.account.models import EmailAddress
 from django.core import mail
 
 from accounts.models import Plan, User
+from accounts.selectors import personal_org
 
 pytestmark = pytest.mark.django_db
 
@@ -102,7 +103,7 @@ def test_new_sign_ups_get_the_default_plan(client, plan):
 
     sign_up(client)
 
-    assert User.objects.get(email="carol@example.com").plan == plan
+    assert personal_org(User.objects.get(email="carol@example.com")).plan == plan
 
 
 def test_sign_up_is_case_insensitive_about_existing_addresses(client, alice):

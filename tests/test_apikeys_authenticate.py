@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from accounts.selectors import personal_org
 from apikeys import services
 from apikeys.authentication import ApiKeyAuthentication
 from apikeys.models import ApiKey
@@ -46,7 +47,7 @@ def test_service_returns_the_principal_behind_a_good_key(alice, alice_key):
     assert principal.public_id == key.public_id
     assert principal.owner_id == alice.pk
     assert principal.owner_email == "alice@example.com"
-    assert principal.plan_id == alice.plan_id
+    assert principal.plan_id == personal_org(alice).plan_id
     assert principal.allowed_models is None
     assert principal.is_authenticated
 

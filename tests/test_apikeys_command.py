@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from accounts.models import Plan, User
+from accounts.selectors import personal_org
 from apikeys import keyformat
 from apikeys.models import ApiKey, ApiKeyEvent
 
@@ -58,7 +59,7 @@ def test_create_user_makes_a_verified_user_without_a_password(plan):
 
     carol = User.objects.get(email="carol@example.com")
     assert not carol.has_usable_password()
-    assert carol.plan == plan  # the default plan
+    assert personal_org(carol).plan == plan  # the default plan
     address = EmailAddress.objects.get(user=carol)
     assert (address.email, address.verified, address.primary) == ("carol@example.com", True, True)
     assert ApiKey.objects.get(owner=carol).public_id == keyformat.parse_key(out.strip())
@@ -71,7 +72,7 @@ def test_plan_puts_the_user_on_that_plan(alice):
     run("--email", "alice@example.com", "--name", "ci", "--plan", "pro")
 
     alice.refresh_from_db()
-    assert alice.plan == pro
+    assert personal_org(alice).plan == pro
 
 
 def test_plan_applies_to_a_created_user(plan):
@@ -79,7 +80,7 @@ def test_plan_applies_to_a_created_user(plan):
 
     run("--email", "dave@example.com", "--name", "ci", "--plan", "pro", "--create-user")
 
-    assert User.objects.get(email="dave@example.com").plan.name == "pro"
+    assert personal_org(User.objects.get(email="dave@example.com")).plan.name == "pro"
 
 
 def test_unknown_plan_is_an_error_and_changes_nothing(alice):

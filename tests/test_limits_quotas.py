@@ -196,9 +196,9 @@ def test_status_reports_every_limit_and_admits_nothing(backend):
     assert status["tokens_per_day"]["limit"] is None  # unlimited, still counted
     assert status["tokens_per_day"]["used"] == 300
     assert status["max_concurrent_requests"]["used"] == 1
-    # the dashboard asks per user, without a key in hand
-    by_user = limits_status(owner_id=101, plan=plan, backend=backend, _now_ms=t0 + 15_000)
-    assert by_user["requests_per_day"]["used"] == 1
+    # the dashboard asks per organization, without a key in hand
+    by_org = limits_status(org_id=101, plan=plan, backend=backend, _now_ms=t0 + 15_000)
+    assert by_org["requests_per_day"]["used"] == 1
 
 
 def test_threads_in_one_process_get_exactly_n_from_the_memory_backend():

@@ -73,6 +73,7 @@ def principal_of(alice, key):
     return KeyPrincipal(
         key_id=key.pk,
         public_id=key.public_id,
+        org_id=key.org_id,
         owner_id=alice.pk,
         owner_email=alice.email,
         plan_id=None,
@@ -109,7 +110,7 @@ def test_rebuild_restores_day_month_and_minute_counters_idempotently(
         limits_status(principal=who, plan=PLAN, backend=redis_backend)["requests_per_month"]["used"]
         == 0
     )
-    assert "1 user(s) and 3 request(s) of the last minute" in rebuild()
+    assert "1 organization(s) and 3 request(s) of the last minute" in rebuild()
     rebuild()  # twice: nothing counted twice
     status = limits_status(principal=who, plan=PLAN, backend=redis_backend)
     assert status["requests_per_day"]["used"] == alice_usage["day_requests"]

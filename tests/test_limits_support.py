@@ -35,11 +35,19 @@ def make_plan(**limits) -> PlanInfo:
 
 
 def principal(
-    owner_id: int = 101, key_id: int = 201, *, rpm: int | None = None, tpm: int | None = None
+    owner_id: int = 101,
+    key_id: int = 201,
+    *,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    org_id: int | None = None,
 ) -> KeyPrincipal:
+    """A key's principal; its organization is the owner's personal one (the same number)
+    unless `org_id` says otherwise."""
     return KeyPrincipal(
         key_id=key_id,
         public_id=f"k{key_id}",
+        org_id=owner_id if org_id is None else org_id,
         owner_id=owner_id,
         owner_email=f"user{owner_id}@example.com",
         plan_id=1,

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.test import Client
 
+from accounts.selectors import personal_org
 from apikeys.models import ApiKey
 from apikeys.services import PLAYGROUND_KEY_NAME, apikey_playground_principal, apikey_revoke
 from metering.models import UsageRecord
@@ -117,7 +118,7 @@ def test_the_principal_is_the_users_and_respects_the_keys_own_caps(alice, bob):
     assert (principal.owner_id, principal.owner_email, principal.plan_id) == (
         alice.pk,
         alice.email,
-        alice.plan_id,
+        personal_org(alice).plan_id,
     )
     assert key.owner == alice and key.name == "Playground"
     key.requests_per_minute = 7

@@ -28,9 +28,18 @@ def browser(alice):
 
 @pytest.fixture
 def values(alice, alice_key):
+    from accounts.models import Invitation, Membership
+    from accounts.selectors import personal_org
+
     key, _ = alice_key
+    org = personal_org(alice)
+    invitation = Invitation.objects.create(org=org, email="x@example.com", token_hash="1" * 64)
     return {
         "key_id": key.pk,
+        "slug": org.slug,
+        "member_id": Membership.objects.get(org=org, user=alice).pk,
+        "invitation_id": invitation.pk,
+        "token": "not-a-token",
         "object_id": key.pk,
         "id": alice.pk,
         "content_type_id": ContentType.objects.get_for_model(ApiKey).pk,

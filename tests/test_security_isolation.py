@@ -21,6 +21,16 @@ CASES: dict[str, list[tuple[str, dict | None]]] = {
     "keys/<int:key_id>/revoke": [("get", None), ("post", {"confirm": "on"})],
     "api/keys/<int:key_id>": [("get", None), ("delete", None)],
     "api/keys/<int:key_id>/revoke": [("post", None)],
+    "org/invitations/<int:invitation_id>/revoke": [("post", None)],
+    "org/members/<int:member_id>/role": [("post", {"role": "member"})],
+    "org/members/<int:member_id>/remove": [("get", None), ("post", {"confirm": "on"})],
+    "api/orgs/<slug:slug>/members": [("get", None)],
+    "api/orgs/<slug:slug>/members/<int:member_id>": [("patch", None), ("delete", None)],
+    "api/orgs/<slug:slug>/invitations": [("get", None), ("post", {"email": "x@example.com"})],
+    "api/orgs/<slug:slug>/invitations/<int:invitation_id>": [("delete", None)],
+    "api/orgs/<slug:slug>/keys": [("get", None), ("post", {"name": "intruder"})],
+    "api/orgs/<slug:slug>/keys/<int:key_id>": [("get", None), ("delete", None)],
+    "api/orgs/<slug:slug>/keys/<int:key_id>/revoke": [("post", None)],
 }
 # Captured, but not an object id of a customer.
 NOT_OBJECT_IDS = {
@@ -30,6 +40,9 @@ NOT_OBJECT_IDS = {
     r"accounts/^confirm-email/(?P<key>[-:\w]+)/$": "allauth's signed one-time token",
     r"accounts/^password/reset/key/(?P<uidb36>[0-9A-Za-z]+)-(?P<key>.+)/$": (
         "allauth's uid + one-time token, checked together"
+    ),
+    "org/join/<str:token>": (
+        "an invitation's one-time token (only its hash is stored; tests/test_orgs_invitations.py)"
     ),
     "dev/mail/<str:msg_id>/": (
         "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
@@ -41,7 +54,14 @@ ADMIN = "admin/"
 @pytest.fixture
 def alices(alice, make_key):
     """Alice's things, named so that a leak is easy to spot."""
+    from accounts.models import Invitation, Membership
+    from accounts.selectors import personal_org
+
     key, _ = make_key(alice, "alice-private-project")
+    org = personal_org(alice)
+    invitation = Invitation.objects.create(
+        org=org, email="alice-invitee@example.com", token_hash="0" * 64, invited_by=alice
+    )
     UsageRecord.objects.create(
         request_id="req_alice_only_0001",
         user=alice,
@@ -57,8 +77,20 @@ def alices(alice, make_key):
     )
     return {
         "key": key,
-        "values": {"key_id": key.pk},
-        "marks": [alice.email, key.public_id, "alice-private-project", "req_alice_only_0001"],
+        "values": {
+            "key_id": key.pk,
+            "slug": org.slug,
+            "member_id": Membership.objects.get(org=org, user=alice).pk,
+            "invitation_id": invitation.pk,
+        },
+        "invitation": invitation,
+        "marks": [
+            alice.email,
+            key.public_id,
+            "alice-private-project",
+            "req_alice_only_0001",
+            "alice-invitee@example.com",
+        ],
     }
 
 
@@ -106,6 +138,11 @@ def test_bob_gets_404_for_alices_ids(as_bob, client, alice, alices, pattern):
             assert mark not in body, (method, path, mark)
     alices["key"].refresh_from_db()
     assert alices["key"].revoked_at is None
+    alices["invitation"].refresh_from_db()
+    assert alices["invitation"].revoked_at is None
+    from accounts.models import Membership
+
+    assert Membership.objects.filter(user=alice).count() == 1
     # The same path works for alice (the case is not vacuous).
     if any(method == "get" for method, _ in CASES[pattern]):
         client.force_login(alice)
