@@ -18,7 +18,7 @@ class UserManager(BaseUserManager["User"]):
         # `plan`: the plan of the user's personal organization (made when the user is saved).
         plan = extra.pop("plan", None)
         user = self.model(email=self.normalize_email(email).lower(), **extra)
-        user._personal_plan = plan
+        user._personal_plan = plan  # type: ignore[attr-defined] # read by accounts.receivers
         if password:
             user.set_password(password)
         else:

@@ -56,6 +56,15 @@ def current_membership(request) -> Membership | None:
     return membership
 
 
+def acting_membership(request) -> Membership:
+    """`current_membership` for pages that need one (behind login_required): every user has a
+    personal organization, so a missing one is a 404 rather than a crash."""
+    membership = current_membership(request)
+    if membership is None:
+        raise Http404("No organization")
+    return membership
+
+
 def org_member_for(*, org: Organization, member_id) -> Membership:
     try:
         return Membership.objects.select_related("user", "org").get(org=org, pk=int(member_id))

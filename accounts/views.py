@@ -19,7 +19,7 @@ from accounts.forms import InviteForm, OrgCreateForm, RemoveMemberForm, RoleForm
 from accounts.models import Role
 from accounts.selectors import (
     SESSION_ORG,
-    current_membership,
+    acting_membership,
     membership_for,
     memberships_of,
     org_invitation_for,
@@ -59,7 +59,7 @@ def invitation_send(request):
 
 
 def _org_page(request, *, invite_form=None, create_form=None, status: int = 200):
-    membership = current_membership(request)
+    membership = acting_membership(request)
     org = membership.org
     can_manage = membership.allows(Role.ADMIN)
     context = {
@@ -89,7 +89,7 @@ def org_page(request):
 @require_POST
 @ratelimit(key="user", rate="30/m", method="POST", block=True)
 def org_invite(request):
-    membership = current_membership(request)
+    membership = acting_membership(request)
     form = InviteForm(request.POST)
     if not form.is_valid():
         return _org_page(request, invite_form=form, status=400)
@@ -113,7 +113,7 @@ def org_invite(request):
 @login_required
 @require_POST
 def org_invitation_revoke(request, invitation_id: int):
-    membership = current_membership(request)
+    membership = acting_membership(request)
     if not membership.allows(Role.ADMIN):
         raise Http404("No such invitation")
     invitation = org_invitation_for(org=membership.org, invitation_id=invitation_id)
@@ -126,7 +126,7 @@ def org_invitation_revoke(request, invitation_id: int):
 @login_required
 @require_POST
 def org_member_role(request, member_id: int):
-    membership = current_membership(request)
+    membership = acting_membership(request)
     if not membership.allows(Role.ADMIN):
         raise Http404("No such member")
     target = org_member_for(org=membership.org, member_id=member_id)
@@ -148,7 +148,7 @@ def org_member_role(request, member_id: int):
 @require_http_methods(["GET", "POST"])
 def org_member_remove(request, member_id: int):
     """A deliberate act: a page that says what happens, and a box to tick."""
-    membership = current_membership(request)
+    membership = acting_membership(request)
     target = org_member_for(org=membership.org, member_id=member_id)
     if target.pk != membership.pk and not membership.allows(Role.ADMIN):
         raise Http404("No such member")

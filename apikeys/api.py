@@ -16,7 +16,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.selectors import current_membership, membership_for
+from accounts.selectors import acting_membership, membership_for
 from apikeys.authentication import client_ip
 from apikeys.selectors import apikey_list_for_member
 from apikeys.serializers import (
@@ -40,7 +40,7 @@ _KeyList = inline_serializer(
 
 def _membership(request, slug: str | None = None):
     if slug is None:
-        return current_membership(request)
+        return acting_membership(request)
     return membership_for(user=request.user, slug=slug)
 
 

@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
-from accounts.selectors import current_membership
+from accounts.selectors import acting_membership
 from apikeys.authentication import client_ip
 from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
 from apikeys.models import ApiKey, ApiKeyEvent
@@ -44,7 +44,7 @@ def _event_rows(membership, events: list[ApiKeyEvent]) -> list[EventRow]:
     for event in events:
         if event.actor_id == owner.pk:
             who, ip = f"you ({owner.email})", event.ip or "—"
-        elif event.actor_id in members:
+        elif event.actor is not None and event.actor_id in members:
             who, ip = event.actor.email, event.ip or "—"
         elif event.actor_id is not None:
             # An operator acted on the customer's key: say so, without exposing their details.
@@ -66,7 +66,7 @@ def _release_nonce(user, nonce: str) -> None:
 def _page(
     request, *, form: ApiKeyCreateForm, created: tuple[ApiKey, str] | None = None, status: int = 200
 ):
-    membership = current_membership(request)
+    membership = acting_membership(request)
     context = {
         "org": membership.org,
         "membership": membership,
@@ -103,7 +103,7 @@ def keys_page(request):
     try:
         created = apikey_create(
             owner=request.user,
-            org=current_membership(request).org,
+            org=acting_membership(request).org,
             name=form.cleaned_data["name"],
             expires_at=form.expires_at,
             allowed_models=list(form.cleaned_data.get("models") or ()),
@@ -123,7 +123,7 @@ def keys_page(request):
 @require_http_methods(["GET", "POST"])
 @ratelimit(key="user", rate="30/m", method="POST", block=True)
 def key_revoke(request, key_id: int):
-    key = apikey_get_for_member(membership=current_membership(request), key_id=key_id)
+    key = apikey_get_for_member(membership=acting_membership(request), key_id=key_id)
     if key.revoked_at is not None:
         messages.info(request, f"The key “{key.name}” was already revoked.")
         return redirect("apikeys:keys")

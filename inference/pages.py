@@ -8,7 +8,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST, require_safe
 
-from accounts.selectors import current_membership
+from accounts.selectors import acting_membership
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from apikeys.services import PLAYGROUND_KEY_NAME
@@ -54,7 +54,7 @@ def docs_page(request):
 @login_required
 @ensure_csrf_cookie
 def playground_page(request):
-    models = playground_models(org=current_membership(request).org)
+    models = playground_models(org=acting_membership(request).org)
     return render(
         request,
         "inference/playground.html",

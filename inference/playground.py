@@ -13,7 +13,7 @@ import json
 from django.conf import settings
 from django_ratelimit.core import get_usage
 
-from accounts.selectors import current_membership
+from accounts.selectors import acting_membership
 from apikeys.services import apikey_playground_principal
 from catalog.routing import ModelInfo, routing_table
 from core.errors import ApiError, InvalidRequest, RateLimited, error_response
@@ -70,7 +70,7 @@ def playground_chat_serve(request):
                 headers={"Retry-After": str(retry)},
             )
         )
-    membership = current_membership(request)
+    membership = acting_membership(request)
     principal = apikey_playground_principal(user=request.user, org=membership.org)
     return completion_serve(
         request_id=request.request_id,

@@ -270,7 +270,7 @@ def usage_overview(*, org_id: int, days: int = CHART_DAYS) -> Overview:
         for groups, name in (
             (overview.by_model, row.model or "(none)"),
             (overview.by_key, labels.get(row.key_id, f"key #{row.key_id}")),
-            (overview.by_member, members.get(row.user_id, f"user #{row.user_id}")),
+            (overview.by_member, members.get(row.user_id or 0, f"user #{row.user_id}")),
         ):
             values = bucket(groups, name)
             values["requests"][index] += row.requests

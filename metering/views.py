@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.models import Plan
-from accounts.selectors import current_membership
+from accounts.selectors import acting_membership
 from metering.selectors import (
     CHART_DAYS,
     daily_usage_csv_lines,
@@ -33,7 +33,7 @@ QUOTA_LABELS = {
 @require_GET
 @login_required
 def usage_page(request):
-    org = current_membership(request).org
+    org = acting_membership(request).org
     overview = usage_overview(org_id=org.pk)
     plan = org.plan or Plan.objects.default()
     limits = usage_limits(plan=plan, org_id=org.pk, today=overview.today, month=overview.month)
@@ -69,7 +69,7 @@ def _totals(groups: dict[str, dict[str, list[int]]]) -> list[tuple[str, int, int
 @login_required
 def usage_export_csv(request):
     # Only the current organization's ledger rows; streamed, as a long-lived one has many.
-    org = current_membership(request).org
+    org = acting_membership(request).org
     lines = daily_usage_csv_lines(queryset=daily_usage_for_org(org_id=org.pk))
     stamp = timezone.now().strftime("%Y%m%d")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from accounts.selectors import current_membership
+from accounts.selectors import acting_membership
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
@@ -128,7 +128,7 @@ def _first_call_done(org, recent: list[UsageRecord], own_key_ids: set[int]) -> b
 @login_required
 def dashboard(request):
     user = request.user
-    org = current_membership(request).org
+    org = acting_membership(request).org
     table = routing_table()
     plan = table.plan_for(org.plan_id)
     overview = usage_overview(org_id=org.pk, days=1)

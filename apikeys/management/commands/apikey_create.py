@@ -57,6 +57,8 @@ class Command(BaseCommand):
                         raise CommandError(f"No organization with slug {org!r}.")
                 else:
                     organization = personal_org(user)
+                    if organization is None:
+                        raise CommandError(f"{email} has no personal organization.")
                 if plan_obj is not None and organization.plan_id != plan_obj.pk:
                     org_set_plan(
                         orgs=Organization.objects.filter(pk=organization.pk), plan=plan_obj
