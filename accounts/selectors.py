@@ -18,7 +18,7 @@ def memberships_of(user: User) -> list[Membership]:
     """The user's memberships, personal organization first, with their organizations."""
     return list(
         Membership.objects.filter(user=user)
-        .select_related("org", "org__plan")
+        .select_related("org", "org__plan", "user")
         .order_by("-org__personal", "org__name", "org_id")
     )
 
@@ -35,25 +35,28 @@ def membership_for(*, user: User, slug: str) -> Membership:
     return membership
 
 
+def request_memberships(request) -> list[Membership]:
+    """The logged-in user's memberships (personal first), read once per request: the
+    switcher and the current organization share this one query."""
+    cached = getattr(request, "_org_memberships", None)
+    if cached is None:
+        cached = memberships_of(request.user)
+        request._org_memberships = cached
+    return cached
+
+
 def current_membership(request) -> Membership | None:
     """The organization the logged-in user acts for: the one chosen in the switcher (kept in
-    the session), else their personal one. Checked against the database on every call, so a
+    the session), else their personal one. Read from the database on every request, so a
     removed member falls back at once."""
-    user = request.user
-    if not user.is_authenticated:
+    if not request.user.is_authenticated:
         return None
-    cached = getattr(request, "_org_membership", None)
-    if cached is not None:
-        return cached
+    memberships = request_memberships(request)
     chosen = request.session.get(SESSION_ORG)
-    memberships = Membership.objects.select_related("org", "org__plan", "user").filter(user=user)
-    membership = None
-    if chosen is not None:
-        membership = memberships.filter(org_id=chosen).first()
-    if membership is None:
-        membership = memberships.order_by("-org__personal", "org_id").first()
-    request._org_membership = membership
-    return membership
+    for membership in memberships:
+        if membership.org_id == chosen:
+            return membership
+    return memberships[0] if memberships else None
 
 
 def acting_membership(request) -> Membership:

@@ -21,11 +21,11 @@ from accounts.selectors import (
     SESSION_ORG,
     acting_membership,
     membership_for,
-    memberships_of,
     org_invitation_for,
     org_invitations_pending,
     org_member_for,
     org_members,
+    request_memberships,
 )
 from accounts.services import (
     invitation_accept,
@@ -230,5 +230,5 @@ def switcher_memberships(request) -> list:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return []
-    memberships = memberships_of(user)
+    memberships = request_memberships(request)
     return memberships if len(memberships) > 1 else []

@@ -74,9 +74,9 @@ def test_usage_page_shows_the_ledgers_in_a_handful_of_queries(
     client, alice, usage, django_assert_max_num_queries
 ):
     client.force_login(alice)
-    # Session, user, the current organization, the navigation's organizations, the ledger
-    # rows, the key labels, the members' emails.
-    with django_assert_max_num_queries(7):
+    # Session, user, the user's organizations (current and switcher), the ledger rows, the
+    # key labels, the members' emails.
+    with django_assert_max_num_queries(6):
         response = client.get("/usage")
     assert response.status_code == 200
     overview = response.context["overview"]

@@ -167,7 +167,7 @@ def test_the_dashboard_needs_a_handful_of_queries(
         usage_record(alice, keys[i % 5], at=timezone.now() - timedelta(minutes=i))
     client.force_login(alice)
     routing_table()
-    # (One more than before organizations: the organization the user acts for.)
+    # (One more than before organizations: the organizations the user acts for.)
     with django_assert_max_num_queries(9):
         response = client.get("/dashboard")
     assert response.status_code == 200
