@@ -318,6 +318,13 @@ class UsageUserSerializer(serializers.Serializer):
     month = PeriodSerializer()
 
 
+class UsageOrganizationSerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True, help_text="The organization's slug.")
+    name = serializers.CharField(allow_null=True)
+    today = PeriodSerializer()
+    month = PeriodSerializer()
+
+
 class UsagePlanSerializer(serializers.Serializer):
     name = serializers.CharField()
     requests_per_minute = serializers.IntegerField(allow_null=True)
@@ -332,7 +339,11 @@ class UsagePlanSerializer(serializers.Serializer):
 class UsageSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["usage"])
     key = UsageKeySerializer()
-    user = UsageUserSerializer()
+    organization = UsageOrganizationSerializer(
+        help_text="The organization that owns the key: its totals, all its keys together. "
+        "The plan's limits apply to it as a whole."
+    )
+    user = UsageUserSerializer(help_text="Deprecated: the same as `organization`'s totals.")
     plan = UsagePlanSerializer(allow_null=True)
     limits = serializers.DictField(
         child=LimitEntrySerializer(), help_text="Each limit by name, as in the rate-limit headers."
@@ -429,7 +440,8 @@ class UsageApiSchema(OpenApiViewExtension):
                 tags=_TAGS,
                 summary="This key's usage and limits",
                 description="Requests and tokens today and this month, for the key and its "
-                "owner, the plan, and every limit with what is left of it.",
+                "organization, the organization's plan, and every limit with what is left of "
+                "it (the plan's limits are shared by all the organization's keys).",
                 responses={
                     200: UsageSerializer,
                     503: _error("Service unavailable."),

@@ -230,3 +230,19 @@ def test_org_api_keys_members_and_error_shape(client, acme, make_key):
         content_type="application/json",
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "role"
+
+
+def test_the_org_routes_are_in_the_openapi_schema(client, db):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/orgs/{slug}/members",
+        "/api/orgs/{slug}/members/{member_id}",
+        "/api/orgs/{slug}/invitations",
+        "/api/orgs/{slug}/invitations/{invitation_id}",
+        "/api/orgs/{slug}/keys",
+        "/api/orgs/{slug}/keys/{key_id}",
+        "/api/orgs/{slug}/keys/{key_id}/revoke",
+    ):
+        assert path in paths, path
+    usage = client.get("/openapi.json").json()["components"]["schemas"]["Usage"]
+    assert "organization" in usage["properties"]
