@@ -246,3 +246,32 @@ def test_the_org_routes_are_in_the_openapi_schema(client, db):
         assert path in paths, path
     usage = client.get("/openapi.json").json()["components"]["schemas"]["Usage"]
     assert "organization" in usage["properties"]
+
+
+def test_a_member_never_reaches_another_members_key(client, acme, make_key):
+    """Inside one organization: carol (member) and bob's key, by every key route."""
+    org = acme["org"]
+    bobs, _ = make_key(acme["bob"], "acme-bob-secret-project", org=org)
+    client.force_login(acme["carol"])
+    client.post("/org/switch", {"org": org.slug})
+    for method, path in (
+        ("get", f"/keys/{bobs.pk}/revoke"),
+        ("post", f"/keys/{bobs.pk}/revoke"),
+        ("get", f"/api/keys/{bobs.pk}"),
+        ("delete", f"/api/keys/{bobs.pk}"),
+        ("post", f"/api/keys/{bobs.pk}/revoke"),
+        ("get", f"/api/orgs/{org.slug}/keys/{bobs.pk}"),
+        ("delete", f"/api/orgs/{org.slug}/keys/{bobs.pk}"),
+        ("post", f"/api/orgs/{org.slug}/keys/{bobs.pk}/revoke"),
+    ):
+        response = getattr(client, method)(path, {"confirm": "on"} if method == "post" else None)
+        assert response.status_code == 404, (method, path)
+        assert "acme-bob-secret-project" not in response.content.decode()
+    listed = client.get(f"/api/orgs/{org.slug}/keys").json()["data"]
+    assert bobs.pk not in {key["id"] for key in listed}
+    bobs.refresh_from_db()
+    assert bobs.revoked_at is None
+    # An admin of the organization does reach another member's key (not vacuous).
+    carols, _ = make_key(acme["carol"], "carol's", org=org)
+    client.force_login(acme["bob"])
+    assert client.get(f"/api/orgs/{org.slug}/keys/{carols.pk}").status_code == 200
