@@ -32,3 +32,11 @@ class RemoveMemberForm(forms.Form):
 
 class OrgCreateForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Your team or company, e.g. “Acme”.")
+
+
+class DeleteOrgForm(forms.Form):
+    confirm = forms.BooleanField(
+        required=True,
+        label="Yes, delete this organization and all its API keys",
+        error_messages={"required": "Tick the box to confirm."},
+    )

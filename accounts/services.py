@@ -111,6 +111,21 @@ def orgs_set_suspended(*, orgs: QuerySet[Organization], suspended: bool) -> int:
     return _orgs_update(orgs, suspended_at=timezone.now() if suspended else None)
 
 
+def org_delete(*, actor: Membership) -> None:
+    """Delete the actor's organization (owners only; never a personal one). Its keys go with
+    it, each cache entry rewritten after commit: they answer 401 at once. Its usage records
+    and ledgers stay (they are the history of what was billed)."""
+    _require(actor, Role.OWNER)
+    org = actor.org
+    if org.personal:
+        raise InvalidRequest(
+            "A personal organization cannot be deleted.", param="org", code="personal_org"
+        )
+    with transaction.atomic():
+        Organization.objects.filter(pk=org.pk).delete()
+    log.info("organization deleted", extra={"org_id": org.pk})
+
+
 # --- members --------------------------------------------------------------------------------
 
 

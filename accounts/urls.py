@@ -8,6 +8,7 @@ urlpatterns = [
     path("org", views.org_page, name="org"),
     path("org/new", views.org_new, name="org-new"),
     path("org/switch", views.org_switch, name="org-switch"),
+    path("org/delete", views.org_delete_page, name="org-delete"),
     path("org/invitations", views.org_invite, name="org-invite"),
     path(
         "org/invitations/<int:invitation_id>/revoke",

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_ratelimit.decorators import ratelimit
 
-from accounts.forms import InviteForm, OrgCreateForm, RemoveMemberForm, RoleForm
+from accounts.forms import DeleteOrgForm, InviteForm, OrgCreateForm, RemoveMemberForm, RoleForm
 from accounts.models import Role
 from accounts.selectors import (
     SESSION_ORG,
@@ -35,6 +35,7 @@ from accounts.services import (
     member_remove,
     member_set_role,
     org_create,
+    org_delete,
 )
 from core.errors import ApiError
 
@@ -189,6 +190,26 @@ def org_new(request):
     request.session[SESSION_ORG] = org.pk
     messages.success(request, f"Created {org.name}: you are its owner. Invite your team below.")
     return redirect("accounts:org")
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def org_delete_page(request):
+    """Owners only, never a personal organization; a page that says what goes, and a box."""
+    membership = acting_membership(request)
+    if not membership.allows(Role.OWNER) or membership.org.personal:
+        raise Http404("No such page")
+    form = DeleteOrgForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        name = membership.org.name
+        org_delete(actor=membership)
+        request.session.pop(SESSION_ORG, None)
+        messages.success(request, f"{name} is deleted; its keys are refused from now on.")
+        return redirect("dashboard")
+    status = 400 if form.is_bound else 200
+    context = {"org": membership.org, "form": form}
+    return render(request, "accounts/org_delete.html", context, status=status)
 
 
 @login_required

@@ -25,8 +25,9 @@ class UsageRecord(models.Model):
         related_name="+",
         db_constraint=False,
     )
+    # DO_NOTHING: the organization's usage outlives a member's account.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
     )
     key = models.ForeignKey(
         "apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
@@ -123,8 +124,9 @@ class DailyUsage(models.Model):
         related_name="+",
         db_constraint=False,
     )
+    # DO_NOTHING: the organization's usage outlives a member's account.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
     )
     key = models.ForeignKey(
         "apikeys.ApiKey", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False

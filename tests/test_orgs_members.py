@@ -275,3 +275,21 @@ def test_a_member_never_reaches_another_members_key(client, acme, make_key):
     carols, _ = make_key(acme["carol"], "carol's", org=org)
     client.force_login(acme["bob"])
     assert client.get(f"/api/orgs/{org.slug}/keys/{carols.pk}").status_code == 200
+
+
+def test_only_an_owner_deletes_a_team_organization_and_its_keys_stop(client, acme, make_key):
+    org = acme["org"]
+    _, raw = make_key(acme["carol"], "c", org=org)
+    apikey_authenticate(raw_key=raw)
+    client.force_login(acme["bob"])  # an admin: not enough
+    client.post("/org/switch", {"org": org.slug})
+    assert client.post("/org/delete", {"confirm": "on"}).status_code == 404
+    client.force_login(acme["alice"])
+    client.post("/org/switch", {"org": org.slug})
+    assert client.post("/org/delete", {}).status_code == 400  # not confirmed
+    assert client.post("/org/delete", {"confirm": "on"}).status_code == 302
+    assert not Organization.objects.filter(pk=org.pk).exists()
+    with pytest.raises(InvalidApiKey):
+        apikey_authenticate(raw_key=raw)
+    client.post("/org/switch", {"org": personal_org(acme["alice"]).slug})
+    assert client.get("/org/delete").status_code == 404  # never the personal one

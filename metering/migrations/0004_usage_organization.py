@@ -2,6 +2,7 @@
 apikeys 0003): filled from the key, else from the user's personal organization."""
 
 import django.db.models.deletion
+from django.conf import settings
 from django.db import migrations, models
 
 FILL = [
@@ -44,6 +45,17 @@ class Migration(migrations.Migration):
             field=models.ForeignKey(db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name="+", to="accounts.organization"),
         ),
         migrations.RunPython(fill_organizations, migrations.RunPython.noop),
+        # The organization's usage outlives a member's account (no database change).
+        migrations.AlterField(
+            model_name="usagerecord",
+            name="user",
+            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name="+", to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AlterField(
+            model_name="dailyusage",
+            name="user",
+            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name="+", to=settings.AUTH_USER_MODEL),
+        ),
         migrations.AddIndex(
             model_name="usagerecord",
             index=models.Index(fields=["org", "-created_at"], name="usage_org_recent"),
