@@ -63,12 +63,16 @@ def _org_page(request, *, invite_form=None, create_form=None, status: int = 200)
     membership = acting_membership(request)
     org = membership.org
     can_manage = membership.allows(Role.ADMIN)
+    members = org_members(org)
+    owners = sum(1 for member in members if member.role == Role.OWNER)
     context = {
         "org": org,
         "membership": membership,
         "can_manage": can_manage,
         "is_owner": membership.allows(Role.OWNER),
-        "members": org_members(org),
+        "members": members,
+        # The only owner cannot leave (make someone else owner first): no button to fail.
+        "sole_owner": membership.role == Role.OWNER and owners == 1,
         "invitations": org_invitations_pending(org) if can_manage else [],
         "invite_form": invite_form or InviteForm(),
         "create_form": create_form or OrgCreateForm(),
