@@ -27,8 +27,6 @@ BEFORE = [
     ("metering", "0003_usage_64bit_estimated_quarantine"),
 ]
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
 
 def _migrate(targets):
     executor = MigrationExecutor(connection)
@@ -108,6 +106,7 @@ def _old_data(apps):
     return made
 
 
+@pytest.mark.django_db(transaction=True)
 def test_users_keys_records_ledgers_and_counters_carry_over(old_schema):
     made = _old_data(old_schema)
     alice, alice_key, alice_raw = made["alice@example.com"]
@@ -156,7 +155,37 @@ def test_users_keys_records_ledgers_and_counters_carry_over(old_schema):
         limits_admit(principal=principal, plan=plan, reserve_tokens=0, request_id="m3")
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_migration_leaves_the_schema_the_models_describe(old_schema):
     _migrate(_latest())
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
     assert settings.AUTH_USER_MODEL == "accounts.User"
+
+
+@pytest.mark.django_db
+def test_a_record_spooled_before_organizations_is_drained_into_its_keys_organization(
+    alice_key, settings, tmp_path
+):
+    """A spool line (or journal entry) written by the previous release has no org_id: it
+    lands in the organization of its key, not in none."""
+    import json
+
+    from accounts.selectors import personal_org
+    from metering import recording
+    from metering.models import UsageRecord
+
+    key, _ = alice_key
+    settings.USAGE_SPOOL_DIR = tmp_path
+    old_line = recording.Usage(
+        request_id="req_from_before",
+        user_id=key.owner_id,
+        key_id=key.pk,
+        endpoint="chat.completions",
+        prompt_tokens=1,
+        completion_tokens=1,
+    ).row()
+    del old_line["org_id"]  # the previous release's line had no such field
+    recording._spool_file_append(json.dumps(old_line, default=str))
+    assert recording._drain_files() == 1
+    record = UsageRecord.objects.get(request_id="req_from_before")
+    assert record.org_id == personal_org(key.owner).pk
