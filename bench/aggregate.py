@@ -36,10 +36,11 @@ MODELS = (
 
 INSERT = """
 INSERT INTO metering_usagerecord
-    (request_id, user_id, key_id, model, pool, router_id, endpoint, streamed, outcome,
+    (request_id, org_id, user_id, key_id, model, pool, router_id, endpoint, streamed, outcome,
      http_status, error_code, prompt_tokens, completion_tokens, total_tokens,
      estimated, admitted, latency_ms, ttfb_ms, created_at)
 SELECT 'bench-' || g,
+       (%(key_orgs)s::bigint[])[1 + g %% %(nkeys)s],
        (%(key_owners)s::bigint[])[1 + g %% %(nkeys)s],
        (%(key_ids)s::bigint[])[1 + g %% %(nkeys)s],
        (%(models)s::text[])[1 + (g / 7) %% %(nmodels)s],
@@ -109,6 +110,7 @@ def main() -> int:
             cursor.execute(
                 INSERT,
                 {
+                    "key_orgs": [k.org_id for k in keys],
                     "key_owners": [k.owner_id for k in keys],
                     "key_ids": [k.pk for k in keys],
                     "nkeys": len(keys),

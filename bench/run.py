@@ -466,13 +466,14 @@ def bulk_keys(total: int, sample: int) -> list[str]:
     import django
 
     django.setup()
-    from accounts.models import Plan, User
+    from accounts.models import User
+    from accounts.selectors import personal_org
     from apikeys import keyformat
     from apikeys.models import ApiKey
 
-    owner, _ = User.objects.get_or_create(
-        email="bulk@bench.invalid", defaults={"plan": Plan.objects.default()}
-    )
+    # A new user gets a personal organization on the default plan: the keys' owner.
+    owner, _ = User.objects.get_or_create(email="bulk@bench.invalid")
+    org = personal_org(owner)
     have = ApiKey.objects.count()
     version = keyformat.current_hash_version()
     made: list[str] = []
@@ -483,6 +484,7 @@ def bulk_keys(total: int, sample: int) -> list[str]:
         made.append(raw)
         batch.append(
             ApiKey(
+                org=org,
                 owner=owner,
                 name=f"bulk {i}",
                 public_id=public_id,
