@@ -166,6 +166,7 @@ def dashboard(request):
         }
     active_keys = [k for k in keys.values() if k.active]
     context = {
+        "org": org,
         "plan": plan,
         "today": overview.today,
         "month": overview.month,
