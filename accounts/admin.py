@@ -157,12 +157,6 @@ class OrganizationAdmin(admin.ModelAdmin):
             org.pk,
         )
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if change and "plan" in form.changed_data:
-            # The keys' cache entries carry the plan: rewrite them (after commit).
-            org_set_plan(orgs=Organization.objects.filter(pk=obj.pk), plan=obj.plan)
-
     @admin.action(description="Suspend selected organizations (all their keys refused)",
                   permissions=["change"])  # fmt: skip
     def suspend_selected(self, request, queryset):

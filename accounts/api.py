@@ -12,6 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.emails import invitation_send
 from accounts.models import Invitation, Membership, Role
 from accounts.selectors import (
     membership_for,
@@ -26,7 +27,6 @@ from accounts.services import (
     member_remove,
     member_set_role,
 )
-from accounts.views import invitation_send
 from core.errors import PermissionDeniedError
 
 

@@ -4,17 +4,16 @@ every object is looked up within the current organization: another one's is a 40
 
 from __future__ import annotations
 
-from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_ratelimit.decorators import ratelimit
 
+from accounts.emails import invitation_send
 from accounts.forms import DeleteOrgForm, InviteForm, OrgCreateForm, RemoveMemberForm, RoleForm
 from accounts.models import Role
 from accounts.selectors import (
@@ -38,25 +37,6 @@ from accounts.services import (
     org_delete,
 )
 from core.errors import ApiError
-
-
-def invitation_send(request):
-    """A sender for `invitation_create`: allauth's mail machinery, in the portal's layout."""
-
-    def send(invitation, token: str) -> None:
-        url = request.build_absolute_uri(reverse("accounts:join", args=[token]))
-        get_adapter(request).send_mail(
-            "account/email/org_invitation",
-            invitation.email,
-            {
-                "invitation": invitation,
-                "org_name": invitation.org.name,
-                "inviter": invitation.invited_by.email if invitation.invited_by else "",
-                "accept_url": url,
-            },
-        )
-
-    return send
 
 
 def _org_page(request, *, invite_form=None, create_form=None, status: int = 200):

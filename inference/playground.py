@@ -71,7 +71,10 @@ def playground_chat_serve(request):
             )
         )
     membership = acting_membership(request)
-    principal = apikey_playground_principal(user=request.user, org=membership.org)
+    try:
+        principal = apikey_playground_principal(user=request.user, org=membership.org)
+    except ApiError as exc:  # a suspended organization: the page shows why, as JSON
+        return error_response(exc)
     return completion_serve(
         request_id=request.request_id,
         principal=principal,

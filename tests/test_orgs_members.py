@@ -293,3 +293,28 @@ def test_only_an_owner_deletes_a_team_organization_and_its_keys_stop(client, acm
         apikey_authenticate(raw_key=raw)
     client.post("/org/switch", {"org": personal_org(acme["alice"]).slug})
     assert client.get("/org/delete").status_code == 404  # never the personal one
+
+
+def test_the_playground_acts_for_the_current_organization(client, catalog, acme):
+    import json
+
+    from accounts.services import orgs_set_suspended
+    from metering.models import UsageRecord
+
+    org = acme["org"]
+    client.force_login(acme["carol"])
+    client.post("/org/switch", {"org": org.slug})
+    turn = json.dumps(
+        {"model": "cortensor/llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    answer = client.post("/playground/chat", data=turn, content_type="application/json")
+    assert answer.status_code == 200
+    b"".join(answer.streaming_content)
+    record = UsageRecord.objects.get()
+    assert (record.org_id, record.user_id) == (org.pk, acme["carol"].pk)
+    assert ApiKey.objects.get(pk=record.key_id).org == org
+
+    orgs_set_suspended(orgs=Organization.objects.filter(pk=org.pk), suspended=True)
+    refused = client.post("/playground/chat", data=turn, content_type="application/json")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
