@@ -319,3 +319,24 @@ def test_only_one_plan_can_be_the_default(staff_client, plan):
     assert response.status_code == 200
     assert "is the default plan already" in response.content.decode()
     assert not Plan.objects.filter(name="team").exists()
+
+
+def test_an_organization_links_to_its_keys_and_ledgers(staff_client, alice, bob, make_key):
+    from metering.services import usage_aggregate
+    from tests.builders import usage_record
+
+    alices, _ = make_key(alice, "alice-only-key")
+    bobs, _ = make_key(bob, "bob-only-key")
+    usage_record(alice, alices)
+    usage_record(bob, bobs)
+    usage_aggregate()
+    org = personal_org(alice)
+    page = staff_client.get(f"{ORGS}{org.pk}/change/").content.decode()
+    keys_url = f"/admin/apikeys/apikey/?org__id__exact={org.pk}"
+    ledgers_url = f"/admin/metering/dailyusage/?org__id__exact={org.pk}"
+    assert keys_url.replace("&", "&amp;") in page and ledgers_url in page
+    keys = staff_client.get(keys_url).content.decode()
+    assert "alice-only-key" in keys and "bob-only-key" not in keys
+    ledgers = staff_client.get(ledgers_url)
+    assert ledgers.status_code == 200
+    assert [row.key_id for row in ledgers.context["cl"].result_list] == [alices.pk]
