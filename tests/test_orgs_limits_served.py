@@ -2,7 +2,8 @@
 organization on a plan of 30 requests a day, with three keys held by three members, takes 150
 concurrent calls spread over the keys through two gunicorn workers on PostgreSQL and Redis,
 and admits exactly 30. Every answer leaves exactly one usage record, carrying the
-organization, and each key's own creator."""
+organization, and each key's own creator. Removing a member then makes their key answer 401
+in both workers at once."""
 
 from __future__ import annotations
 
@@ -130,3 +131,28 @@ def test_a_plan_of_30_a_day_admits_exactly_30_of_150_calls_over_three_members_ke
     assert usage["organization"]["id"] == slug
     assert usage["limits"]["requests_per_day"]["used"] == DAILY
     assert usage["limits"]["requests_per_day"]["remaining"] == 0
+
+
+def test_a_removed_members_key_answers_401_in_every_worker(team):
+    server, keys, slug, database_url = team
+
+    def calls(key: str) -> set[int]:
+        # Enough calls that both workers answer some (each worker has its own memory).
+        return {
+            requests.get(
+                f"{server.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ).status_code
+            for _ in range(12)
+        }
+
+    assert calls(keys["member"]) == {200}
+    manage(
+        "shell",
+        "-c",
+        "from accounts.models import Membership; from accounts.services import member_remove; "
+        f"rows = Membership.objects.select_related('org', 'user').filter(org__slug={slug!r}); "
+        "member_remove(actor=rows.get(role='owner'), membership=rows.get(role='member'))",
+        database_url=database_url,
+    )
+    assert calls(keys["member"]) == {401}
+    assert calls(keys["admin"]) == {200}  # the others' keys keep working
