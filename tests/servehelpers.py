@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.routersim import REPO_ROOT, RouterSim
+from tests.routersim import DIE_WITH_PARENT, REPO_ROOT, RouterSim
 
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 60.0
@@ -281,6 +281,7 @@ class Gunicorn:
         try:
             self.process = subprocess.Popen(
                 [
+                    *DIE_WITH_PARENT,
                     str(VENV_BIN / "gunicorn"),
                     "-c",
                     "gunicorn.conf.py",
