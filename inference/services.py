@@ -135,7 +135,8 @@ class Call:
         return usage_refused(self.usage)
 
     def fail(self, error: ApiError, headers: dict[str, str] | None = None) -> JsonResponse:
-        if not self.end(outcome=outcome_for(error), status=error.status, error_code=error.code):
+        outcome = outcome_for(error)
+        if not self.end(outcome=outcome, status=error.status, error_code=error.record_code):
             error = RateLimited(
                 "Too many refused requests from this API key; fix the requests before "
                 "retrying. Retry after 60s.",

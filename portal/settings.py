@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "catalog",
     "inference",
     "metering",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +197,9 @@ CELERY_BEAT_SCHEDULE = {
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
     "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
+    "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
+    "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},
+    "prune-status-history": {"task": "ops.tasks.prune_health", "schedule": 3600.0},
 }
 
 # --- limits ---------------------------------------------------------------------------------
