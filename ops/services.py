@@ -243,7 +243,7 @@ def incident_sync(*, incident) -> None:
     from ops.models import Incident
     from ops.selectors import status_cache_clear
 
-    newest = incident.updates.order_by("-created_at").first()
+    newest = incident.updates.order_by("-created_at", "-id").first()
     if newest is not None:
         incident.status = newest.status
     resolved = incident.status == Incident.Status.RESOLVED

@@ -225,11 +225,11 @@ def rejection(
     """The error for a refused admission: the limit that keeps the caller waiting longest.
     Its record_detail names that limit, for the usage record (staff count refusals by it)."""
     error = _rejection(limits, outcome, reserve=reserve)
-    error.record_detail = _binding(outcome)[0]
+    error.record_detail = _longest_wait(outcome)[0]
     return error
 
 
-def _binding(outcome: LimitsVerdict) -> tuple[str, int]:
+def _longest_wait(outcome: LimitsVerdict) -> tuple[str, int]:
     """The refused limit the caller waits longest for, and that wait in milliseconds."""
     periods = Periods.at(outcome.now_ms)
     now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
@@ -252,7 +252,7 @@ def _rejection(
     limits: Limits, outcome: LimitsVerdict, *, reserve: int
 ) -> RateLimited | QuotaExceeded:
     periods = Periods.at(outcome.now_ms)
-    name, wait_ms = _binding(outcome)
+    name, wait_ms = _longest_wait(outcome)
     wait_ms = max(1, wait_ms)
     retry_after = max(1, math.ceil(wait_ms / 1000))
     headers = {**rate_headers(limits, outcome), "Retry-After": str(retry_after)}
