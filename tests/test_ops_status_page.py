@@ -63,7 +63,7 @@ def test_anyone_sees_every_enabled_model_with_its_state(client, fleet):
     assert 'data-model="cortensor/qwen-2.5-7b"' in html
     assert "cortensor/hidden" not in html
     assert html.count('data-state="degraded"') == 2  # one of the pool's two routers is down
-    assert html.count("<li class=\"day-") == 2 * STATUS_DAYS
+    assert html.count('<li class="day-') == 2 * STATUS_DAYS
 
 
 def test_json_has_states_days_and_incidents(client, fleet):
@@ -96,9 +96,7 @@ def test_no_internal_detail_appears_in_the_page_or_the_json(client, fleet):
 def test_the_bar_shows_each_days_availability(client, fleet):
     today = timezone.now().date()
     ModelDay.objects.create(model=LLAMA, day=today - timedelta(days=3), buckets=288, down=144)
-    ModelDay.objects.create(
-        model=LLAMA, day=today - timedelta(days=2), buckets=288, degraded=10
-    )
+    ModelDay.objects.create(model=LLAMA, day=today - timedelta(days=2), buckets=288, degraded=10)
     data = client.get("/status.json").json()
     days = {d["date"]: d["availability"] for d in data["models"][0]["days"]}
     assert days[str(today - timedelta(days=3))] == 0.5
@@ -123,9 +121,8 @@ def test_open_and_recent_incidents_show_with_their_updates(client, fleet):
     _incident("Llama is slow", status="identified", models=[fleet["llama"]])
     _incident("Qwen errors fixed", status="resolved", models=[fleet["qwen"]])
     long_ago = timezone.now() - timedelta(days=40)
-    _incident(
-        "Ancient outage", status="resolved", started=long_ago, resolved=long_ago + timedelta(hours=1)
-    )
+    later = long_ago + timedelta(hours=1)
+    _incident("Ancient outage", status="resolved", started=long_ago, resolved=later)
     html = client.get("/status").content.decode()
     assert "Llama is slow" in html and "Now identified." in html and "We are looking." in html
     assert "Qwen errors fixed" in html and "Now resolved." in html
