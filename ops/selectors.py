@@ -26,10 +26,11 @@ class DayBar:
     day: date
     availability: float | None  # None: no history that day
     level: str  # "ok", "minor" (some degraded or <99.9% up), "major" (<99% up), "none"
+    label: str = ""  # "2026-11-27: 99.93%", made once here: 90 bars a model add up in a template
 
-    @property
-    def percent(self) -> str:
-        return "no data" if self.availability is None else f"{self.availability * 100:.2f}%"
+    def __post_init__(self) -> None:
+        percent = "no data" if self.availability is None else f"{self.availability * 100:.2f}%"
+        self.label = f"{self.day.isoformat()}: {percent}"
 
 
 @dataclass(slots=True)
