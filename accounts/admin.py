@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from accounts.models import Plan, User
 from accounts.services import user_set_plan, users_set_active
+from audit.admin_mixins import AuditedAdminMixin
 from core.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
@@ -73,7 +74,9 @@ class UserChangeAdminForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
+    audit_fields = ("email", "plan", "is_active", "is_staff", "is_superuser")
+    audit_secret_fields = ("password",)
     form = UserChangeAdminForm
     add_form = UserCreationAdminForm
     fieldsets = (
@@ -113,12 +116,14 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Suspend selected users (no log-in, API keys refused)",
                   permissions=["change"])  # fmt: skip
     def suspend_selected(self, request, queryset):
-        count = users_set_active(users=queryset.exclude(pk=request.user.pk), active=False)
+        count = users_set_active(
+            users=queryset.exclude(pk=request.user.pk), active=False, actor=request.user
+        )
         self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
 
     @admin.action(description="Reinstate selected users", permissions=["change"])
     def reinstate_selected(self, request, queryset):
-        count = users_set_active(users=queryset, active=True)
+        count = users_set_active(users=queryset, active=True, actor=request.user)
         self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
 
     def get_deleted_objects(self, objs, request):
@@ -146,7 +151,7 @@ class UserAdmin(DjangoUserAdmin):
 
 def _set_plan_action(plan: Plan):
     def action(modeladmin, request, queryset):
-        count = user_set_plan(users=queryset, plan=plan)
+        count = user_set_plan(users=queryset, plan=plan, actor=request.user)
         modeladmin.message_user(
             request, f"Moved {count} user(s) to plan “{plan.name}”.", messages.SUCCESS
         )
@@ -198,7 +203,8 @@ class PlanAdminForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+class PlanAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin):
+    audit_fields = ("name", "is_default", *Plan.LIMIT_FIELDS, "all_models")
     form = PlanAdminForm
     list_display = (
         "name",

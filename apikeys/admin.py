@@ -17,6 +17,7 @@ from django.utils import timezone
 from apikeys.authentication import client_ip
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_revoke, apikey_update
+from audit.services import staff_action_record
 from core.bounds import BoundedIntegersAdminMixin
 
 _EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
@@ -117,6 +118,13 @@ class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
         revoked = 0
         for key in queryset.filter(revoked_at__isnull=True):
             apikey_revoke(key=key, actor=request.user, actor_label="admin", ip=client_ip(request))
+            staff_action_record(
+                actor=request.user,
+                action="apikey.revoke",
+                target=key,
+                before={"status": "active"},
+                after={"status": "revoked"},
+            )
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 

@@ -3,6 +3,8 @@
 from django import forms
 from django.contrib import admin, messages
 
+from audit.admin_mixins import AuditedAdminMixin, AuditedInlineFormsetMixin
+from audit.services import staff_action_record
 from catalog.models import CatalogModel, Router, RouterPool
 from catalog.router_client import breaker_state, router_probe
 from catalog.services import router_set_state
@@ -60,8 +62,17 @@ class RouterInline(BoundedIntegersAdminMixin, admin.TabularInline):
     readonly_fields = ("health", "last_check_at", "last_error")
 
 
+ROUTER_AUDIT_FIELDS = (
+    "pool", "name", "base_url", "api_version", "session_id", "weight", "enabled", "draining",
+    "connect_timeout", "read_timeout",
+)  # fmt: skip
+
+
 @admin.register(RouterPool)
-class RouterPoolAdmin(admin.ModelAdmin):
+class RouterPoolAdmin(AuditedAdminMixin, AuditedInlineFormsetMixin, admin.ModelAdmin):
+    audit_fields = ("name", "description")
+    inline_audit_fields = {Router: ROUTER_AUDIT_FIELDS}
+    inline_secret_fields = {Router: ("token",)}
     list_display = ("name", "description", "router_summary")
     search_fields = ("name",)
     inlines = [RouterInline]
@@ -78,7 +89,9 @@ class RouterPoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(Router)
-class RouterAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+class RouterAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin):
+    audit_fields = ROUTER_AUDIT_FIELDS
+    audit_secret_fields = ("token",)
     form = RouterForm
     list_display = (
         "__str__",
@@ -107,25 +120,40 @@ class RouterAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     @admin.action(description="Enable selected routers")
     def enable(self, request, queryset):
         for router in queryset:
-            router_set_state(router=router, enabled=True, draining=False)
+            router_set_state(
+                router=router, enabled=True, draining=False, actor=request.user,
+                action="router.enable",
+            )  # fmt: skip
         self.message_user(request, f"Enabled {queryset.count()} router(s).")
 
     @admin.action(description="Disable selected routers")
     def disable(self, request, queryset):
         for router in queryset:
-            router_set_state(router=router, enabled=False)
+            router_set_state(
+                router=router, enabled=False, actor=request.user, action="router.disable"
+            )
         self.message_user(request, f"Disabled {queryset.count()} router(s).")
 
     @admin.action(description="Drain selected routers (finish open requests, take no new ones)")
     def drain(self, request, queryset):
         for router in queryset:
-            router_set_state(router=router, draining=True)
+            router_set_state(
+                router=router, draining=True, actor=request.user, action="router.drain"
+            )
         self.message_user(request, f"Draining {queryset.count()} router(s).")
 
     @admin.action(description="Probe selected routers now")
     def probe_now(self, request, queryset):
         for router in queryset:
+            before = router.health
             router = router_probe(router=router)
+            staff_action_record(
+                actor=request.user,
+                action="router.probe",
+                target=router,
+                before={"health": before},
+                after={"health": router.health, "error": router.last_error},
+            )
             level = messages.SUCCESS if router.health == Router.Health.HEALTHY else messages.WARNING
             self.message_user(
                 request,
@@ -136,7 +164,11 @@ class RouterAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(CatalogModel)
-class CatalogModelAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+class CatalogModelAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin):
+    audit_fields = (
+        "public_id", "display_name", "pool", "enabled", "context_length", "max_tokens",
+        "default_max_tokens", "request_timeout", "chat_template", "sort_order",
+    )  # fmt: skip
     list_display = (
         "public_id",
         "display_name",

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "inference",
     "metering",
     "ops",
+    "audit",
 ]
 
 MIDDLEWARE = [
