@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -124,6 +125,64 @@ def outcomes_between(start: datetime, end: datetime) -> dict[str, Outcomes]:
     }
 
 
+ROUTER_STATS_KEY = "ops:router-stats:v1"
+
+_PG_ROUTERS = """
+SELECT router_id, count(*),
+       count(*) FILTER (WHERE outcome IN ('upstream_error', 'timeout')),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE outcome = 'ok'),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY ttfb_ms) FILTER (WHERE outcome = 'ok')
+FROM metering_usagerecord
+WHERE created_at >= %s AND created_at < %s AND router_id IS NOT NULL
+  AND outcome IN ('ok', 'upstream_error', 'timeout', 'cancelled')
+GROUP BY router_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    requests: int = 0
+    errors: int = 0
+    latency_p50_ms: int | None = None
+    ttfb_p50_ms: int | None = None
+
+
+def router_stats_between(start: datetime, end: datetime) -> dict[int, RouterStats]:
+    """Per router (across every worker: from the records), routed requests in [start, end),
+    how many failed upstream or timed out, and the median latency and TTFB of the good ones."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_ROUTERS, [start, end])
+            return {row[0]: RouterStats(*row[1:]) for row in cursor.fetchall()}
+    found: dict[int, list] = {}
+    for router_id, outcome, latency, ttfb in (
+        UsageRecord.objects.filter(
+            created_at__gte=start,
+            created_at__lt=end,
+            router_id__isnull=False,
+            outcome__in=_ROUTED,
+        )
+        .order_by()
+        .values_list("router_id", "outcome", "latency_ms", "ttfb_ms")
+    ):
+        entry = found.setdefault(router_id, [0, 0, [], []])
+        entry[0] += 1
+        entry[1] += outcome in ("upstream_error", "timeout")
+        if outcome == "ok":
+            entry[2].append(latency)
+            if ttfb is not None:
+                entry[3].append(ttfb)
+    return {
+        rid: RouterStats(n, errors, _median(latencies), _median(ttfbs))
+        for rid, (n, errors, latencies, ttfbs) in found.items()
+    }
+
+
+def router_stats_cached() -> dict[int, RouterStats]:
+    """The last 5 minutes per router, as the last rollup counted them (a minute old at most)."""
+    return cache.get(ROUTER_STATS_KEY) or {}
+
+
 def _pool_routers() -> dict[int, tuple[int, int]]:
     """Per pool: (routers that take traffic, of those not unhealthy)."""
     pools: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -152,6 +211,7 @@ def health_rollup(*, now: datetime | None = None) -> int:
     recent = outcomes_between(now - BUCKET, now + timedelta(seconds=1))
     in_current = outcomes_between(current, current + BUCKET)
     in_previous = outcomes_between(previous, current)
+    cache.set(ROUTER_STATS_KEY, router_stats_between(now - BUCKET, now), 180)
     rows = []
     for public_id, pool_id in models:
         routers, up = pools.get(pool_id, (0, 0))

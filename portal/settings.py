@@ -46,7 +46,7 @@ PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip
 INSTALLED_APPS = [
     # First, so that its createsuperuser (which mentions STAFF_REQUIRE_MFA) wins.
     "accounts",
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin, as the operator console
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

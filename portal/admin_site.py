@@ -1,0 +1,75 @@
+"""The admin as an operator console: branded, sections in the order an operator works, and the
+fleet dashboard on the index page."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ops.fleet import fleet_dashboard_cached
+
+# Section, then (app label, model order within the app; models not named follow by name).
+# Customers go by app label, so that models added to `accounts` (organizations) slot in first.
+SECTIONS: list[tuple[str, list[tuple[str, list[str]]]]] = [
+    ("Fleet", [("catalog", ["routerpool", "router", "catalogmodel"])]),
+    (
+        "Customers",
+        [
+            ("accounts", ["organization", "membership", "invitation", "user", "plan"]),
+            ("apikeys", ["apikey", "apikeyevent"]),
+        ],
+    ),
+    ("Usage", [("metering", ["dailyusage", "usagerecord", "quarantinedusage", "usagepending"])]),
+    ("Status", [("ops", ["incident", "modelhealth", "modelday"])]),
+    ("Staff actions", [("audit", ["staffaction"])]),
+    ("Access", [("account", ["emailaddress"]), ("mfa", []), ("auth", ["group"])]),
+]
+# Plain words where Django's would be a class name.
+PLAIN_NAMES = {
+    ("catalog", "catalogmodel"): "Models",
+    ("apikeys", "apikey"): "API keys",
+    ("apikeys", "apikeyevent"): "API key events",
+    ("metering", "dailyusage"): "Daily usage ledgers",
+    ("metering", "usagerecord"): "Usage records",
+}
+
+
+class PortalAdminSite(admin.AdminSite):
+    site_header = "Cortensor Portal operations"
+    site_title = "Cortensor Portal operations"
+    index_title = "Cortensor Portal operations"
+    index_template = "admin/portal_index.html"
+
+    def get_app_list(self, request, app_label=None):
+        apps = super().get_app_list(request, app_label)
+        for app in apps:
+            for model in app["models"]:
+                plain = PLAIN_NAMES.get((app["app_label"], model["object_name"].lower()))
+                if plain:
+                    model["name"] = plain
+        if app_label:
+            return apps
+        by_label = {app["app_label"]: app for app in apps}
+        sections = []
+        for name, members in SECTIONS:
+            models, first = [], None
+            for label, order in members:
+                app = by_label.pop(label, None)
+                if app is None:
+                    continue
+                first = first or app
+
+                def rank(model, order=order):
+                    key = model["object_name"].lower()
+                    return (order.index(key) if key in order else len(order), model["name"])
+
+                models.extend(sorted(app["models"], key=rank))
+            if models:
+                sections.append({**first, "name": name, "models": models})
+        # Apps no section names (a new one) go last, as Django would list them.
+        for app in by_label.values():
+            sections.append(app)
+        return sections
+
+    def index(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "fleet": fleet_dashboard_cached()}
+        return super().index(request, extra_context)
