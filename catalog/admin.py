@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from audit.admin_mixins import AuditedAdminMixin, AuditedInlineFormsetMixin
+from audit.confirm import confirm_bulk
 from audit.services import staff_action_record
 from catalog.models import CatalogModel, Router, RouterPool
 from catalog.router_client import breaker_state, router_probe
@@ -117,30 +118,39 @@ class RouterAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin
     def breaker(self, router):
         return breaker_state(router.pk)
 
+    def _state_action(self, request, queryset, *, verb: str, enabled=None, draining=None):
+        after = {"enabled": enabled, "draining": draining}
+        changing = [
+            r for r in queryset
+            if any(v is not None and getattr(r, k) != v for k, v in after.items())
+        ]  # fmt: skip
+
+        def run():
+            for router in changing:
+                router_set_state(
+                    router=router, enabled=enabled, draining=draining, actor=request.user,
+                    action=f"router.{verb}",
+                )  # fmt: skip
+            self.message_user(request, f"{verb.capitalize()}: {len(changing)} router(s).")
+
+        return confirm_bulk(
+            self, request, title=f"{verb.capitalize()} these routers?", run=run,
+            rows=[(f"{r} (pool {r.pool})", router_state(r), _state_after(r, enabled, draining))
+                  for r in changing],
+            note="Disabled and draining routers take no new requests; open ones finish.",
+        )  # fmt: skip
+
     @admin.action(description="Enable selected routers")
     def enable(self, request, queryset):
-        for router in queryset:
-            router_set_state(
-                router=router, enabled=True, draining=False, actor=request.user,
-                action="router.enable",
-            )  # fmt: skip
-        self.message_user(request, f"Enabled {queryset.count()} router(s).")
+        return self._state_action(request, queryset, verb="enable", enabled=True, draining=False)
 
     @admin.action(description="Disable selected routers")
     def disable(self, request, queryset):
-        for router in queryset:
-            router_set_state(
-                router=router, enabled=False, actor=request.user, action="router.disable"
-            )
-        self.message_user(request, f"Disabled {queryset.count()} router(s).")
+        return self._state_action(request, queryset, verb="disable", enabled=False)
 
     @admin.action(description="Drain selected routers (finish open requests, take no new ones)")
     def drain(self, request, queryset):
-        for router in queryset:
-            router_set_state(
-                router=router, draining=True, actor=request.user, action="router.drain"
-            )
-        self.message_user(request, f"Draining {queryset.count()} router(s).")
+        return self._state_action(request, queryset, verb="drain", draining=True)
 
     @admin.action(description="Probe selected routers now")
     def probe_now(self, request, queryset):
@@ -184,3 +194,21 @@ class CatalogModelAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.Mode
     list_select_related = ("pool",)
     search_fields = ("public_id", "display_name")
     filter_horizontal = ("plans",)
+
+
+def router_state(router: Router) -> str:
+    """One word for what traffic a router takes: disabled, draining, or its probe's health."""
+    if not router.enabled:
+        return "disabled"
+    if router.draining:
+        return "draining"
+    return router.get_health_display()
+
+
+def _state_after(router: Router, enabled: bool | None, draining: bool | None) -> str:
+    changed = Router(
+        enabled=router.enabled if enabled is None else enabled,
+        draining=router.draining if draining is None else draining,
+        health=router.health,
+    )
+    return router_state(changed)
