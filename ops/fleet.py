@@ -63,14 +63,6 @@ class Fleet:
     problems: list[str] = field(default_factory=list)
 
 
-def router_state(router: Router) -> str:
-    if not router.enabled:
-        return "disabled"
-    if router.draining:
-        return "draining"
-    return router.get_health_display()
-
-
 def fleet_dashboard(*, now: datetime | None = None) -> Fleet:
     now = now or timezone.now()
     stats = router_stats_cached()
@@ -80,7 +72,7 @@ def fleet_dashboard(*, now: datetime | None = None) -> Fleet:
         Prefetch("routers", queryset=Router.objects.order_by("id"))
     ):
         lines = [
-            RouterLine(r, router_state(r), stats.get(r.pk, RouterStats()))
+            RouterLine(r, r.traffic_state, stats.get(r.pk, RouterStats()))
             for r in pool.routers.all()
         ]
         pools.append((pool, lines))

@@ -3,8 +3,12 @@ fleet dashboard on the index page."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from functools import partial
 
+from django.contrib import admin
+from django.urls import path
+
+from ops import admin_views
 from ops.fleet import fleet_dashboard_cached
 
 # Section, then (app label, model order within the app; models not named follow by name).
@@ -69,6 +73,35 @@ class PortalAdminSite(admin.AdminSite):
         for app in by_label.values():
             sections.append(app)
         return sections
+
+    def get_urls(self):
+        def view(fn):
+            return self.admin_view(partial(fn, self))
+
+        # Before the model admins' own: their "<object id>/" pattern would take these paths.
+        return [
+            path(
+                "catalog/router/<int:pk>/act/<slug:action>/",
+                view(admin_views.router_action),
+                name="ops_router_action",
+            ),
+            path(
+                "catalog/router/<int:pk>/try/",
+                view(admin_views.router_try_view),
+                name="ops_router_try",
+            ),
+            path(
+                "catalog/routerpool/<int:pk>/weights/",
+                view(admin_views.pool_weights),
+                name="ops_pool_weights",
+            ),
+            path(
+                "catalog/catalogmodel/<int:pk>/try/",
+                view(admin_views.model_try_view),
+                name="ops_model_try",
+            ),
+            *super().get_urls(),
+        ]
 
     def index(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "fleet": fleet_dashboard_cached()}
