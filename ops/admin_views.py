@@ -62,7 +62,7 @@ def shares(
 
 
 @require_http_methods(["GET", "POST"])
-def router_action(admin_site, request, pk: int, action: str):
+def router_action(request, pk: int, action: str, *, admin_site):
     if action not in ROUTER_ACTIONS:
         raise Http404("No such router action.")
     router = get_object_or_404(Router.objects.select_related("pool"), pk=pk)
@@ -131,7 +131,7 @@ class WeightsForm(forms.Form):
 
 
 @require_http_methods(["GET", "POST"])
-def pool_weights(admin_site, request, pk: int):
+def pool_weights(request, pk: int, *, admin_site):
     pool = get_object_or_404(RouterPool, pk=pk)
     routers = list(pool.routers.order_by("id"))
     form = WeightsForm(request.POST or None, routers=routers)
@@ -179,7 +179,7 @@ class RouterTryForm(TryForm):
 
 
 @require_http_methods(["GET", "POST"])
-def model_try_view(admin_site, request, pk: int):
+def model_try_view(request, pk: int, *, admin_site):
     model = get_object_or_404(CatalogModel, pk=pk)
     form = TryForm(request.POST or None)
     result = None
@@ -204,7 +204,7 @@ def model_try_view(admin_site, request, pk: int):
 
 
 @require_http_methods(["GET", "POST"])
-def router_try_view(admin_site, request, pk: int):
+def router_try_view(request, pk: int, *, admin_site):
     router = get_object_or_404(Router.objects.select_related("pool"), pk=pk)
     form = RouterTryForm(request.POST or None)
     form.fields["model"].queryset = CatalogModel.objects.filter(pool=router.pool_id, enabled=True)

@@ -76,7 +76,7 @@ class PortalAdminSite(admin.AdminSite):
 
     def get_urls(self):
         def view(fn):
-            return self.admin_view(partial(fn, self))
+            return self.admin_view(partial(fn, admin_site=self))
 
         # Before the model admins' own: their "<object id>/" pattern would take these paths.
         return [
