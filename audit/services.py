@@ -12,7 +12,7 @@ from audit.models import StaffAction
 
 def snapshot(obj: models.Model, fields: Iterable[str]) -> dict[str, Any]:
     """The named fields of `obj` as JSON-ready values (a foreign key as its object's str)."""
-    found = {}
+    found: dict[str, Any] = {}
     for name in fields:
         field = obj._meta.get_field(name)
         if field.is_relation:
