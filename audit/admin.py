@@ -14,6 +14,10 @@ class StaffActionAdmin(admin.ModelAdmin):
     list_select_related = ("actor",)
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+    class Media:
+        css = {"all": ("css/admin-ops.css",)}
+
     readonly_fields = (
         "created_at", "actor", "actor_label", "action", "target_type", "target_id",
         "target_label", "before", "after",
