@@ -21,6 +21,7 @@ from django.utils import timezone
 from catalog.models import CatalogModel, Router
 from metering.models import UsageRecord
 from ops.models import ModelDay, ModelHealth, State
+from ops.selectors import open_incidents_refresh, status_cache_clear
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def health_rollup(*, now: datetime | None = None) -> int:
     recounted once more (records are written a moment after their request ends), its state kept.
     """
     now = now or timezone.now()
+    open_incidents_refresh()  # the banner's cache: back within a minute after a flush
     current = bucket_of(now)
     previous = current - BUCKET
     models = list(CatalogModel.objects.filter(enabled=True).values_list("public_id", "pool_id"))
@@ -301,7 +303,6 @@ def health_prune(*, older_than_days: int = HISTORY_DAYS) -> int:
 def incident_sync(*, incident) -> None:
     """Take the incident's status from its newest update; resolved stamps `resolved_at`."""
     from ops.models import Incident
-    from ops.selectors import status_cache_clear
 
     newest = incident.updates.order_by("-created_at", "-id").first()
     if newest is not None:

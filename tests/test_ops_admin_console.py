@@ -349,6 +349,12 @@ def test_the_audit_list_is_read_only_filterable_and_names_the_operator(staff_cli
         "/admin/audit/staffaction/",
         "/admin/ops/incident/",
         "/admin/ops/modelhealth/",
+        "/admin/ops/modelday/",
+        "/admin/catalog/catalogmodel/",
+        "/admin/accounts/user/",
+        "/admin/accounts/plan/",
+        "/admin/apikeys/apikey/",
+        "/admin/catalog/routerpool/{pool}/weights/",
     ],
 )
 def test_admin_pages_touched_keep_a_fixed_number_of_queries(staff_client, fleet, path):

@@ -72,13 +72,19 @@ def test_refusals_are_counted_by_the_limit_that_bound(client, catalog, plan, ali
     plan.save()
     _, raw = alice_key
     assert _chat(client, raw).status_code == 200
-    assert _chat(client, raw).status_code == 429
+    refused = _chat(client, raw)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"  # the caller's code as ever
     assert _chat(client, raw).status_code == 429
     usage_aggregate()
     build_insights()
     today = InsightDay.objects.get(day=timezone.now().date())
     assert today.refusals == {"p_rpm": 2}
     assert (today.active_customers, today.active_keys) == (1, 1)
+    # The customer's dashboard shows the public code, not the limit's internal name.
+    client.force_login(alice)
+    dashboard = client.get("/dashboard").content.decode()
+    assert "rate_limit_exceeded" in dashboard and "p_rpm" not in dashboard
 
 
 def test_the_funnel_follows_each_sign_up_week(make_user, make_key, alice_key, alice):

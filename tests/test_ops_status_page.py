@@ -39,20 +39,29 @@ def fleet(db):
     return {"pool": pool, "llama": llama, "qwen": qwen}
 
 
-def _incident(title, *, status="investigating", models=(), started=None, resolved=None):
-    started = started or timezone.now() - timedelta(minutes=30)
-    incident = Incident.objects.create(title=title, started_at=started)
-    incident.affected_models.set(models)
-    IncidentUpdate.objects.create(
-        incident=incident, status="investigating", message="We are looking.", created_at=started
-    )
-    if status != "investigating":
-        IncidentUpdate.objects.create(
-            incident=incident, status=status, message=f"Now {status}.",
-            created_at=resolved or started + timedelta(minutes=10),
-        )  # fmt: skip
-    incident_sync(incident=incident)
-    return incident
+@pytest.fixture
+def incident(django_capture_on_commit_callbacks):
+    """incident(title, status=..., models=..., started=..., resolved=...): written as staff
+    write it, its commit hooks run (the banner's cache is rewritten)."""
+
+    def make(title, *, status="investigating", models=(), started=None, resolved=None):
+        started = started or timezone.now() - timedelta(minutes=30)
+        with django_capture_on_commit_callbacks(execute=True):
+            found = Incident.objects.create(title=title, started_at=started)
+            found.affected_models.set(models)
+            IncidentUpdate.objects.create(
+                incident=found, status="investigating", message="We are looking.",
+                created_at=started,
+            )  # fmt: skip
+            if status != "investigating":
+                IncidentUpdate.objects.create(
+                    incident=found, status=status, message=f"Now {status}.",
+                    created_at=resolved or started + timedelta(minutes=10),
+                )  # fmt: skip
+            incident_sync(incident=found)
+        return found
+
+    return make
 
 
 def test_anyone_sees_every_enabled_model_with_its_state(client, fleet):
@@ -66,8 +75,8 @@ def test_anyone_sees_every_enabled_model_with_its_state(client, fleet):
     assert html.count('<li class="day-') == 2 * STATUS_DAYS
 
 
-def test_json_has_states_days_and_incidents(client, fleet):
-    _incident("Slow answers", models=[fleet["llama"]])
+def test_json_has_states_days_and_incidents(incident, client, fleet):
+    incident("Slow answers", models=[fleet["llama"]])
     data = client.get("/status.json").json()
     assert data["status"] == "degraded"
     by_id = {m["id"]: m for m in data["models"]}
@@ -80,8 +89,8 @@ def test_json_has_states_days_and_incidents(client, fleet):
     assert data["incidents"][0]["updates"][0]["message"] == "We are looking."
 
 
-def test_no_internal_detail_appears_in_the_page_or_the_json(client, fleet):
-    _incident("Pool trouble", models=[fleet["llama"], fleet["qwen"]])
+def test_no_internal_detail_appears_in_the_page_or_the_json(incident, client, fleet):
+    incident("Pool trouble", models=[fleet["llama"], fleet["qwen"]])
     html = client.get("/status").content.decode()
     document = client.get("/status.json").content.decode()
     for text in (html, document):
@@ -117,12 +126,12 @@ def test_a_model_without_recent_history_has_no_known_state(client, fleet):
     assert data["status"] == "unknown"
 
 
-def test_open_and_recent_incidents_show_with_their_updates(client, fleet):
-    _incident("Llama is slow", status="identified", models=[fleet["llama"]])
-    _incident("Qwen errors fixed", status="resolved", models=[fleet["qwen"]])
+def test_open_and_recent_incidents_show_with_their_updates(incident, client, fleet):
+    incident("Llama is slow", status="identified", models=[fleet["llama"]])
+    incident("Qwen errors fixed", status="resolved", models=[fleet["qwen"]])
     long_ago = timezone.now() - timedelta(days=40)
     later = long_ago + timedelta(hours=1)
-    _incident("Ancient outage", status="resolved", started=long_ago, resolved=later)
+    incident("Ancient outage", status="resolved", started=long_ago, resolved=later)
     html = client.get("/status").content.decode()
     assert "Llama is slow" in html and "Now identified." in html and "We are looking." in html
     assert "Qwen errors fixed" in html and "Now resolved." in html
@@ -132,9 +141,9 @@ def test_open_and_recent_incidents_show_with_their_updates(client, fleet):
 
 
 @pytest.mark.parametrize("path", ["/dashboard", "/docs", "/status"])
-def test_an_open_incident_shows_on_the_dashboard_and_docs(client, alice, fleet, path):
-    _incident("Elevated error rates", models=[fleet["llama"]])
-    _incident("Fixed yesterday", status="resolved")
+def test_an_open_incident_shows_on_the_dashboard_and_docs(incident, client, alice, fleet, path):
+    incident("Elevated error rates", models=[fleet["llama"]])
+    incident("Fixed yesterday", status="resolved")
     client.force_login(alice)
     html = client.get(path).content.decode()
     assert 'id="incident-banner"' in html
@@ -143,36 +152,56 @@ def test_an_open_incident_shows_on_the_dashboard_and_docs(client, alice, fleet, 
     assert "Fixed yesterday" not in banner
 
 
-def test_no_banner_without_an_open_incident(client, fleet):
-    _incident("Over", status="resolved")
+def test_no_banner_without_an_open_incident(incident, client, fleet):
+    incident("Over", status="resolved")
     assert 'id="incident-banner"' not in client.get("/docs").content.decode()
 
 
-def test_staff_write_an_incident_in_the_admin(client, staff, fleet):
+def test_staff_write_an_incident_in_the_admin(
+    client, staff, fleet, django_capture_on_commit_callbacks
+):
     client.force_login(staff)
     now = timezone.now()
-    response = client.post(
-        "/admin/ops/incident/add/",
-        {
-            "title": "Timeouts on Llama",
-            "affected_models": [fleet["llama"].pk],
-            "started_at_0": now.strftime("%Y-%m-%d"),
-            "started_at_1": now.strftime("%H:%M:%S"),
-            "updates-TOTAL_FORMS": "1",
-            "updates-INITIAL_FORMS": "0",
-            "updates-MIN_NUM_FORMS": "0",
-            "updates-MAX_NUM_FORMS": "1000",
-            "updates-0-status": "identified",
-            "updates-0-message": "A router is overloaded.",
-            "updates-0-created_at_0": now.strftime("%Y-%m-%d"),
-            "updates-0-created_at_1": now.strftime("%H:%M:%S"),
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/ops/incident/add/",
+            {
+                "title": "Timeouts on Llama",
+                "affected_models": [fleet["llama"].pk],
+                "started_at_0": now.strftime("%Y-%m-%d"),
+                "started_at_1": now.strftime("%H:%M:%S"),
+                "updates-TOTAL_FORMS": "1",
+                "updates-INITIAL_FORMS": "0",
+                "updates-MIN_NUM_FORMS": "0",
+                "updates-MAX_NUM_FORMS": "1000",
+                "updates-0-status": "identified",
+                "updates-0-message": "A router is overloaded.",
+                "updates-0-created_at_0": now.strftime("%Y-%m-%d"),
+                "updates-0-created_at_1": now.strftime("%H:%M:%S"),
+            },
+        )
     assert response.status_code == 302, response.content.decode()[:2000]
     incident = Incident.objects.get()
     assert incident.status == "identified" and incident.created_by == staff
     assert incident.updates.get().created_by == staff
     assert "Timeouts on Llama" in client.get("/status").content.decode()  # cache cleared
+    assert 'id="incident-banner"' in client.get("/docs").content.decode()
+
+
+def test_the_banner_costs_pages_no_query_and_comes_back_after_a_cache_flush(
+    incident, client, fleet
+):
+    from django.core.cache import cache
+
+    incident("Elevated latency")
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get("/models").content.decode()
+    assert "Elevated latency" in html
+    assert not [q for q in queries.captured_queries if "ops_incident" in q["sql"]]
+    cache.clear()
+    assert "Elevated latency" not in client.get("/models").content.decode()
+    health_rollup()  # beat, every minute
+    assert "Elevated latency" in client.get("/models").content.decode()
 
 
 def test_cached_briefly_with_a_cache_control_a_cdn_honours(client, fleet):
@@ -185,15 +214,15 @@ def test_cached_briefly_with_a_cache_control_a_cdn_honours(client, fleet):
     assert len(again.captured_queries) == 0  # from the cache
 
 
-def test_queries_do_not_grow_with_models_days_or_incidents(client, fleet):
+def test_queries_do_not_grow_with_models_days_or_incidents(incident, client, fleet):
     from django.core.cache import cache
 
-    _incident("The first", models=[fleet["llama"]])
+    incident("The first", models=[fleet["llama"]])
     with CaptureQueriesContext(connection) as few:
         client.get("/status")
     for i in range(10):
         model = CatalogModel.objects.create(public_id=f"cortensor/m{i}", pool=fleet["pool"])
-        _incident(f"Incident {i}", status="monitoring", models=[model])
+        incident(f"Incident {i}", status="monitoring", models=[model])
     today = timezone.now().date()
     ModelDay.objects.bulk_create(
         ModelDay(model=f"cortensor/m{i}", day=today - timedelta(days=d), buckets=288)

@@ -43,8 +43,9 @@
       svg.appendChild(el("line", {x1: PAD_L, x2: W, y1: y, y2: y, class: "grid"}));
       svg.appendChild(el("text", {x: PAD_L - 4, y: y + 4, "text-anchor": "end", class: "axis"}, short(Math.round(max * f))));
     });
-    [0, Math.floor(n / 2), n - 1].forEach(function (i) {
-      svg.appendChild(el("text", {x: PAD_L + step * (i + 0.5), y: H - 6, "text-anchor": "middle", class: "axis"}, days[i].slice(5)));
+    [[0, "start", PAD_L], [Math.floor(n / 2), "middle", null], [n - 1, "end", W]].forEach(function (t) {
+      var x = t[2] === null ? PAD_L + step * (t[0] + 0.5) : t[2];
+      svg.appendChild(el("text", {x: x, y: H - 6, "text-anchor": t[1], class: "axis"}, days[t[0]].slice(5)));
     });
     if (chart.kind === "bars") {
       var base = new Array(n).fill(0);
