@@ -42,7 +42,7 @@ class TrialResult:
 def model_try(*, staff, model: CatalogModel, prompt: str = DEFAULT_PROMPT) -> TrialResult:
     """One chat completion of `model` through the pipeline, as `staff`'s internal key."""
     request_id = new_request_id()
-    routed: dict[str, object] = {}
+    routed: dict[str, int] = {}
 
     def on_routed(router: RouterInfo, ttfb_ms: int) -> None:
         routed["router_id"], routed["ttfb_ms"] = router.id, ttfb_ms
@@ -67,7 +67,7 @@ def model_try(*, staff, model: CatalogModel, prompt: str = DEFAULT_PROMPT) -> Tr
         ok=response.status_code == 200,
         router=str(router) if router else "",
         router_id=router.pk if router else None,
-        ttfb_ms=routed.get("ttfb_ms"),  # type: ignore[arg-type]
+        ttfb_ms=routed.get("ttfb_ms"),
         total_ms=total_ms,
         request_id=request_id,
     )
