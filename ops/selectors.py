@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,6 +12,8 @@ from django.utils import timezone
 
 from catalog.models import CatalogModel
 from ops.models import Incident, IncidentUpdate, ModelDay, ModelHealth
+
+log = logging.getLogger(__name__)
 
 STATUS_DAYS = 90
 RECENT_INCIDENT_DAYS = 14
@@ -145,8 +148,13 @@ def status_overview_cached() -> StatusOverview:
 def open_incidents_cached() -> list[dict]:
     """Open incidents as {title, status, started_at}, for the banner on every page: from the
     cache only, so that no page pays a query for it. Written when staff change an incident
-    and refreshed by the status rollup every minute (after a cache flush, within a minute)."""
-    return cache.get(_OPEN_CACHE_KEY) or []
+    and refreshed by the status rollup every minute (after a cache flush, within a minute).
+    With the shared cache down, no banner: the pages keep working."""
+    try:
+        return cache.get(_OPEN_CACHE_KEY) or []
+    except Exception as exc:
+        log.warning("open incidents: cache unavailable (%s)", exc.__class__.__name__)
+        return []
 
 
 def open_incidents_refresh() -> list[dict]:
