@@ -11,7 +11,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from ops.insights import LIMIT_NAMES, Series, funnel, series, top_customers
+from ops.insights import LIMIT_NAMES, Series, funnel, insights_build, series, top_customers
+from ops.views import embedded_catch_up
 
 OUTCOME_COLUMNS = ("upstream_errors", "timeouts", "client_errors", "cancelled", "refused")
 
@@ -106,6 +107,7 @@ def charts(data: Series) -> list[dict]:
 @require_GET
 @staff_member_required
 def insights_page(request):
+    embedded_catch_up("insights", lambda: insights_build(day=timezone.now().date()))
     data = series()
     drawn = charts(data)
     return render(

@@ -237,3 +237,14 @@ def test_queries_do_not_grow_with_models_days_or_incidents(incident, client, fle
     assert len(many.captured_queries) <= 7
     for query in many.captured_queries:
         assert "usagerecord" not in query["sql"].lower()
+
+
+def test_make_run_without_beat_rolls_the_history_up_itself(client, fleet, settings):
+    ModelHealth.objects.all().delete()
+    assert {m["status"] for m in client.get("/status.json").json()["models"]} == {"unknown"}
+
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.DEBUG, settings.CELERY_TASK_ALWAYS_EAGER = True, True  # `make run`
+    assert {m["status"] for m in client.get("/status.json").json()["models"]} == {"degraded"}
