@@ -14,7 +14,8 @@ from django.views.decorators.http import require_GET
 from ops.insights import LIMIT_NAMES, Series, funnel, insights_build, series, top_customers
 from ops.views import embedded_catch_up
 
-OUTCOME_COLUMNS = ("upstream_errors", "timeouts", "client_errors", "cancelled", "refused")
+# Refusals have their own chart, by the limit that bound.
+ERROR_COLUMNS = ("upstream_errors", "timeouts", "client_errors", "cancelled")
 
 
 def _per_model(data: Series, column: str) -> list[dict]:
@@ -34,7 +35,7 @@ def _latency(data: Series, column: str) -> list[dict]:
 def _errors(data: Series) -> list[dict]:
     found = []
     for model, rows in sorted(data.by_model.items()):
-        for column in OUTCOME_COLUMNS[:4]:
+        for column in ERROR_COLUMNS:
             values = [getattr(r, column) if r else 0 for r in rows]
             if any(values):
                 found.append({"name": f"{model} {column.replace('_', ' ')}", "values": values})
