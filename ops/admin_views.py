@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -31,6 +32,12 @@ ROUTER_ACTIONS = {
     "drain": (None, True, "Drain"),
     "probe": (None, None, "Probe"),
 }
+
+
+def _require(request, permission: str) -> None:
+    """Staff pass the admin's own check; these pages also need the model permission."""
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
 
 
 def _back(request, default: str) -> str:
@@ -63,6 +70,7 @@ def shares(
 
 @require_http_methods(["GET", "POST"])
 def router_action(request, pk: int, action: str, *, admin_site):
+    _require(request, "catalog.change_router")
     if action not in ROUTER_ACTIONS:
         raise Http404("No such router action.")
     router = get_object_or_404(Router.objects.select_related("pool"), pk=pk)
@@ -132,6 +140,7 @@ class WeightsForm(forms.Form):
 
 @require_http_methods(["GET", "POST"])
 def pool_weights(request, pk: int, *, admin_site):
+    _require(request, "catalog.change_router")
     pool = get_object_or_404(RouterPool, pk=pk)
     routers = list(pool.routers.order_by("id"))
     form = WeightsForm(request.POST or None, routers=routers)
@@ -180,6 +189,7 @@ class RouterTryForm(TryForm):
 
 @require_http_methods(["GET", "POST"])
 def model_try_view(request, pk: int, *, admin_site):
+    _require(request, "catalog.view_catalogmodel")
     model = get_object_or_404(CatalogModel, pk=pk)
     form = TryForm(request.POST or None)
     result = None
@@ -205,6 +215,7 @@ def model_try_view(request, pk: int, *, admin_site):
 
 @require_http_methods(["GET", "POST"])
 def router_try_view(request, pk: int, *, admin_site):
+    _require(request, "catalog.view_router")
     router = get_object_or_404(Router.objects.select_related("pool"), pk=pk)
     form = RouterTryForm(request.POST or None)
     form.fields["model"].queryset = CatalogModel.objects.filter(pool=router.pool_id, enabled=True)

@@ -376,3 +376,19 @@ def test_admin_pages_touched_keep_a_fixed_number_of_queries(staff_client, fleet,
     with CaptureQueriesContext(connection) as many:
         assert staff_client.get(url).status_code == 200
     assert len(many.captured_queries) == len(few.captured_queries), url
+
+
+def test_staff_without_the_router_permission_cannot_act_on_routers(client, make_user, fleet):
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    viewer = make_user("viewer@example.com")
+    viewer.is_staff = True
+    viewer.save()
+    TOTP.activate(viewer, generate_totp_secret())
+    client.force_login(viewer)
+    router = fleet["routers"][0]
+    assert client.post(f"/admin/catalog/router/{router.pk}/act/drain/").status_code == 403
+    pool = fleet["pool"].pk
+    assert client.get(f"/admin/catalog/routerpool/{pool}/weights/").status_code == 403
+    router.refresh_from_db()
+    assert not router.draining
