@@ -355,12 +355,15 @@ def test_the_audit_list_is_read_only_filterable_and_names_the_operator(staff_cli
         "/admin/accounts/plan/",
         "/admin/apikeys/apikey/",
         "/admin/catalog/routerpool/{pool}/weights/",
+        "/admin/catalog/router/{router}/act/drain/",
+        "/admin/catalog/router/{router}/try/",
+        "/admin/catalog/catalogmodel/{model}/try/",
     ],
 )
 def test_admin_pages_touched_keep_a_fixed_number_of_queries(staff_client, fleet, path):
     from django.core.cache import cache
 
-    url = path.format(pool=fleet["pool"].pk)
+    url = path.format(pool=fleet["pool"].pk, router=fleet["routers"][0].pk, model=fleet["model"].pk)
     staff_client.get(url)
     cache.clear()
     with CaptureQueriesContext(connection) as few:

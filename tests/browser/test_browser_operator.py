@@ -90,9 +90,11 @@ def test_an_operator_handles_a_router_outage(page, context, live_server, staff, 
     # 2. From there to the pool page, and drain the router (confirmed, with the shares).
     page.get_by_role("link", name="Pool eu").click()
     row = page.locator("tr", has=page.get_by_role("link", name="eu-1"))
+    assert_accessible(page, "pool page")
     _shot(page, "admin-pool-page")
     row.locator('a[data-action="drain"]').click()
     expect(page.locator("#router-change")).to_contain_text("unhealthy → draining")
+    assert_accessible(page, "drain confirmation")
     page.locator("#router-action-apply").click()
     expect(page.locator(".messagelist")).to_contain_text("eu-1 is now draining")
     down.refresh_from_db()
@@ -104,6 +106,7 @@ def test_an_operator_handles_a_router_outage(page, context, live_server, staff, 
     page.locator("#try-send").click()
     expect(page.locator("#try-router")).to_have_text("eu-0")
     expect(page.locator("#try-answer")).not_to_be_empty()
+    assert_accessible(page, "try this model")
 
     # 4. The router is back: a probe succeeds, then the operator enables it.
     sims[1].start()
