@@ -18,6 +18,8 @@ from django.utils.html import format_html
 
 from accounts.models import Plan, User
 from accounts.services import user_set_plan, users_set_active
+from audit.admin_mixins import AuditedAdminMixin
+from audit.confirm import confirm_bulk
 from core.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
@@ -73,7 +75,9 @@ class UserChangeAdminForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
+    audit_fields = ("email", "plan", "is_active", "is_staff", "is_superuser")
+    audit_secret_fields = ("password",)
     form = UserChangeAdminForm
     add_form = UserCreationAdminForm
     fieldsets = (
@@ -113,13 +117,29 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Suspend selected users (no log-in, API keys refused)",
                   permissions=["change"])  # fmt: skip
     def suspend_selected(self, request, queryset):
-        count = users_set_active(users=queryset.exclude(pk=request.user.pk), active=False)
-        self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
+        users = queryset.exclude(pk=request.user.pk)
+
+        def run():
+            count = users_set_active(users=users, active=False, actor=request.user)
+            self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Suspend these users?", run=run,
+            rows=[(u, "active", "suspended: no log-in, API keys refused")
+                  for u in users.filter(is_active=True)],
+            note="You are never suspended by your own action.",
+        )  # fmt: skip
 
     @admin.action(description="Reinstate selected users", permissions=["change"])
     def reinstate_selected(self, request, queryset):
-        count = users_set_active(users=queryset, active=True)
-        self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
+        def run():
+            count = users_set_active(users=queryset, active=True, actor=request.user)
+            self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Reinstate these users?", run=run,
+            rows=[(u, "suspended", "active") for u in queryset.filter(is_active=False)],
+        )  # fmt: skip
 
     def get_deleted_objects(self, objs, request):
         # The key admin refuses to delete single keys (revoke them instead), which would also
@@ -146,10 +166,18 @@ class UserAdmin(DjangoUserAdmin):
 
 def _set_plan_action(plan: Plan):
     def action(modeladmin, request, queryset):
-        count = user_set_plan(users=queryset, plan=plan)
-        modeladmin.message_user(
-            request, f"Moved {count} user(s) to plan “{plan.name}”.", messages.SUCCESS
-        )
+        def run():
+            count = user_set_plan(users=queryset, plan=plan, actor=request.user)
+            modeladmin.message_user(
+                request, f"Moved {count} user(s) to plan “{plan.name}”.", messages.SUCCESS
+            )
+
+        default = Plan.objects.default()
+        return confirm_bulk(
+            modeladmin, request, title=f"Move these users to plan “{plan.name}”?", run=run,
+            rows=[(u, (u.plan.name if u.plan else f"default ({default})"), plan.name)
+                  for u in queryset.select_related("plan") if u.plan_id != plan.pk],
+        )  # fmt: skip
 
     return action
 
@@ -198,7 +226,8 @@ class PlanAdminForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+class PlanAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin):
+    audit_fields = ("name", "is_default", *Plan.LIMIT_FIELDS, "all_models")
     form = PlanAdminForm
     list_display = (
         "name",

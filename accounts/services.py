@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Plan, User
 from accounts.signals import users_bulk_changed
+from audit.services import staff_actions_record
 
 
 def _bulk_update(users: QuerySet[User], **fields) -> int:
@@ -20,12 +21,37 @@ def _bulk_update(users: QuerySet[User], **fields) -> int:
     return updated
 
 
-def user_set_plan(*, users: QuerySet[User], plan: Plan | None) -> int:
-    """Move users to `plan` (None: no plan, so the default plan applies). Returns how many."""
-    return _bulk_update(users, plan=plan)
+def user_set_plan(*, users: QuerySet[User], plan: Plan | None, actor=None) -> int:
+    """Move users to `plan` (None: no plan, so the default plan applies). Returns how many.
+    With an `actor` (staff), each user's move is on record, plan before → after."""
+    with transaction.atomic():
+        if actor is not None:
+            after = {"plan": plan.name if plan else None}
+            staff_actions_record(
+                actor=actor,
+                action="user.set_plan",
+                changes=[
+                    (u, {"plan": u.plan.name if u.plan else None}, after)
+                    for u in users.select_related("plan")
+                    if u.plan_id != (plan.pk if plan else None)
+                ],
+            )
+        return _bulk_update(users, plan=plan)
 
 
-def users_set_active(*, users: QuerySet[User], active: bool) -> int:
+def users_set_active(*, users: QuerySet[User], active: bool, actor=None) -> int:
     """Suspend (active=False) or reinstate users. A suspended user cannot log in, and their
-    API keys answer 401 from the next request on, in every process."""
-    return _bulk_update(users, is_active=active)
+    API keys answer 401 from the next request on, in every process. With an `actor` (staff),
+    each change is on record."""
+    with transaction.atomic():
+        if actor is not None:
+            staff_actions_record(
+                actor=actor,
+                action="user.reinstate" if active else "user.suspend",
+                changes=[
+                    (u, {"is_active": u.is_active}, {"is_active": active})
+                    for u in users
+                    if u.is_active != active
+                ],
+            )
+        return _bulk_update(users, is_active=active)

@@ -63,6 +63,15 @@ class Router(models.Model):
     def __str__(self) -> str:
         return self.name or f"{self.pool.name}#{self.pk}"
 
+    @property
+    def traffic_state(self) -> str:
+        """One word for what traffic it takes: disabled, draining, or its probe's health."""
+        if not self.enabled:
+            return "disabled"
+        if self.draining:
+            return "draining"
+        return self.get_health_display()
+
     def clean(self) -> None:
         super().clean()
         problem = router_url_problem(self.base_url or "")

@@ -135,7 +135,8 @@ class Call:
         return usage_refused(self.usage)
 
     def fail(self, error: ApiError, headers: dict[str, str] | None = None) -> JsonResponse:
-        if not self.end(outcome=outcome_for(error), status=error.status, error_code=error.code):
+        outcome = outcome_for(error)
+        if not self.end(outcome=outcome, status=error.status, error_code=error.record_code):
             error = RateLimited(
                 "Too many refused requests from this API key; fix the requests before "
                 "retrying. Retry after 60s.",
@@ -179,9 +180,11 @@ def completion_serve(
     creq_parse: BodyParser,
     body_getter: BodyGetter,
     client_socket: socket.socket | None = None,
+    on_routed: Callable[[RouterInfo, int], None] | None = None,
 ) -> HttpResponseBase:
     """Handle one chat or legacy completion request; always returns a response.
-    `client_socket` (gunicorn's, when served by it) gets a send timeout while streaming."""
+    `client_socket` (gunicorn's, when served by it) gets a send timeout while streaming;
+    `on_routed` (staff's "try this model") hears which router took it and its TTFB in ms."""
     endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
     call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
     try:
@@ -211,6 +214,8 @@ def completion_serve(
 
     call.usage.router_id = up.router.id
     call.usage.ttfb_ms = call.elapsed_ms()
+    if on_routed is not None:
+        on_routed(up.router, call.usage.ttfb_ms)
     creq = ready.creq
     answer = _Answer(
         call=call,

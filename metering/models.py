@@ -52,6 +52,12 @@ class UsageRecord(models.Model):
     def __str__(self) -> str:
         return self.request_id
 
+    @property
+    def public_error_code(self) -> str:
+        """The code the caller got: a refusal's record adds the limit that bound after a colon
+        (`rate_limit_exceeded:p_rpm`, for staff insights), which is not the caller's business."""
+        return self.error_code.partition(":")[0]
+
 
 class QuarantinedUsage(models.Model):
     """A usage record the database refused (a value out of range, a broken constraint), kept

@@ -46,7 +46,7 @@ PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip
 INSTALLED_APPS = [
     # First, so that its createsuperuser (which mentions STAFF_REQUIRE_MFA) wins.
     "accounts",
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin, as the operator console
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "catalog",
     "inference",
     "metering",
+    "ops",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +198,9 @@ CELERY_BEAT_SCHEDULE = {
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
     "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
+    "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
+    "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},
+    "prune-status-history": {"task": "ops.tasks.prune_health", "schedule": 3600.0},
 }
 
 # --- limits ---------------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def test_the_move_to_plan_action_updates_users_and_their_cached_keys(
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(
-            USERS, {"action": f"set_plan_{pro.pk}", "_selected_action": [alice.pk]}
+            USERS,
+            {"action": f"set_plan_{pro.pk}", "_selected_action": [alice.pk], "confirmed": "yes"},
         )
 
     assert response.status_code == 302

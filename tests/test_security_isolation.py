@@ -31,6 +31,7 @@ NOT_OBJECT_IDS = {
     r"accounts/^password/reset/key/(?P<uidb36>[0-9A-Za-z]+)-(?P<key>.+)/$": (
         "allauth's uid + one-time token, checked together"
     ),
+    "staff/insights/<slug:name>.csv": "a chart's name; staff only (tests/test_ops_insights.py)",
     "dev/mail/<str:msg_id>/": (
         "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
     ),
@@ -151,6 +152,8 @@ def _admin_values(alice, alices) -> dict:
         "content_type_id": ContentType.objects.get_for_model(ApiKey).pk,
         "app_label": "accounts",
         "url": "accounts/user/",
+        "pk": 1,  # the operator's pages (ops/admin_views.py)
+        "action": "drain",
     }
 
 

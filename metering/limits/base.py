@@ -222,9 +222,17 @@ def _whose(limits: Limits, name: str) -> str:
 def rejection(
     limits: Limits, outcome: LimitsVerdict, *, reserve: int
 ) -> RateLimited | QuotaExceeded:
-    """The error for a refused admission: the limit that keeps the caller waiting longest."""
-    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
+    """The error for a refused admission: the limit that keeps the caller waiting longest.
+    Its record_detail names that limit, for the usage record (staff count refusals by it)."""
+    error = _rejection(limits, outcome, reserve=reserve)
+    error.record_detail = _longest_wait(outcome)[0]
+    return error
+
+
+def _longest_wait(outcome: LimitsVerdict) -> tuple[str, int]:
+    """The refused limit the caller waits longest for, and that wait in milliseconds."""
     periods = Periods.at(outcome.now_ms)
+    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
     waits: dict[str, int] = {}
     for name in outcome.failed:
         if name in outcome.retry_ms:
@@ -237,7 +245,15 @@ def rejection(
         else:  # concurrency: a slot frees when any request ends; nothing better to promise
             waits[name] = 1000
     name = max(waits, key=lambda n: waits[n])
-    wait_ms = max(1, waits[name])
+    return name, waits[name]
+
+
+def _rejection(
+    limits: Limits, outcome: LimitsVerdict, *, reserve: int
+) -> RateLimited | QuotaExceeded:
+    periods = Periods.at(outcome.now_ms)
+    name, wait_ms = _longest_wait(outcome)
+    wait_ms = max(1, wait_ms)
     retry_after = max(1, math.ceil(wait_ms / 1000))
     headers = {**rate_headers(limits, outcome), "Retry-After": str(retry_after)}
     limit = getattr(limits, name)
