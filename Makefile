@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A development .env (from .env.example, with its own SECRET_KEY) when there is none; never
+# overwritten. The settings read it, so `manage.py` in a second terminal sees what `make run` sees.
+.env:
+	@secret=$$($(PYTHON) -c "import secrets; print('dev-' + secrets.token_urlsafe(32))") && \
+	  sed "s|^SECRET_KEY=.*|SECRET_KEY=$$secret|" .env.example > .env.tmp && mv .env.tmp .env
+	@echo "wrote .env (development settings; edit it, make never overwrites it)"
+
 # The embedded default: SQLite, local-memory cache, eager Celery, a router simulator beside it.
-run: export DEBUG ?= 1
 run: export ROUTER_SIM_URL ?= http://127.0.0.1:$(SIM_PORT)
 run: export PORTAL_BASE_URL ?= http://127.0.0.1:$(PORT)
-run: $(STAMP)
+run: $(STAMP) .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --router-url $(ROUTER_SIM_URL)
 	@$(PY) manage.py run_router_sim --port $(SIM_PORT) --latency-ms 150 --chunk-delay-ms 40 --chunks 24 & \

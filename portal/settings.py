@@ -1,4 +1,7 @@
-"""Settings, all from the environment (see .env.example for every variable).
+"""Settings, all from the environment (see .env.example for every variable), and from a
+`.env` file at the checkout's root (ENV_FILE names another; empty: none), which never wins over
+a variable already set. `make run` writes a development one, so `manage.py` commands in a
+second terminal see the same settings as the server.
 
 With nothing set, the portal runs on the embedded default: a SQLite file, a local-memory
 cache, in-process limits and Celery tasks run eagerly. DATABASE_URL and REDIS_URL switch it to
@@ -15,12 +18,14 @@ from core.env import (
     env_bool,
     env_int,
     env_list,
+    database_from_env,
+    email_from_env,
     env_str,
-    parse_database_url,
-    parse_email_url,
+    read_env_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+read_env_file(env_str("ENV_FILE", str(BASE_DIR / ".env")))
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -112,8 +117,9 @@ TEMPLATES = [
 FORM_RENDERER = "portal.forms.PortalFormRenderer"
 
 # --- database -------------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
-_db = parse_database_url(DATABASE_URL, base_dir=str(BASE_DIR))
+_db = database_from_env(
+    "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}", base_dir=str(BASE_DIR)
+)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     # psycopg's pool bounds the PostgreSQL connections of a worker process however many
     # greenlets (open streams) it runs: a greenlet borrows a connection for its queries and
@@ -267,7 +273,7 @@ if _EMAIL_URL == "file:" or (not _EMAIL_URL and DEBUG):
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 else:
-    globals().update(parse_email_url(_EMAIL_URL or "console:"))
+    globals().update(email_from_env("EMAIL_URL"))
     EMAIL_FILE_PATH = ""  # no file outbox: the dev mailbox stays off
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Cortensor Portal <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
