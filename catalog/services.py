@@ -212,7 +212,7 @@ def _apply_model(raw, where: str) -> None:
         if text in data:
             defaults[text] = _str(data, text, where, required=False)
     model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
-    if model.default_max_tokens > model.max_tokens:
+    if model.default_max_tokens is not None and model.default_max_tokens > model.max_tokens:
         model.default_max_tokens = model.max_tokens
         model.save(update_fields=["default_max_tokens"])
 

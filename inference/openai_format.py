@@ -39,7 +39,6 @@ def completion_body(
         "object": obj,
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [choice],
         "usage": usage,
     }
@@ -56,7 +55,6 @@ class ChunkWriter:
             "object": self.object,
             "created": created,
             "model": model,
-            "system_fingerprint": None,
         }
 
     def _event(self, payload: dict) -> bytes:

@@ -42,6 +42,9 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    # The API's `user` parameter: the caller's own id for its end user (OpenAI's abuse
+    # monitoring field), shown in the request log. Not the portal user: that is `user` above.
+    end_user = models.CharField(max_length=256, blank=True, default="")
 
     class Meta:
         ordering = ["-id"]
