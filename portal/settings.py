@@ -73,6 +73,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # /v1/ only: CORS (preflights answered before auth) and the SDKs' retry headers.
+    "core.api_headers.ApiHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Refuse oversized/malformed requests to /v1/ and /api/ before any body read.
     "core.api_guard.ApiGuardMiddleware",
@@ -91,6 +93,7 @@ MIDDLEWARE = [
 # The /v1/ API's stack (portal/wsgi.py): no sessions, CSRF, messages, allauth or CSP there.
 API_MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    "core.api_headers.ApiHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.api_guard.ApiGuardMiddleware",
 ]
