@@ -87,8 +87,8 @@ _DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql", "sqlite"}
 
 def database_from_env(name: str, *, default: str, base_dir: str) -> dict:
     """`postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` -> a DATABASES entry,
-    parsed by environs[django]'s dj-database-url; other engines are refused, a relative SQLite path is
-    taken from `base_dir`."""
+    parsed by environs[django]'s dj-database-url; other engines are refused, and a relative
+    SQLite path is taken from `base_dir`."""
     url = env_str(name) or default
     scheme = urlparse(url).scheme
     if scheme not in _DATABASE_SCHEMES:

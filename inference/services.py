@@ -248,7 +248,7 @@ def _prepare(
     """Validate the body, resolve the model and check the token budget; raises ApiError."""
     creq: CompletionRequest = creq_parse(body_getter())
     call.usage.streamed = creq.stream
-    call.usage.end_user = creq.sampling.user or ""
+    call.usage.end_user = creq.sampling.user
     model, plan = resolve_model(principal, creq.model)
     call.usage.model = model.public_id  # only once resolved: never what a client typed
     call.usage.pool = model.pool_name

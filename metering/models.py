@@ -44,7 +44,9 @@ class UsageRecord(models.Model):
     created_at = models.DateTimeField(db_index=True)
     # The API's `user` parameter: the caller's own id for its end user (OpenAI's abuse
     # monitoring field), shown in the request log. Not the portal user: that is `user` above.
-    end_user = models.CharField(max_length=256, blank=True, default="")
+    # Nullable without a default: SQLite adds the column in place (a remade table would lose
+    # the UsagePending trigger), PostgreSQL without rewriting the table.
+    end_user = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-id"]

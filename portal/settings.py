@@ -15,11 +15,11 @@ from pathlib import Path
 from core.env import (
     ConfigError,
     check_redis_url,
+    database_from_env,
+    email_from_env,
     env_bool,
     env_int,
     env_list,
-    database_from_env,
-    email_from_env,
     env_str,
     read_env_file,
 )
