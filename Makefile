@@ -6,15 +6,25 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages
+.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages lock
 
-$(STAMP): pyproject.toml
+# The virtualenv from the lock file (exact versions: CI and the image install the same ones),
+# then the project itself without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Re-resolve pyproject.toml's ranges into the lock files: requirements.lock (what the image
+# runs) and requirements-dev.lock (that plus the dev tools; what `make venv` and CI install).
+LOCK_FLAGS := --quiet --python-version 3.11 --no-header --annotation-style line
+lock:
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml -o requirements.lock
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) --extra dev pyproject.toml -o requirements-dev.lock
 
 # A development .env (from .env.example, with its own SECRET_KEY) when there is none; never
 # overwritten. The settings read it, so `manage.py` in a second terminal sees what `make run` sees.

@@ -222,7 +222,8 @@ USAGE_REFUSED_PER_MINUTE = env_int("USAGE_REFUSED_PER_MINUTE", 120, minimum=1)
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 # Where usage records wait when neither the database nor Redis takes them (a local file spool).
-USAGE_SPOOL_DIR = BASE_DIR / "var" / "usage-spool"
+# Web and worker processes must share it (compose mounts one volume in both).
+USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR") or BASE_DIR / "var" / "usage-spool")
 # The limits' Redis key prefix; empty: the cache's KEY_PREFIX (metering/limits/keys.py).
 LIMITS_KEY_PREFIX = None
 
