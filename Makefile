@@ -89,10 +89,10 @@ serve: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py portal.wsgi:application
 
 worker: $(STAMP)
-	$(VENV)/bin/celery -A portal worker --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2}
+	$(VENV)/bin/celery -A portal --quiet worker --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2}
 
 beat: $(STAMP)
-	$(VENV)/bin/celery -A portal beat --loglevel INFO --schedule var/celerybeat-schedule
+	$(VENV)/bin/celery -A portal --quiet beat --loglevel INFO --schedule var/celerybeat-schedule
 
 sim: $(STAMP)
 	$(PY) manage.py run_router_sim --port $(SIM_PORT)
