@@ -287,7 +287,8 @@ SSE_EVENT = {
 SSE = OpenApiResponse(
     SSE_EVENT,
     description="With `stream: true`: `data: <chunk JSON>` events, then `data: [DONE]`. A "
-    "stream that breaks off ends with a chunk carrying `error` and finish_reason `error`.",
+    "stream that breaks off ends with a chunk carrying `error` and no choices (so no "
+    "finish_reason), then `[DONE]`.",
 )
 
 

@@ -134,6 +134,32 @@ def test_legacy_completion_and_its_stream(client, catalog, alice_key):
         assert_valid("CreateCompletionResponse", chunk)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_stream_that_breaks_off_ends_with_a_valid_error_chunk(client, alice_key, path):
+    from catalog.models import CatalogModel, Router, RouterPool
+    from tests.routersim import RouterSim
+
+    _, raw = alice_key
+    with RouterSim("--drop-after", "2", "--chunks", "6") as sim:
+        pool = RouterPool.objects.create(name="dropping")
+        Router.objects.create(pool=pool, base_url=sim.url, session_id=1, token="default-dev-token")
+        CatalogModel.objects.create(public_id="cortensor/dropping", pool=pool, max_tokens=64)
+        body = {"model": "cortensor/dropping", "stream": True, "max_tokens": 6}
+        if path == "/v1/chat/completions":
+            body["messages"] = [{"role": "user", "content": "x"}]
+            name = "CreateChatCompletionStreamResponse"
+        else:
+            body["prompt"] = "x"
+            name = "CreateCompletionResponse"
+        chunks = _sse_chunks(_post(client, raw, path, body))
+    assert chunks[-1]["error"]["code"] == "upstream_error"
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            if name == "CreateCompletionResponse" and choice["finish_reason"] is None:
+                choice["finish_reason"] = "stop"  # see the legacy stream test
+        assert_valid(name, chunk)
+
+
 @pytest.mark.parametrize(
     "request_kwargs,status",
     [
