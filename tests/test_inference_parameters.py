@@ -163,3 +163,19 @@ def test_the_docs_and_models_pages_say_so(client, catalog, alice, small_context)
     assert "whatever fits the model's context after your prompt" in docs
     models = client.get("/models").content.decode()
     assert "what fits the context after your prompt, up to 200" in models
+
+
+def test_the_demo_catalog_and_a_config_file_leave_the_default_to_the_context(catalog):
+    from catalog.models import CatalogModel
+    from catalog.services import catalog_apply_config
+    from portal.management.commands.seed_demo import demo_config
+
+    assert all("default_max_tokens" not in m for m in demo_config("http://sim")["models"])
+    llama = catalog["llama"]
+    assert llama.default_max_tokens == 64
+    catalog_apply_config(
+        config={
+            "models": [{"id": llama.public_id, "pool": llama.pool.name, "default_max_tokens": None}]
+        }
+    )
+    assert CatalogModel.objects.get(pk=llama.pk).default_max_tokens is None
