@@ -202,6 +202,12 @@ def completion_serve(
             prompt_tokens=ready.prompt_tokens,
         )
     except ApiError as error:
+        if ready.creq.sampling.max_tokens is None and error.message.startswith("Request too large"):
+            error.message += (
+                f" No max_tokens was sent, so it reserves {ready.max_tokens} output tokens (what "
+                "fits the context after the prompt, up to the model's maximum): send a smaller "
+                "max_tokens."
+            )
         return call.fail(error, headers=getattr(error, "headers", None))
 
     try:

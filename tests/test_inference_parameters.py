@@ -145,7 +145,8 @@ def test_admission_reserves_the_same_default(client, small_context, alice, make_
     _, raw = make_key(alice, "tpm 150", tokens_per_minute=150)
     refused = _post(client, raw, _chat())
     assert refused.status_code == 429
-    assert "Request too large" in refused.json()["error"]["message"]
+    message = refused.json()["error"]["message"]
+    assert "Request too large" in message and "No max_tokens was sent" in message
     assert _post(client, raw, _chat(max_tokens=50)).status_code == 200
 
 
