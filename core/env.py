@@ -154,9 +154,10 @@ def email_from_env(name: str, default: str = "console:") -> dict:
     except ValueError:
         raise ConfigError(f"{name}={_redact(url)!r} is malformed") from None
     if scheme in {"smtp", "smtps"}:
-        conf["EMAIL_USE_TLS"] = scheme == "smtp" and query["tls"][-1] in _TRUE
-        conf["EMAIL_USE_SSL"] = scheme == "smtps"
-        conf["EMAIL_PORT"] = parsed.port or (465 if scheme == "smtps" else 587)
+        ssl = scheme == "smtps" or query.get("ssl", ["0"])[-1] in _TRUE
+        conf["EMAIL_USE_SSL"] = ssl
+        conf["EMAIL_USE_TLS"] = not ssl and query.get("tls", ["1"])[-1] in _TRUE
+        conf["EMAIL_PORT"] = parsed.port or (465 if ssl else 587)
     conf["EMAIL_HOST_USER"] = conf.get("EMAIL_HOST_USER") or ""
     conf["EMAIL_HOST_PASSWORD"] = conf.get("EMAIL_HOST_PASSWORD") or ""
     for key in ("EMAIL_FILE_PATH", "EMAIL_TIMEOUT"):

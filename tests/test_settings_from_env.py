@@ -103,6 +103,11 @@ def test_email_urls_parse(monkeypatch):
         True,
         False,
     )
+    ssl = _email(monkeypatch, "smtp://m:p@smtp.example?ssl=1")
+    assert (ssl["EMAIL_PORT"], ssl["EMAIL_USE_SSL"], ssl["EMAIL_USE_TLS"]) == (465, True, False)
+    with pytest.raises(ConfigError, match="malformed") as bad_port:
+        _email(monkeypatch, "smtp://m:hunter2@smtp.example:port")
+    assert "hunter2" not in str(bad_port.value)
     assert _email(monkeypatch, "console:")["EMAIL_BACKEND"].endswith("console.EmailBackend")
     assert _email(monkeypatch, "locmem:")["EMAIL_BACKEND"].endswith("locmem.EmailBackend")
     with pytest.raises(ConfigError):
