@@ -33,6 +33,12 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ConfigError("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for development)")
     SECRET_KEY = "dev-insecure-secret-key-only-for-DEBUG"
+elif not DEBUG and SECRET_KEY.startswith("dev-"):
+    # .env.example's and make run's keys: a copied development .env must not reach production.
+    raise ConfigError(
+        "SECRET_KEY is a development key (from .env.example or make run); set your own when "
+        "DEBUG is off"
+    )
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 # API keys are stored as HMAC-SHA256(APIKEY_HASH_SECRET, secret). A separate secret from

@@ -139,6 +139,7 @@ def _container_env(service: str, tmp_path: Path, **overrides: str) -> dict[str, 
     env.update({k: interpolate(v) for k, v in SERVICES[service]["environment"].items()})
     env.update(
         ENV_FILE="",  # a container has no .env file, only its variables
+        SECRET_KEY="an-operators-own-secret",  # .env.example's is refused with DEBUG off
         DATABASE_URL=served_database(),
         STATIC_ROOT=static_root(),
         USAGE_SPOOL_DIR=str(tmp_path / "spool"),

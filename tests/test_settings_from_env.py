@@ -129,6 +129,14 @@ def test_a_dotenv_file_is_read_and_never_wins_over_the_environment(tmp_path):
     assert "SECRET_KEY must be set" in missing.stderr
 
 
+def test_a_development_secret_key_is_refused_with_debug_off():
+    """A laptop .env (from .env.example or make run) copied to production stops start-up."""
+    example = _manage("check", ENV_FILE=str(ROOT / ".env.example"), DEBUG="0")
+    assert example.returncode == 2
+    assert example.stderr.startswith("configuration error: SECRET_KEY is a development key")
+    assert _manage("check", ENV_FILE=str(ROOT / ".env.example")).returncode == 0  # DEBUG=1
+
+
 def test_ci_runs_on_the_real_services():
     """When CI asks for PostgreSQL and Redis, the suite must not have fallen back."""
     if not os.environ.get("PORTAL_REQUIRE_SERVICES"):
