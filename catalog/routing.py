@@ -45,7 +45,7 @@ class ModelInfo:
     pool_name: str
     context_length: int
     chat_template: str
-    default_max_tokens: int
+    default_max_tokens: int | None  # None: what fits the context (inference.services)
     max_tokens: int
     request_timeout: int
     plan_ids: frozenset[int]

@@ -206,14 +206,15 @@ def _apply_model(raw, where: str) -> None:
     }
     for name in (*_MODEL_INTEGERS, "sort_order"):
         minimum = -(10**6) if name == "sort_order" else 1
-        value = _int(data, name, where, model=CatalogModel, minimum=minimum)
-        if value is not None:
+        nullable = name == "default_max_tokens"  # null: what fits the context, up to max_tokens
+        value = _int(data, name, where, model=CatalogModel, minimum=minimum, nullable=nullable)
+        if value is not None or (nullable and name in data):
             defaults[name] = value
     for text in ("display_name", "description"):
         if text in data:
             defaults[text] = _str(data, text, where, required=False)
     model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
-    if model.default_max_tokens > model.max_tokens:
+    if model.default_max_tokens is not None and model.default_max_tokens > model.max_tokens:
         model.default_max_tokens = model.max_tokens
         model.save(update_fields=["default_max_tokens"])
 

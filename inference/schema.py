@@ -247,7 +247,7 @@ class ChatCompletionSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["chat.completion"])
     created = serializers.IntegerField()
     model = serializers.CharField()
-    system_fingerprint = serializers.CharField(allow_null=True)
+    system_fingerprint = serializers.CharField(required=False)  # a string or absent
     choices = ChatChoiceSerializer(many=True)
     usage = UsageCountsSerializer()
 
@@ -267,7 +267,7 @@ class CompletionSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["text_completion"])
     created = serializers.IntegerField()
     model = serializers.CharField()
-    system_fingerprint = serializers.CharField(allow_null=True)
+    system_fingerprint = serializers.CharField(required=False)  # a string or absent
     choices = CompletionChoiceSerializer(many=True)
     usage = UsageCountsSerializer()
 
@@ -287,7 +287,8 @@ SSE_EVENT = {
 SSE = OpenApiResponse(
     SSE_EVENT,
     description="With `stream: true`: `data: <chunk JSON>` events, then `data: [DONE]`. A "
-    "stream that breaks off ends with a chunk carrying `error` and finish_reason `error`.",
+    "stream that breaks off ends with a chunk carrying `error` and no choices (so no "
+    "finish_reason), then `[DONE]`.",
 )
 
 

@@ -205,6 +205,12 @@ def completion_serve(
             prompt_tokens=ready.prompt_tokens,
         )
     except ApiError as error:
+        if ready.creq.sampling.max_tokens is None and error.message.startswith("Request too large"):
+            error.message += (
+                f" No max_tokens was sent, so it reserves {ready.max_tokens} output tokens (what "
+                "fits the context after the prompt, up to the model's maximum): send a smaller "
+                "max_tokens."
+            )
         return call.fail(error, headers=getattr(error, "headers", None))
 
     try:
@@ -253,17 +259,19 @@ def _prepare(
     """Validate the body, resolve the model and check the token budget; raises ApiError."""
     creq: CompletionRequest = creq_parse(body_getter())
     call.usage.streamed = creq.stream
+    call.usage.end_user = creq.sampling.user
     model, plan = resolve_model(principal, creq.model)
     call.usage.model = model.public_id  # only once resolved: never what a client typed
     call.usage.pool = model.pool_name
-    max_tokens = creq.sampling.max_tokens or model.default_max_tokens
-    if max_tokens > model.max_tokens:
+    requested = creq.sampling.max_tokens
+    if requested is not None and requested > model.max_tokens:
         raise InvalidRequest(
-            f"max_tokens is {max_tokens}; this model allows at most {model.max_tokens}.",
+            f"max_tokens is {requested}; this model allows at most {model.max_tokens}.",
             param="max_tokens",
         )
     prompt = _prompt_for(creq, model)
     prompt_tokens = estimate_tokens(prompt)
+    max_tokens = requested or default_max_tokens(model, prompt_tokens)
     if prompt_tokens + max_tokens > model.context_length:
         raise InvalidRequest(
             f"This model's context is {model.context_length} tokens; your prompt (~"
@@ -285,6 +293,16 @@ def _prepare(
     )
 
 
+def default_max_tokens(model: ModelInfo, prompt_tokens: int) -> int:
+    """A request without max_tokens may use what fits the context after its prompt, up to the
+    model's max_tokens (or the catalog's lower default), as OpenAI does; admission reserves
+    the same. At least 1, so a prompt that fills the context is refused as too long."""
+    ceiling = model.max_tokens
+    if model.default_max_tokens is not None:
+        ceiling = min(ceiling, model.default_max_tokens)
+    return max(1, min(ceiling, model.context_length - prompt_tokens))
+
+
 def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
     """Send the request to a router of the model's pool, failing over before the first byte."""
     creq, model = ready.creq, ready.model
@@ -295,6 +313,8 @@ def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
         "stop": creq.sampling.stop or None,
         "presence_penalty": creq.sampling.presence_penalty,
         "frequency_penalty": creq.sampling.frequency_penalty,
+        "top_k": creq.sampling.top_k,
+        "seed": creq.sampling.seed,
     }
 
     def payload_for(router: RouterInfo) -> dict[str, Any]:
@@ -325,6 +345,10 @@ class _Answer:
     max_tokens: int
     ident: str
     created: int
+
+    def echoed(self) -> str:
+        """The prompt, when a legacy completion asked for `echo`: it leads the answer's text."""
+        return (self.creq.prompt or "") if self.creq.echo else ""
 
     def new_relay(self) -> Relay:
         return Relay(stops=self.creq.sampling.stop, max_tokens=self.max_tokens)
@@ -370,7 +394,7 @@ def _answer_json(a: _Answer) -> JsonResponse:
         ident=a.ident,
         created=a.created,
         model=a.model.public_id,
-        text=relay.text(),
+        text=a.echoed() + relay.text(),
         finish_reason=relay.finish_reason(completion.finish_reason),
         usage=usage,
     )
@@ -491,6 +515,8 @@ def _stream_body(
     try:
         if writer.chat:
             yield writer.role()
+        elif a.echoed():
+            yield writer.content(a.echoed())
         ended = yield from _relay_events(call, events, deadline, relay, writer)
         yield from _stream_finished(a, relay, writer, ended)
     except GeneratorExit:

@@ -42,6 +42,11 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    # The API's `user` parameter: the caller's own id for its end user (OpenAI's abuse
+    # monitoring field), shown in the request log. Not the portal user: that is `user` above.
+    # Nullable without a default: SQLite adds the column in place (a remade table would lose
+    # the UsagePending trigger), PostgreSQL without rewriting the table.
+    end_user = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-id"]

@@ -272,10 +272,11 @@ def _rejection(
         )
     if name in ("p_tpm", "k_tpm"):
         if outcome.retry_ms.get(name, 0) < 0:
+            # No wait makes it fit: no Retry-After, and the SDKs are told not to retry.
             return RateLimited(
                 f"Request too large: it reserves {reserve} tokens (max_tokens plus the prompt), "
                 f"more than the limit of {limit} tokens per minute {whose}. Lower max_tokens.",
-                headers=headers,
+                headers={**rate_headers(limits, outcome), "x-should-retry": "false"},
             )
         return RateLimited(
             f"Rate limit reached: {limit} tokens per minute {whose} ({used} used or reserved, "
@@ -289,8 +290,10 @@ def _rejection(
         return QuotaExceeded(
             f"Request too large: it reserves {reserve} tokens, more than your whole quota of "
             f"{limit} tokens per {span} {whose}. Lower max_tokens.",
-            headers=headers,
+            headers={**rate_headers(limits, outcome), "x-should-retry": "false"},
         )
+    # A day's or month's quota: the SDKs' retries (seconds apart) cannot outwait its reset.
     return QuotaExceeded(
-        f"Quota reached: {limit} {unit} per {span} {whose} ({used} used). {resets}", headers=headers
+        f"Quota reached: {limit} {unit} per {span} {whose} ({used} used). {resets}",
+        headers={**headers, "x-should-retry": "false"},
     )
