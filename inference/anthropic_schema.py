@@ -19,6 +19,13 @@ from inference.validation import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
 
 _TAGS = ["v1 (Anthropic)"]
 
+def _enum(*values: str, **kwargs) -> serializers.CharField:
+    """A string field of fixed values, inline in the schema (no enum component: "type" and
+    "role" enums of the same name but other values already exist on OpenAI's side)."""
+    field = serializers.CharField(**kwargs)
+    return extend_schema_field({"type": "string", "enum": list(values)})(field)
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 _ERROR_TYPES = [
@@ -33,12 +40,12 @@ _ERROR_TYPES = [
 
 
 class AnthropicErrorDetailSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=_ERROR_TYPES)
+    type = _enum(*_ERROR_TYPES)
     message = serializers.CharField()
 
 
 class AnthropicErrorSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["error"])
+    type = _enum("error")
     error = AnthropicErrorDetailSerializer()
     request_id = serializers.CharField(allow_null=True, help_text="Also the request-id header.")
 
@@ -73,7 +80,7 @@ class TextBlocksField(serializers.JSONField):
 
 
 class AnthropicMessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["user", "assistant"])
+    role = _enum("user", "assistant")
     content = TextBlocksField(
         help_text="A string or a list of text blocks; image and document blocks are refused."
     )
@@ -126,7 +133,7 @@ class CountTokensRequestSerializer(_MessagesBodySerializer):
 
 
 class TextBlockSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["text"])
+    type = _enum("text")
     text = serializers.CharField(allow_blank=True)
 
 
@@ -137,11 +144,11 @@ class MessageUsageSerializer(serializers.Serializer):
 
 class MessageSerializer(serializers.Serializer):
     id = serializers.CharField()
-    type = serializers.ChoiceField(choices=["message"])
-    role = serializers.ChoiceField(choices=["assistant"])
+    type = _enum("message")
+    role = _enum("assistant")
     model = serializers.CharField()
     content = TextBlockSerializer(many=True)
-    stop_reason = serializers.ChoiceField(choices=["end_turn", "max_tokens", "stop_sequence"])
+    stop_reason = _enum("end_turn", "max_tokens", "stop_sequence")
     stop_sequence = serializers.CharField(allow_null=True)
     usage = MessageUsageSerializer()
 

@@ -16,6 +16,8 @@ V1_OPERATIONS = {
     ("/v1/chat/completions", "post"): "chat_completions_create",
     ("/v1/completions", "post"): "completions_create",
     ("/v1/usage", "get"): "usage_retrieve",
+    ("/v1/messages", "post"): "messages_create",
+    ("/v1/messages/count_tokens", "post"): "messages_count_tokens",
 }
 
 
@@ -61,9 +63,10 @@ def test_every_v1_operation_is_documented_with_bearer_auth(spec):
         assert operation["security"] == [{"ApiKeyAuth": []}], path
         responses = operation["responses"]
         assert "200" in responses
+        shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
         for status in ("401", "429"):
             error = responses[status]["content"]["application/json"]["schema"]
-            assert error == {"$ref": "#/components/schemas/Error"}, (path, status)
+            assert error == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
 
 
 def test_request_bodies_carry_their_fields(spec):
@@ -152,6 +155,22 @@ def test_success_answers_conform(client, spec, auth):
         200,
     )
     _conforms(spec, "/v1/usage", "get", client.get("/v1/usage", **auth), 200)
+    message = {"model": "cortensor/llama-3.1-8b", "max_tokens": 3, "messages": chat["messages"]}
+    _conforms(
+        spec,
+        "/v1/messages",
+        "post",
+        client.post("/v1/messages", message, content_type="application/json", **auth),
+        200,
+    )
+    del message["max_tokens"]
+    _conforms(
+        spec,
+        "/v1/messages/count_tokens",
+        "post",
+        client.post("/v1/messages/count_tokens", message, content_type="application/json", **auth),
+        200,
+    )
 
 
 def test_error_answers_conform(client, spec, auth):
@@ -171,6 +190,33 @@ def test_error_answers_conform(client, spec, auth):
         client.post(
             "/v1/completions",
             {"model": "nope", "prompt": "x"},
+            content_type="application/json",
+            **auth,
+        ),
+        404,
+    )
+    for body, status in (({"model": 1}, 400), ({"model": "x", "messages": []}, 400)):
+        _conforms(
+            spec,
+            "/v1/messages",
+            "post",
+            client.post("/v1/messages", body, content_type="application/json", **auth),
+            status,
+        )
+    _conforms(
+        spec,
+        "/v1/messages",
+        "post",
+        client.post("/v1/messages", {}, content_type="application/json"),
+        401,
+    )
+    _conforms(
+        spec,
+        "/v1/messages/count_tokens",
+        "post",
+        client.post(
+            "/v1/messages/count_tokens",
+            {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
             content_type="application/json",
             **auth,
         ),
