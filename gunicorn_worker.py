@@ -86,8 +86,21 @@ def error_response(exc: Exception, status: int, reason: str, *, anthropic: bool 
     return head.encode("latin-1") + body
 
 
-def _is_anthropic_request(req) -> bool:
-    path = getattr(req, "path", None)
+def _half_parsed_path(exc: Exception) -> str | None:
+    """The path of a request refused while its headers were parsed. gunicorn reads the request
+    line first, then the headers; a refused header raises out of the request's constructor, so
+    `req` is None, but the request being built is still `self` in its parse frame."""
+    tb = exc.__traceback__
+    while tb is not None:
+        path = getattr(tb.tb_frame.f_locals.get("self"), "path", None)
+        if isinstance(path, str):
+            return path
+        tb = tb.tb_next
+    return None
+
+
+def _is_anthropic_request(req, exc: Exception) -> bool:
+    path = getattr(req, "path", None) if req is not None else _half_parsed_path(exc)
     return isinstance(path, str) and path.startswith(ANTHROPIC_PREFIX)
 
 
@@ -124,7 +137,7 @@ class ApiErrorGeventWorker(GeventWorker):
         if not status.isdigit():
             return None
         try:
-            anthropic = _is_anthropic_request(request)
+            anthropic = _is_anthropic_request(request, exc)
             util.write_nonblock(
                 client, error_response(exc, int(status), reason, anthropic=anthropic)
             )

@@ -19,6 +19,7 @@ from inference.validation import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
 
 _TAGS = ["v1 (Anthropic)"]
 
+
 def _enum(*values: str, **kwargs) -> serializers.CharField:
     """A string field of fixed values, inline in the schema (no enum component: "type" and
     "role" enums of the same name but other values already exist on OpenAI's side)."""
