@@ -24,7 +24,8 @@ def _enum(*values: str, **kwargs) -> serializers.CharField:
     """A string field of fixed values, inline in the schema (no enum component: "type" and
     "role" enums of the same name but other values already exist on OpenAI's side)."""
     field = serializers.CharField(**kwargs)
-    return extend_schema_field({"type": "string", "enum": list(values)})(field)
+    # drf-spectacular reads the annotation off a field instance too; its stubs say classes only.
+    return extend_schema_field({"type": "string", "enum": list(values)})(field)  # type: ignore[type-var]
 
 
 # --- errors -------------------------------------------------------------------------------------
