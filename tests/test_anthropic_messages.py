@@ -183,6 +183,28 @@ def test_bearer_auth_works_too(client, catalog, alice_key):
     assert response.json()["content"][0]["text"] == " word0 word1"
 
 
+def test_messages_count_in_the_ledger_and_v1_usage_like_chat(client, catalog, alice_key):
+    from metering.models import DailyUsage
+    from metering.services import usage_aggregate
+
+    key, raw = alice_key
+    message = _message(client, raw, max_tokens=3).json()
+    chat = client.post(
+        "/v1/chat/completions",
+        json.dumps(
+            {"model": LLAMA, "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+        ),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    ).json()
+    usage = client.get("/v1/usage", HTTP_X_API_KEY=raw).json()
+    tokens = sum(message["usage"].values()) + chat["usage"]["total_tokens"]
+    assert usage["key"]["today"] == {"requests": 2, "tokens": tokens}
+    usage_aggregate()
+    (ledger,) = DailyUsage.objects.filter(key_id=key.pk)
+    assert (ledger.requests, ledger.total_tokens) == (2, tokens)
+
+
 # --- streams ---------------------------------------------------------------------------------
 
 
