@@ -235,3 +235,51 @@ def test_bearer_auth_through_auth_token(portal):
     bad = anthropic.Anthropic(base_url=portal.url, auth_token="ctsk_nope", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         _say(bad)
+
+
+# --- router failures, as the SDK meets them (embedded: the test moves the catalog's router) ----
+
+
+@pytest.fixture
+def embedded(live_server, catalog, alice_key) -> tuple[anthropic.Anthropic, dict]:
+    client = anthropic.Anthropic(
+        base_url=live_server.url, api_key=alice_key[1], max_retries=0, timeout=20
+    )
+    return client, catalog
+
+
+def _route_to(router, url: str | None) -> None:
+    from catalog.routing import bump_version
+
+    if url is None:
+        router.enabled = False
+    else:
+        router.base_url = url
+    router.save()
+    bump_version()
+
+
+def test_a_stream_broken_by_its_router_raises_with_the_error_event(embedded):
+    client, catalog = embedded
+    with RouterSim("--sessions", "1", "--drop-after", "2") as broken:
+        _route_to(catalog["router"], broken.url)
+        received = []
+        with (
+            pytest.raises(anthropic.APIStatusError) as info,
+            client.messages.stream(
+                model=LLAMA, max_tokens=100, messages=[{"role": "user", "content": "x"}]
+            ) as stream,
+        ):
+            received.extend(stream.text_stream)
+    assert "".join(received) == " word0 word1"
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == "api_error"
+
+
+def test_no_router_to_answer_raises_overloaded_error(embedded):
+    client, catalog = embedded
+    _route_to(catalog["router"], None)
+    with pytest.raises(anthropic.OverloadedError) as info:
+        _say(client)
+    assert info.value.status_code == 529
+    assert info.value.body["error"]["type"] == "overloaded_error"
