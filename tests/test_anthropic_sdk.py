@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anthropic
 import pytest
@@ -35,10 +35,20 @@ class Portal:
     key: str
     tight_key: Callable[[], str]  # a key whose plan allows one request a minute
     record: Callable[[str], dict]  # the usage record of a request id, once written
+    clients: list[anthropic.Anthropic] = field(default_factory=list)
 
     def sdk(self, **kwargs) -> anthropic.Anthropic:
-        kwargs.setdefault("api_key", self.key)
-        return anthropic.Anthropic(base_url=self.url, max_retries=0, timeout=20, **kwargs)
+        if "auth_token" not in kwargs:
+            kwargs.setdefault("api_key", self.key)
+        client = anthropic.Anthropic(base_url=self.url, max_retries=0, timeout=20, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Close the SDKs' kept-alive connections while the server still runs: the embedded
+        live server's request threads must not outlive it (they close its SQLite connection)."""
+        while self.clients:
+            self.clients.pop().close()
 
 
 def _wait_for(fetch: Callable[[], list[dict]]) -> dict:
@@ -55,36 +65,44 @@ def _wait_for(fetch: Callable[[], list[dict]]) -> dict:
 def served_portal():
     sim = RouterSim("--sessions", "1,2")
     database_url, key = provision(sim, email="anthropic-sdk@example.com", models=MODELS)
+    # Before the server starts: without Redis its catalog cache is its own, and would not see
+    # a plan added later.
+    plan = {"name": "anthropic-sdk-tight", "requests_per_minute": 1, "models": ["*"]}
+    apply_config({"plans": [plan]}, database_url=database_url)
+    tight = manage(
+        "apikey_create",
+        "--email",
+        "anthropic-sdk-tight@example.com",
+        "--name",
+        "tight",
+        "--plan",
+        "anthropic-sdk-tight",
+        "--create-user",
+        database_url=database_url,
+    ).strip()
     server = Gunicorn(database_url=database_url)
 
     def tight_key() -> str:
-        plan = {"name": "anthropic-sdk-tight", "requests_per_minute": 1, "models": ["*"]}
-        apply_config({"plans": [plan]}, database_url=database_url)
-        return manage(
-            "apikey_create",
-            "--email",
-            "anthropic-sdk-tight@example.com",
-            "--name",
-            "tight",
-            "--plan",
-            "anthropic-sdk-tight",
-            "--create-user",
-            database_url=database_url,
-        ).strip()
+        return tight
 
     def record(request_id: str) -> dict:
         query = "SELECT * FROM metering_usagerecord WHERE request_id = %s"
         return _wait_for(lambda: db_query(database_url, query, [request_id]))
 
-    yield Portal(url=server.url, key=key, tight_key=tight_key, record=record)
+    portal = Portal(url=server.url, key=key, tight_key=tight_key, record=record)
+    yield portal
+    portal.close()
     server.stop()
     sim.stop()
 
 
 @pytest.fixture(params=["embedded", pytest.param("served", marks=pytest.mark.slow)])
-def portal(request) -> Portal:
+def portal(request):
     if request.param == "served":
-        return request.getfixturevalue("served_portal")
+        served = request.getfixturevalue("served_portal")
+        yield served
+        served.close()
+        return
     live_server = request.getfixturevalue("live_server")
     request.getfixturevalue("catalog")
     make_user, make_key = (request.getfixturevalue(n) for n in ("make_user", "make_key"))
@@ -101,7 +119,9 @@ def portal(request) -> Portal:
 
         return _wait_for(lambda: list(UsageRecord.objects.filter(request_id=request_id).values()))
 
-    return Portal(url=live_server.url, key=raw, tight_key=tight_key, record=record)
+    embedded = Portal(url=live_server.url, key=raw, tight_key=tight_key, record=record)
+    yield embedded
+    embedded.close()
 
 
 def _say(client: anthropic.Anthropic, **fields):
@@ -228,11 +248,9 @@ def test_models_list(portal):
 
 
 def test_bearer_auth_through_auth_token(portal):
-    client = anthropic.Anthropic(
-        base_url=portal.url, auth_token=portal.key, max_retries=0, timeout=20
-    )
+    client = portal.sdk(auth_token=portal.key)
     assert _say(client, max_tokens=2).content[0].text == " word0 word1"
-    bad = anthropic.Anthropic(base_url=portal.url, auth_token="ctsk_nope", max_retries=0)
+    bad = portal.sdk(auth_token="ctsk_nope")
     with pytest.raises(anthropic.AuthenticationError):
         _say(bad)
 
@@ -241,11 +259,12 @@ def test_bearer_auth_through_auth_token(portal):
 
 
 @pytest.fixture
-def embedded(live_server, catalog, alice_key) -> tuple[anthropic.Anthropic, dict]:
+def embedded(live_server, catalog, alice_key):
     client = anthropic.Anthropic(
         base_url=live_server.url, api_key=alice_key[1], max_retries=0, timeout=20
     )
-    return client, catalog
+    yield client, catalog
+    client.close()
 
 
 def _route_to(router, url: str | None) -> None:
