@@ -2,20 +2,32 @@
 
 Documentation only, like inference.schema: inference.anthropic_format validates. Errors here
 are Anthropic's shape, `{"type": "error", "error": {"type", "message"}, "request_id"}`.
+inference.schema imports the model and error shapes from here for GET /v1/models, which answers
+Anthropic's shape to a request with an `anthropic-version` header (so this module does not
+import it back).
 """
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
 )
 from rest_framework import serializers
 
-from inference.schema import EXAMPLE_MODEL, TEXT_PART
 from inference.validation import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
+
+EXAMPLE_MODEL = "cortensor/llama-3.1-8b"
+TEXT_BLOCK = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
 
 _TAGS = ["v1 (Anthropic)"]
 
@@ -76,7 +88,7 @@ ERRORS = {
 # --- requests -----------------------------------------------------------------------------------
 
 
-@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}]})
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": TEXT_BLOCK}]})
 class TextBlocksField(serializers.JSONField):
     pass
 
@@ -163,6 +175,46 @@ class CountTokensSerializer(serializers.Serializer):
 
     class Meta:
         ref_name = "MessageTokensCount"
+
+
+# --- models, in Anthropic's shape (GET /v1/models with anthropic-version) -------------------------
+
+
+class AnthropicModelSerializer(serializers.Serializer):
+    type = _enum("model")
+    id = serializers.CharField()
+    display_name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "AnthropicModel"
+
+
+class AnthropicModelListSerializer(serializers.Serializer):
+    data = AnthropicModelSerializer(many=True)  # type: ignore[assignment] # Anthropic's "data"
+    has_more = serializers.BooleanField()
+    first_id = serializers.CharField(allow_null=True)
+    last_id = serializers.CharField(allow_null=True)
+
+    class Meta:
+        ref_name = "AnthropicModelList"
+
+
+ANTHROPIC_VERSION = OpenApiParameter(
+    "anthropic-version",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Sent by Anthropic's SDKs (any value): the answer, errors included, is then "
+    "in Anthropic's shape.",
+)
+
+
+def either_shape(name: str, openai: serializers.Serializer, anthropic: serializers.Serializer):
+    """OpenAI's shape, or Anthropic's when the request said `anthropic-version`."""
+    return PolymorphicProxySerializer(
+        component_name=name, serializers=[openai, anthropic], resource_type_field_name=None
+    )
 
 
 SSE = OpenApiResponse(

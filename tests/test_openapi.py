@@ -63,7 +63,11 @@ def test_every_v1_operation_is_documented_with_bearer_auth(spec):
         assert operation["security"] == [{"ApiKeyAuth": []}], path
         responses = operation["responses"]
         assert "200" in responses
-        shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
+        shape = "Error"  # OpenAI's; Anthropic's on its routes; either on the models'
+        if path.startswith("/v1/messages"):
+            shape = "AnthropicError"
+        elif path.startswith("/v1/models"):
+            shape = "AnyError"
         for status in ("401", "429"):
             error = responses[status]["content"]["application/json"]["schema"]
             assert error == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
@@ -222,6 +226,26 @@ def test_error_answers_conform(client, spec, auth):
         ),
         404,
     )
+
+
+def test_anthropic_shaped_models_and_errors_conform(client, spec, auth):
+    anthropic = {"HTTP_ANTHROPIC_VERSION": "2023-06-01"}
+    models = client.get("/v1/models", **auth, **anthropic)
+    assert "has_more" in models.json()
+    _conforms(spec, "/v1/models", "get", models, 200)
+    _conforms(
+        spec,
+        "/v1/models/{model_id}",
+        "get",
+        client.get("/v1/models/cortensor/llama-3.1-8b", **auth, **anthropic),
+        200,
+    )
+    missing = client.get("/v1/models/nope", **auth, **anthropic)
+    assert missing.json()["type"] == "error"
+    _conforms(spec, "/v1/models/{model_id}", "get", missing, 404)
+    _conforms(spec, "/v1/models", "get", client.get("/v1/models", **anthropic), 401)
+    schemas = spec["components"]["schemas"]
+    assert {"$ref": "#/components/schemas/AnthropicModelList"} in schemas["AnyModelList"]["oneOf"]
 
 
 def test_a_broken_answer_would_not_conform(spec):
