@@ -15,6 +15,11 @@ class UsageRecord(models.Model):
         TIMEOUT = "timeout", "timeout"
         CANCELLED = "cancelled", "cancelled by the client"
 
+    class Endpoint(models.TextChoices):
+        CHAT_COMPLETIONS = "chat.completions", "chat completions"
+        COMPLETIONS = "completions", "completions (legacy)"
+        MESSAGES = "messages", "messages (Anthropic)"
+
     request_id = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
@@ -25,7 +30,7 @@ class UsageRecord(models.Model):
     model = models.CharField(max_length=128, blank=True)
     pool = models.CharField(max_length=64, blank=True)
     router_id = models.BigIntegerField(null=True, blank=True)
-    endpoint = models.CharField(max_length=32)
+    endpoint = models.CharField(max_length=32, choices=Endpoint.choices)
     streamed = models.BooleanField(default=False)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     http_status = models.PositiveSmallIntegerField()

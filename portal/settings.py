@@ -300,7 +300,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
     "DEFAULT_PARSER_CLASSES": ["core.api_guard.JSONParser"],
-    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # OpenAI's error shape, or Anthropic's for /v1/messages (core.anthropic_errors).
+    "EXCEPTION_HANDLER": "core.anthropic_errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

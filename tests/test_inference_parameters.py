@@ -180,3 +180,28 @@ def test_the_demo_catalog_and_a_config_file_leave_the_default_to_the_context(cat
         }
     )
     assert CatalogModel.objects.get(pk=llama.pk).default_max_tokens is None
+
+
+def test_anthropic_top_k_and_metadata_user_reach_the_router_and_the_record(
+    client, catalog, alice_key, router_sim
+):
+    _, raw = alice_key
+    answer = client.post(
+        "/v1/messages",
+        data=json.dumps(
+            {
+                "model": MODEL,
+                "max_tokens": 2,
+                "top_k": 17,
+                "metadata": {"user_id": "anthropic-user-9"},
+                "messages": [{"role": "user", "content": "Hi"}],
+            }
+        ),
+        content_type="application/json",
+        HTTP_X_API_KEY=raw,
+        HTTP_ANTHROPIC_VERSION="2023-06-01",
+    )
+    assert answer.status_code == 200, answer.content
+    assert _forwarded(router_sim)["top_k"] == 17
+    record = UsageRecord.objects.get(request_id=answer["x-request-id"])
+    assert (record.endpoint, record.end_user) == ("messages", "anthropic-user-9")
