@@ -8,16 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: this layer is reused until pyproject.toml changes.
-COPY pyproject.toml README.md ./
-RUN pip install --upgrade pip \
- && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
+# Dependencies first, the exact versions of the lock file (`make lock` refreshes it): this
+# layer is reused until requirements.lock changes.
+COPY requirements.lock ./
+RUN pip install --upgrade pip && pip install -r requirements.lock
 
 COPY . .
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /app portal \
- && mkdir -p /app/var /app/staticfiles \
+ && mkdir -p /app/var/usage-spool /app/staticfiles \
  && SECRET_KEY=build-only DEBUG=0 python manage.py collectstatic --noinput -v 0 \
  && chown -R portal /app/var /app/staticfiles
 

@@ -6,21 +6,37 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages
+.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages lock
 
-$(STAMP): pyproject.toml
+# The virtualenv from the lock file (exact versions: CI and the image install the same ones),
+# then the project itself without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# Re-resolve pyproject.toml's ranges into the lock files: requirements.lock (what the image
+# runs) and requirements-dev.lock (that plus the dev tools; what `make venv` and CI install).
+LOCK_FLAGS := --quiet --python-version 3.11 --no-header --annotation-style line
+lock:
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml -o requirements.lock
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) --extra dev pyproject.toml -o requirements-dev.lock
+
+# A development .env (from .env.example, with its own SECRET_KEY) when there is none; never
+# overwritten. The settings read it, so `manage.py` in a second terminal sees what `make run` sees.
+.env:
+	@secret=$$($(PYTHON) -c "import secrets; print('dev-' + secrets.token_urlsafe(32))") && \
+	  sed "s|^SECRET_KEY=.*|SECRET_KEY=$$secret|" .env.example > .env.tmp && mv .env.tmp .env
+	@echo "wrote .env (development settings; edit it, make never overwrites it)"
+
 # The embedded default: SQLite, local-memory cache, eager Celery, a router simulator beside it.
-run: export DEBUG ?= 1
 run: export ROUTER_SIM_URL ?= http://127.0.0.1:$(SIM_PORT)
 run: export PORTAL_BASE_URL ?= http://127.0.0.1:$(PORT)
-run: $(STAMP)
+run: $(STAMP) .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --router-url $(ROUTER_SIM_URL)
 	@$(PY) manage.py run_router_sim --port $(SIM_PORT) --latency-ms 150 --chunk-delay-ms 40 --chunks 24 & \
@@ -73,10 +89,10 @@ serve: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py portal.wsgi:application
 
 worker: $(STAMP)
-	$(VENV)/bin/celery -A portal worker --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2}
+	$(VENV)/bin/celery -A portal --quiet worker --loglevel INFO --concurrency $${CELERY_CONCURRENCY:-2}
 
 beat: $(STAMP)
-	$(VENV)/bin/celery -A portal beat --loglevel INFO --schedule var/celerybeat-schedule
+	$(VENV)/bin/celery -A portal --quiet beat --loglevel INFO --schedule var/celerybeat-schedule
 
 sim: $(STAMP)
 	$(PY) manage.py run_router_sim --port $(SIM_PORT)

@@ -19,6 +19,19 @@ import shutil
 import tempfile
 import time
 
+from dotenv import dotenv_values
+
+# The checkout's .env (what `make run` writes and portal/settings.py reads) counts here too, so
+# `make serve` binds where the settings think it serves; the environment always wins, and
+# ENV_FILE= turns it off (as in containers, which get variables, not the file).
+_env_file = os.environ.get(
+    "ENV_FILE", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env")
+)
+if _env_file and os.path.isfile(_env_file):
+    for _name, _value in dotenv_values(_env_file).items():
+        if _value is not None:
+            os.environ.setdefault(_name, _value)
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gunicorn's gevent worker, answering the errors gunicorn produces itself (oversized headers,

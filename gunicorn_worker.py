@@ -5,6 +5,8 @@ malformed request line, header or Content-Length (400), a request line too long 
 stock answer is an HTML page, which an OpenAI SDK cannot read. This worker answers those in
 OpenAI's shape, `{"error": {"message", "type", "param", "code"}}` as JSON with an
 `x-request-id`, unless the request is known to be for a portal page (then gunicorn's own page).
+For /v1/messages the body is Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`,
+with the id as `request-id` too (core.anthropic_errors renders the same inside Django).
 
 Kept outside the `portal` package on purpose: gunicorn loads the worker class in the master,
 and importing `portal` there would import Celery and Django before gevent patches the workers.
@@ -20,6 +22,7 @@ from gunicorn.http import errors
 from gunicorn.workers.ggevent import GeventWorker
 
 API_PREFIXES = ("/v1/", "/api/")
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def _error_code(exc: Exception, status: int) -> str:
@@ -51,10 +54,18 @@ def _message(exc: Exception, status: int) -> str:
     return f"The HTTP request is malformed: {exc}."
 
 
-def error_response(exc: Exception, status: int, reason: str) -> bytes:
-    """A complete HTTP/1.1 answer with the error as JSON in OpenAI's shape."""
-    body = json.dumps(
-        {
+def error_response(exc: Exception, status: int, reason: str, *, anthropic: bool = False) -> bytes:
+    """A complete HTTP/1.1 answer with the error as JSON in OpenAI's shape (or Anthropic's)."""
+    request_id = f"req_{secrets.token_hex(12)}"
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    if anthropic:
+        error: dict = {
+            "type": "error",
+            "error": {"type": kind, "message": _message(exc, status)},
+            "request_id": request_id,
+        }
+    else:
+        error = {
             "error": {
                 "message": _message(exc, status),
                 "type": "server_error" if status >= 500 else "invalid_request_error",
@@ -62,16 +73,35 @@ def error_response(exc: Exception, status: int, reason: str) -> bytes:
                 "code": _error_code(exc, status),
             }
         }
-    ).encode()
+    body = json.dumps(error).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        f"x-request-id: req_{secrets.token_hex(12)}\r\n"
-        "\r\n"
+        f"x-request-id: {request_id}\r\n"
+        + (f"request-id: {request_id}\r\n" if anthropic else "")
+        + "\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def _half_parsed_path(exc: Exception) -> str | None:
+    """The path of a request refused while its headers were parsed. gunicorn reads the request
+    line first, then the headers; a refused header raises out of the request's constructor, so
+    `req` is None, but the request being built is still `self` in its parse frame."""
+    tb = exc.__traceback__
+    while tb is not None:
+        path = getattr(tb.tb_frame.f_locals.get("self"), "path", None)
+        if isinstance(path, str):
+            return path
+        tb = tb.tb_next
+    return None
+
+
+def _is_anthropic_request(req, exc: Exception) -> bool:
+    path = getattr(req, "path", None) if req is not None else _half_parsed_path(exc)
+    return isinstance(path, str) and path.startswith(ANTHROPIC_PREFIX)
 
 
 def _is_page_request(req) -> bool:
@@ -107,7 +137,10 @@ class ApiErrorGeventWorker(GeventWorker):
         if not status.isdigit():
             return None
         try:
-            util.write_nonblock(client, error_response(exc, int(status), reason))
+            anthropic = _is_anthropic_request(request, exc)
+            util.write_nonblock(
+                client, error_response(exc, int(status), reason, anthropic=anthropic)
+            )
         except Exception:
             self.log.debug("Failed to send error message.")
         return None

@@ -18,6 +18,8 @@ from django.utils.html import format_html
 
 from accounts.models import Membership, Organization, Plan, User
 from accounts.services import org_set_plan, orgs_set_suspended, users_set_active
+from audit.admin_mixins import AuditedAdminMixin
+from audit.confirm import confirm_bulk
 from core.bounds import BoundedIntegersAdminMixin
 
 UNLIMITED_HELP = "Empty = unlimited."
@@ -72,7 +74,9 @@ class UserChangeAdminForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
+    audit_fields = ("email", "is_active", "is_staff", "is_superuser")
+    audit_secret_fields = ("password",)
     form = UserChangeAdminForm
     add_form = UserCreationAdminForm
     fieldsets = (
@@ -104,13 +108,29 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Suspend selected users (no log-in, API keys refused)",
                   permissions=["change"])  # fmt: skip
     def suspend_selected(self, request, queryset):
-        count = users_set_active(users=queryset.exclude(pk=request.user.pk), active=False)
-        self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
+        users = queryset.exclude(pk=request.user.pk)
+
+        def run():
+            count = users_set_active(users=users, active=False, actor=request.user)
+            self.message_user(request, f"Suspended {count} user(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Suspend these users?", run=run,
+            rows=[(u, "active", "suspended: no log-in, API keys refused")
+                  for u in users.filter(is_active=True)],
+            note="You are never suspended by your own action.",
+        )  # fmt: skip
 
     @admin.action(description="Reinstate selected users", permissions=["change"])
     def reinstate_selected(self, request, queryset):
-        count = users_set_active(users=queryset, active=True)
-        self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
+        def run():
+            count = users_set_active(users=queryset, active=True, actor=request.user)
+            self.message_user(request, f"Reinstated {count} user(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Reinstate these users?", run=run,
+            rows=[(u, "suspended", "active") for u in queryset.filter(is_active=False)],
+        )  # fmt: skip
 
     def get_deleted_objects(self, objs, request):
         # The key admin refuses to delete single keys (revoke them instead), which would also
@@ -132,7 +152,8 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    audit_fields = ("name", "slug", "plan", "suspended_at")
     list_display = ("name", "slug", "plan", "personal", "suspended_at", "created_at")
     list_filter = ("plan", "personal")
     list_select_related = ("plan",)
@@ -160,13 +181,26 @@ class OrganizationAdmin(admin.ModelAdmin):
     @admin.action(description="Suspend selected organizations (all their keys refused)",
                   permissions=["change"])  # fmt: skip
     def suspend_selected(self, request, queryset):
-        count = orgs_set_suspended(orgs=queryset, suspended=True)
-        self.message_user(request, f"Suspended {count} organization(s).", messages.SUCCESS)
+        def run():
+            count = orgs_set_suspended(orgs=queryset, suspended=True, actor=request.user)
+            self.message_user(request, f"Suspended {count} organization(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Suspend these organizations?", run=run,
+            rows=[(o, "active", "suspended: all their API keys refused")
+                  for o in queryset.filter(suspended_at__isnull=True)],
+        )  # fmt: skip
 
     @admin.action(description="Reinstate selected organizations", permissions=["change"])
     def reinstate_selected(self, request, queryset):
-        count = orgs_set_suspended(orgs=queryset, suspended=False)
-        self.message_user(request, f"Reinstated {count} organization(s).", messages.SUCCESS)
+        def run():
+            count = orgs_set_suspended(orgs=queryset, suspended=False, actor=request.user)
+            self.message_user(request, f"Reinstated {count} organization(s).", messages.SUCCESS)
+
+        return confirm_bulk(
+            self, request, title="Reinstate these organizations?", run=run,
+            rows=[(o, "suspended", "active") for o in queryset.filter(suspended_at__isnull=False)],
+        )  # fmt: skip
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -186,10 +220,19 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 def _set_plan_action(plan: Plan):
     def action(modeladmin, request, queryset):
-        count = org_set_plan(orgs=queryset, plan=plan)
-        modeladmin.message_user(
-            request, f"Moved {count} organization(s) to plan “{plan.name}”.", messages.SUCCESS
-        )
+        def run():
+            count = org_set_plan(orgs=queryset, plan=plan, actor=request.user)
+            modeladmin.message_user(
+                request, f"Moved {count} organization(s) to plan “{plan.name}”.", messages.SUCCESS
+            )
+
+        default = Plan.objects.default()
+        return confirm_bulk(
+            modeladmin, request, title=f"Move these organizations to plan “{plan.name}”?",
+            run=run,
+            rows=[(o, (o.plan.name if o.plan else f"default ({default})"), plan.name)
+                  for o in queryset.select_related("plan") if o.plan_id != plan.pk],
+        )  # fmt: skip
 
     return action
 
@@ -238,7 +281,8 @@ class PlanAdminForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+class PlanAdmin(AuditedAdminMixin, BoundedIntegersAdminMixin, admin.ModelAdmin):
+    audit_fields = ("name", "is_default", *Plan.LIMIT_FIELDS, "all_models")
     form = PlanAdminForm
     list_display = (
         "name",

@@ -23,6 +23,7 @@ from accounts.models import (
     invitation_token_hash,
 )
 from accounts.signals import member_removed, orgs_changed, users_bulk_changed
+from audit.services import staff_actions_record
 from core.errors import InvalidRequest, NotFound, PermissionDeniedError, RateLimited
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,22 @@ def _bulk_update(users: QuerySet[User], **fields) -> int:
     return updated
 
 
-def users_set_active(*, users: QuerySet[User], active: bool) -> int:
-    """Suspend (active=False) or reinstate users. A suspended user cannot log in, and the API
-    keys they created answer 401 from the next request on, in every process."""
-    return _bulk_update(users, is_active=active)
+def users_set_active(*, users: QuerySet[User], active: bool, actor=None) -> int:
+    """Suspend (active=False) or reinstate users. A suspended user cannot log in, and their
+    API keys answer 401 from the next request on, in every process. With an `actor` (staff),
+    each change is on record."""
+    with transaction.atomic():
+        if actor is not None:
+            staff_actions_record(
+                actor=actor,
+                action="user.reinstate" if active else "user.suspend",
+                changes=[
+                    (u, {"is_active": u.is_active}, {"is_active": active})
+                    for u in users
+                    if u.is_active != active
+                ],
+            )
+        return _bulk_update(users, is_active=active)
 
 
 # --- organizations --------------------------------------------------------------------------
@@ -100,15 +113,40 @@ def _orgs_update(orgs: QuerySet[Organization], **fields) -> int:
     return updated
 
 
-def org_set_plan(*, orgs: QuerySet[Organization], plan: Plan | None) -> int:
+def org_set_plan(*, orgs: QuerySet[Organization], plan: Plan | None, actor=None) -> int:
     """Move organizations to `plan` (None: the default plan). Their keys' limits change from
-    the next request on, in every process."""
-    return _orgs_update(orgs, plan=plan)
+    the next request on, in every process. With an `actor` (staff), each move is on record,
+    plan before → after."""
+    with transaction.atomic():
+        if actor is not None:
+            after = {"plan": plan.name if plan else None}
+            staff_actions_record(
+                actor=actor,
+                action="org.set_plan",
+                changes=[
+                    (o, {"plan": o.plan.name if o.plan else None}, after)
+                    for o in orgs.select_related("plan")
+                    if o.plan_id != (plan.pk if plan else None)
+                ],
+            )
+        return _orgs_update(orgs, plan=plan)
 
 
-def orgs_set_suspended(*, orgs: QuerySet[Organization], suspended: bool) -> int:
-    """Suspend (every key of theirs answers 401 from the next request on) or reinstate."""
-    return _orgs_update(orgs, suspended_at=timezone.now() if suspended else None)
+def orgs_set_suspended(*, orgs: QuerySet[Organization], suspended: bool, actor=None) -> int:
+    """Suspend (every key of theirs answers 401 from the next request on) or reinstate. With
+    an `actor` (staff), each change is on record."""
+    with transaction.atomic():
+        if actor is not None:
+            staff_actions_record(
+                actor=actor,
+                action="org.suspend" if suspended else "org.reinstate",
+                changes=[
+                    (o, {"suspended": o.suspended_at is not None}, {"suspended": suspended})
+                    for o in orgs
+                    if (o.suspended_at is not None) != suspended
+                ],
+            )
+        return _orgs_update(orgs, suspended_at=timezone.now() if suspended else None)
 
 
 def org_delete(*, actor: Membership) -> None:

@@ -17,6 +17,8 @@ from django.utils import timezone
 from apikeys.authentication import client_ip
 from apikeys.models import ApiKey, ApiKeyEvent
 from apikeys.services import apikey_revoke, apikey_update
+from audit.confirm import confirm_bulk
+from audit.services import staff_action_record
 from core.bounds import BoundedIntegersAdminMixin
 
 _EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
@@ -119,9 +121,27 @@ class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset):
+        live = queryset.filter(revoked_at__isnull=True).select_related("owner")
+        return confirm_bulk(
+            self,
+            request,
+            title="Revoke these API keys?",
+            rows=[(f"{k} of {k.owner}", "active", "revoked: refused from the next request")
+                  for k in live],
+            run=lambda: self._revoke(request, live),
+        )  # fmt: skip
+
+    def _revoke(self, request, live):
         revoked = 0
-        for key in queryset.filter(revoked_at__isnull=True):
+        for key in live:
             apikey_revoke(key=key, actor=request.user, actor_label="admin", ip=client_ip(request))
+            staff_action_record(
+                actor=request.user,
+                action="apikey.revoke",
+                target=key,
+                before={"status": "active"},
+                after={"status": "revoked"},
+            )
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 

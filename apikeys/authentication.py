@@ -1,4 +1,5 @@
-"""DRF authentication for /v1/: `Authorization: Bearer <key>` (what the OpenAI SDKs send)."""
+"""DRF authentication for /v1/: `Authorization: Bearer <key>` (what the OpenAI SDKs send, and
+Anthropic's with `auth_token`) or `x-api-key: <key>` (Anthropic's SDKs with `api_key`)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ def client_ip(request: HttpRequest | Request) -> str | None:
 
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[KeyPrincipal, KeyPrincipal]:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
-            raise InvalidApiKey()
+        raw = request.META.get("HTTP_X_API_KEY", "")
+        if not raw.strip():
+            header = request.META.get("HTTP_AUTHORIZATION", "")
+            scheme, _, raw = header.partition(" ")
+            if scheme.lower() != "bearer" or not raw.strip():
+                raise InvalidApiKey()
         principal = apikey_authenticate(raw_key=raw.strip(), ip=client_ip(request))
         return principal, principal
 

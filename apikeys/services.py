@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.core.cache import cache
 from django.db import transaction
@@ -310,6 +310,7 @@ def _load_entry(public_id: str) -> dict | str:
         "tpm": key.tokens_per_minute,
         "expires_at": key.expires_at.timestamp() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
+        "revoked_at": key.revoked_at.timestamp() if key.revoked_at else None,
     }
 
 
@@ -336,13 +337,9 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         _count_failure(ip)
         raise InvalidApiKey()
     now = time.time()
-    if (
-        entry["revoked"]
-        or not entry["owner_active"]
-        or not entry["org_active"]
-        or (entry["expires_at"] is not None and entry["expires_at"] <= now)
-    ):
-        raise InvalidApiKey()
+    refusal = _refusal_for_known_key(entry, now)
+    if refusal:
+        raise InvalidApiKey(refusal)
     if keyformat.needs_rehash(entry["hash_version"]):
         _rehash(entry["id"], raw_key)
     _touch_last_used(entry["id"], now)
@@ -359,6 +356,26 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         tokens_per_minute=entry["tpm"],
         expires_at=entry["expires_at"],
     )
+
+
+def _refusal_for_known_key(entry: dict, now: float) -> str:
+    """Why a real key may not be used ('' if it may): said plainly, every time (its holder is
+    not guessing, so neither the failed-auth throttle nor a vague message applies)."""
+
+    def when(timestamp: float) -> str:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    if entry["revoked"]:
+        revoked_at = entry.get("revoked_at")  # absent from entries cached before it was added
+        on = f" on {when(revoked_at)}" if revoked_at else ""
+        return f"This API key was revoked{on}. Create a new key at /keys."
+    if entry["expires_at"] is not None and entry["expires_at"] <= now:
+        return f"This API key expired on {when(entry['expires_at'])}. Create a new key at /keys."
+    if not entry["owner_active"]:
+        return "The account that owns this API key is deactivated."
+    if not entry["org_active"]:
+        return "The organization that owns this API key is suspended."
+    return ""
 
 
 def _entry_for(public_id: str, ip: str | None) -> dict | str:

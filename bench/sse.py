@@ -3,7 +3,7 @@ needs nothing installed): raw HTTP/1.1 over asyncio streams, one connection per 
 
 For each stream it records the time to the first token (first event with non-empty text,
 from before the connection was opened), the gaps between content events, and whether it
-ended properly (HTTP 200, no error event, `data: [DONE]`).
+ended properly (HTTP 200, no error event, `data: [DONE]` or Anthropic's `message_stop`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ class StreamResult:
 
 
 def _content_of(event: bytes) -> tuple[str, bool]:
-    """(the event's text, whether it is an error event) for OpenAI chat, legacy or router."""
+    """(the event's text, whether it is an error event) for OpenAI chat, legacy or router, or
+    Anthropic's content_block_delta."""
     try:
         data = json.loads(event)
     except ValueError:
         return "", False
     if not isinstance(data, dict):
         return "", False
+    if data.get("type") == "content_block_delta":
+        return (data.get("delta") or {}).get("text") or "", False
     choices = data.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     text = choice.get("text")
@@ -87,8 +90,8 @@ async def one_stream(
                 for match in _EVENT.finditer(buffer):
                     end = match.end()
                     event = match.group(1)
-                    if event == b"[DONE]":
-                        done = True
+                    if event == b"[DONE]" or event == b'{"type":"message_stop"}':
+                        done = True  # OpenAI's end, or Anthropic's
                         continue
                     text, is_error = _content_of(event)
                     if is_error:

@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class CatalogConfig(AppConfig):
     name = "catalog"
+    verbose_name = "Fleet"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -63,6 +63,15 @@ class Router(models.Model):
     def __str__(self) -> str:
         return self.name or f"{self.pool.name}#{self.pk}"
 
+    @property
+    def traffic_state(self) -> str:
+        """One word for what traffic it takes: disabled, draining, or its probe's health."""
+        if not self.enabled:
+            return "disabled"
+        if self.draining:
+            return "draining"
+        return self.get_health_display()
+
     def clean(self) -> None:
         super().clean()
         problem = router_url_problem(self.base_url or "")
@@ -90,7 +99,14 @@ class CatalogModel(models.Model):
     chat_template = models.CharField(
         max_length=16, choices=ChatTemplate.choices, default=ChatTemplate.LLAMA3
     )
-    default_max_tokens = models.PositiveIntegerField(default=256)
+    # Empty: a request without max_tokens gets what fits the context after its prompt, up to
+    # max_tokens (OpenAI's rule); a number caps that default lower.
+    default_max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Empty: whatever fits the context after the prompt, up to max_tokens.",
+    )
     max_tokens = models.PositiveIntegerField(default=1024)
     request_timeout = models.PositiveIntegerField(default=120, help_text="Seconds.")
     enabled = models.BooleanField(default=True)

@@ -13,6 +13,7 @@ from catalog.models import Router
 
 _probe: Callable[..., Router] | None = None
 _breaker_state: Callable[[int], str] | None = None
+_figures: Callable[[], dict] | None = None
 
 
 def register_router_client(
@@ -31,3 +32,14 @@ def router_probe(*, router: Router) -> Router:
 def breaker_state(router_id: int) -> str:
     """This process's circuit breaker state for the router, or "unknown" without a client."""
     return _breaker_state(router_id) if _breaker_state is not None else "unknown"
+
+
+def register_router_figures(figures: Callable[[], dict]) -> None:
+    """`figures()` -> {router id: object with requests, errors, latency_p50_ms}: the last 5
+    minutes across every worker (ops registers the status rollup's)."""
+    global _figures
+    _figures = figures
+
+
+def router_figures() -> dict:
+    return _figures() if _figures is not None else {}

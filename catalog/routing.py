@@ -45,7 +45,7 @@ class ModelInfo:
     pool_name: str
     context_length: int
     chat_template: str
-    default_max_tokens: int
+    default_max_tokens: int | None  # None: what fits the context (inference.services)
     max_tokens: int
     request_timeout: int
     plan_ids: frozenset[int]
@@ -169,18 +169,21 @@ def build_routing_table(version: str | None) -> RoutingTable:
             created=int(model.created_at.timestamp()),
         )
     for router in Router.objects.filter(enabled=True, draining=False).order_by("id"):
-        table.routers.setdefault(router.pool_id, []).append(
-            RouterInfo(
-                id=router.pk,
-                pool_id=router.pool_id,
-                base_url=router.base_url.rstrip("/"),
-                api_version=router.api_version,
-                session_id=router.session_id,
-                token=router.token,
-                weight=max(1, router.weight),
-                connect_timeout=router.connect_timeout,
-                read_timeout=router.read_timeout,
-                health=router.health,
-            )
-        )
+        table.routers.setdefault(router.pool_id, []).append(router_info(router))
     return table
+
+
+def router_info(router: Router) -> RouterInfo:
+    """What the request path needs of a router (also for trying one outside the table)."""
+    return RouterInfo(
+        id=router.pk,
+        pool_id=router.pool_id,
+        base_url=router.base_url.rstrip("/"),
+        api_version=router.api_version,
+        session_id=router.session_id,
+        token=router.token,
+        weight=max(1, router.weight),
+        connect_timeout=router.connect_timeout,
+        read_timeout=router.read_timeout,
+        health=router.health,
+    )

@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import Plan
+from audit.services import staff_action_record
 from catalog.models import CatalogModel, Router, RouterPool
 from catalog.routerurl import router_url_problem
 from core.bounds import column_range
@@ -205,14 +206,15 @@ def _apply_model(raw, where: str) -> None:
     }
     for name in (*_MODEL_INTEGERS, "sort_order"):
         minimum = -(10**6) if name == "sort_order" else 1
-        value = _int(data, name, where, model=CatalogModel, minimum=minimum)
-        if value is not None:
+        nullable = name == "default_max_tokens"  # null: what fits the context, up to max_tokens
+        value = _int(data, name, where, model=CatalogModel, minimum=minimum, nullable=nullable)
+        if value is not None or (nullable and name in data):
             defaults[name] = value
     for text in ("display_name", "description"):
         if text in data:
             defaults[text] = _str(data, text, where, required=False)
     model, _ = CatalogModel.objects.update_or_create(public_id=public_id, defaults=defaults)
-    if model.default_max_tokens > model.max_tokens:
+    if model.default_max_tokens is not None and model.default_max_tokens > model.max_tokens:
         model.default_max_tokens = model.max_tokens
         model.save(update_fields=["default_max_tokens"])
 
@@ -229,13 +231,31 @@ def _link_plan_models(plan_name: str, model_ids: list[str]) -> None:
 
 
 def router_set_state(
-    *, router: Router, enabled: bool | None = None, draining: bool | None = None
+    *,
+    router: Router,
+    enabled: bool | None = None,
+    draining: bool | None = None,
+    actor=None,
+    action: str = "router.set_state",
 ) -> Router:
+    """Enable, disable, drain or undrain a router; with an `actor` (staff), on record."""
+    before = {"enabled": router.enabled, "draining": router.draining}
     if enabled is not None:
         router.enabled = enabled
     if draining is not None:
         router.draining = draining
-    router.save(update_fields=["enabled", "draining", "updated_at"])
+    with transaction.atomic():
+        router.save(update_fields=["enabled", "draining", "updated_at"])
+        after = {"enabled": router.enabled, "draining": router.draining}
+        if actor is not None and after != before:
+            changed = [k for k in after if after[k] != before[k]]
+            staff_action_record(
+                actor=actor,
+                action=action,
+                target=router,
+                before={k: before[k] for k in changed},
+                after={k: after[k] for k in changed},
+            )
     return router
 
 

@@ -1,4 +1,5 @@
-"""Refuse malformed HTTP at the door of the JSON APIs, in the OpenAI error shape.
+"""Refuse malformed HTTP at the door of the JSON APIs, in the OpenAI error shape (Anthropic's
+for /v1/messages: core.anthropic_errors).
 
 Django reads a body lazily and only `request.body` enforces DATA_UPLOAD_MAX_MEMORY_SIZE; DRF
 reads the stream itself, so without this an oversized body would be read whole. Here, before
@@ -27,7 +28,8 @@ from django.core.exceptions import DisallowedHost
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from core.errors import ApiError, InvalidRequest, PayloadTooLarge, error_response
+from core.anthropic_errors import api_error_response
+from core.errors import ApiError, InvalidRequest, PayloadTooLarge
 
 API_PREFIXES = ("/v1/", "/api/")
 
@@ -113,7 +115,7 @@ class ApiGuardMiddleware:
         if request.path.startswith(API_PREFIXES):
             error = check_host(request) or check_request(request.META)
             if error is not None:
-                return error_response(error)
+                return api_error_response(request, error)
         return self.get_response(request)
 
 

@@ -21,6 +21,9 @@ class ApiError(Exception):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request_error"
+    # What the usage record adds to the code, never shown to the caller: for a refusal, the
+    # limit that bound ("p_rpm", "tpd", ...), which staff insights count per limit.
+    record_detail = ""
 
     def __init__(
         self,
@@ -36,6 +39,11 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
         self.headers = headers or {}
+
+    @property
+    def record_code(self) -> str:
+        """The usage record's error_code: the public code, and the detail after a colon."""
+        return f"{self.code}:{self.record_detail}" if self.record_detail else self.code
 
     def body(self) -> dict:
         return {

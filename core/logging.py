@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
+
+import pythonjsonlogger.json
 
 from core.request_context import current_request_id
 
@@ -16,22 +18,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "request_id"}
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
+    """One JSON object per line: ts, level, logger, request_id, msg, then the record's extras
+    (and `exc` for a traceback). Web, Celery worker and beat all log through it
+    (settings.LOGGING; portal/celery.py hands Celery's logging over to it)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "request_id": getattr(record, "request_id", "-"),
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in self._skip and not key.startswith("_"):
-                entry[key] = (
-                    value if isinstance(value, str | int | float | bool | None) else repr(value)
-                )
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("fmt", ["levelname", "name", "request_id", "message"])
+        kwargs.setdefault(
+            "rename_fields",
+            {"levelname": "level", "name": "logger", "message": "msg", "exc_info": "exc"},
+        )
+        kwargs.setdefault("timestamp", "ts")
+        super().__init__(*args, **kwargs)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data["ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        if log_data.get("request_id") is None:  # a record the filter did not see
+            log_data["request_id"] = "-"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+from core.anthropic_errors import wants_anthropic
 from core.request_context import set_request_id
 
 
@@ -28,4 +29,6 @@ class RequestIdMiddleware:
         finally:
             set_request_id(None)
         response["x-request-id"] = request_id
+        if wants_anthropic(request.path, request.META):
+            response["request-id"] = request_id  # where Anthropic's SDKs read it
         return response

@@ -39,7 +39,6 @@ def completion_body(
         "object": obj,
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [choice],
         "usage": usage,
     }
@@ -56,7 +55,6 @@ class ChunkWriter:
             "object": self.object,
             "created": created,
             "model": model,
-            "system_fingerprint": None,
         }
 
     def _event(self, payload: dict) -> bytes:
@@ -95,11 +93,12 @@ class ChunkWriter:
         return self._event({"choices": [], "usage": usage})
 
     def error(self, *, message: str, code: str) -> bytes:
-        # The finish_reason "error" tells chunk readers the answer is cut; the `error` member
-        # makes the OpenAI SDKs raise, so a client cannot mistake it for a complete answer.
+        # No choice, so no finish_reason: chunk readers see an answer that never finished (and
+        # the chunk stays valid against OpenAI's schemas, whose finish_reason has no "error");
+        # the `error` member makes the OpenAI SDKs raise, so no client takes it as complete.
         return self._event(
             {
-                "choices": [self._end_choice("error")],
+                "choices": [],
                 "error": {"message": message, "type": "api_error", "param": None, "code": code},
             }
         )

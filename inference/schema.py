@@ -19,6 +19,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from inference.anthropic_schema import (
+    ANTHROPIC_VERSION,
+    AnthropicErrorSerializer,
+    AnthropicModelListSerializer,
+    AnthropicModelSerializer,
+    either_shape,
+)
 from inference.validation import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
 
 EXAMPLE_MODEL = "cortensor/llama-3.1-8b"
@@ -247,7 +254,7 @@ class ChatCompletionSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["chat.completion"])
     created = serializers.IntegerField()
     model = serializers.CharField()
-    system_fingerprint = serializers.CharField(allow_null=True)
+    system_fingerprint = serializers.CharField(required=False)  # a string or absent
     choices = ChatChoiceSerializer(many=True)
     usage = UsageCountsSerializer()
 
@@ -267,7 +274,7 @@ class CompletionSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["text_completion"])
     created = serializers.IntegerField()
     model = serializers.CharField()
-    system_fingerprint = serializers.CharField(allow_null=True)
+    system_fingerprint = serializers.CharField(required=False)  # a string or absent
     choices = CompletionChoiceSerializer(many=True)
     usage = UsageCountsSerializer()
 
@@ -287,7 +294,8 @@ SSE_EVENT = {
 SSE = OpenApiResponse(
     SSE_EVENT,
     description="With `stream: true`: `data: <chunk JSON>` events, then `data: [DONE]`. A "
-    "stream that breaks off ends with a chunk carrying `error` and finish_reason `error`.",
+    "stream that breaks off ends with a chunk carrying `error` and no choices (so no "
+    "finish_reason), then `[DONE]`.",
 )
 
 
@@ -357,19 +365,33 @@ class UsageSerializer(serializers.Serializer):
 
 _TAGS = ["v1"]
 
+# GET /v1/models[/{id}] answer Anthropic's shapes to an `anthropic-version` header.
+_EITHER_ERROR = either_shape("AnyError", ErrorSerializer(), AnthropicErrorSerializer())
+_MODELS_AUTH_ERRORS = {
+    status: OpenApiResponse(_EITHER_ERROR, description=response.description)
+    for status, response in AUTH_ERRORS.items()
+}
+
 models_list = extend_schema(
     operation_id="models_list",
     tags=_TAGS,
     summary="List the models this key may use",
-    description="The catalog models this key's plan (and the key's own subset) allows.",
-    responses={200: ModelListSerializer, **AUTH_ERRORS},
+    description="The catalog models this key's plan (and the key's own subset) allows; in "
+    "Anthropic's shape to a request with an `anthropic-version` header.",
+    parameters=[ANTHROPIC_VERSION],
+    responses={
+        200: either_shape("AnyModelList", ModelListSerializer(), AnthropicModelListSerializer()),
+        **_MODELS_AUTH_ERRORS,
+    },
 )
 models_retrieve = extend_schema(
     operation_id="models_retrieve",
     tags=_TAGS,
     summary="One model",
-    description="One model by id, or 404 `model_not_found` if this key may not use it.",
+    description="One model by id, or 404 `model_not_found` if this key may not use it; in "
+    "Anthropic's shape to a request with an `anthropic-version` header.",
     parameters=[
+        ANTHROPIC_VERSION,
         OpenApiParameter(
             "model_id",
             OpenApiTypes.STR,
@@ -377,9 +399,13 @@ models_retrieve = extend_schema(
             pattern=MODEL_ID_PATTERN,
             description="A model id; it may contain '/'.",
             examples=[OpenApiExample("llama", value=EXAMPLE_MODEL)],
-        )
+        ),
     ],
-    responses={200: ModelSerializer, 404: _error("No such model for this key."), **AUTH_ERRORS},
+    responses={
+        200: either_shape("AnyModel", ModelSerializer(), AnthropicModelSerializer()),
+        404: OpenApiResponse(_EITHER_ERROR, description="No such model for this key."),
+        **_MODELS_AUTH_ERRORS,
+    },
 )
 chat_completions_create = extend_schema(
     operation_id="chat_completions_create",

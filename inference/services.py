@@ -5,7 +5,7 @@ One request, start to end:
   2. validate the body, resolve the model, check policy    validation, catalog.routing
   3. admit against the limits in one Redis round trip      metering.limits
   4. forward to a router of the model's pool, failing over before the first byte
-  5. translate to OpenAI JSON or SSE                       openai_format
+  5. translate to OpenAI's or Anthropic's JSON or SSE      faces (openai_format, anthropic_format)
   6. settle the limits and write one usage record when the request ends, however it ends
 """
 
@@ -35,15 +35,14 @@ from core.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    error_response,
     to_api_error,
 )
 from inference import chat_templates, upstream
-from inference.openai_format import ChunkWriter, completion_body, usage_dict
+from inference.faces import Face, OpenAIFace, StreamWriter
 from inference.relay import Relay, bill
 from inference.router_api import api_for
 from inference.tokens import estimate_tokens
-from inference.validation import CompletionRequest, parse_chat
+from inference.validation import CompletionRequest
 from metering.lifecycle import MeteredRequest, Outcome, Usage, usage_refused
 from metering.limits import Admission
 
@@ -67,19 +66,21 @@ class Call:
 
     usage: Usage
     started: float
+    face: Face
     metered: MeteredRequest | None = None
 
     @classmethod
-    def begin(cls, *, request_id: str, principal: KeyPrincipal, endpoint: str) -> Call:
+    def begin(cls, *, request_id: str, principal: KeyPrincipal, face: Face) -> Call:
         return cls(
             usage=Usage(
                 request_id=request_id,
                 user_id=principal.owner_id,
                 key_id=principal.key_id,
                 org_id=principal.org_id,
-                endpoint=endpoint,
+                endpoint=face.endpoint,
             ),
             started=time.monotonic(),
+            face=face,
         )
 
     def elapsed_ms(self) -> int:
@@ -136,14 +137,15 @@ class Call:
         return usage_refused(self.usage)
 
     def fail(self, error: ApiError, headers: dict[str, str] | None = None) -> JsonResponse:
-        if not self.end(outcome=outcome_for(error), status=error.status, error_code=error.code):
+        outcome = outcome_for(error)
+        if not self.end(outcome=outcome, status=error.status, error_code=error.record_code):
             error = RateLimited(
                 "Too many refused requests from this API key; fix the requests before "
                 "retrying. Retry after 60s.",
                 headers={"Retry-After": "60"},
             )
-        response = error_response(error)
-        for name, value in (headers or {}).items():
+        response = self.face.error_response(error, request_id=self.usage.request_id)
+        for name, value in self.face.headers(headers or {}).items():
             response.setdefault(name, value)
         return response
 
@@ -167,8 +169,16 @@ def _prompt_for(creq: CompletionRequest, model: ModelInfo) -> str:
     return creq.prompt or ""
 
 
-# What the views pass: the body's parser (chat or legacy completion) and a getter for the body,
-# which DRF parses on first access (so a malformed body is an error of this call, metered).
+def count_prompt_tokens(*, principal: KeyPrincipal, creq: CompletionRequest) -> int:
+    """The prompt's tokens as admission counts them (the model's template, then the estimate);
+    raises ModelNotFound like a completion would."""
+    model, _ = resolve_model(principal, creq.model)
+    return estimate_tokens(_prompt_for(creq, model))
+
+
+# What the views pass: the body's parser (chat or legacy completion) or the face it belongs
+# to, and a getter for the body, which DRF parses on first access (so a malformed body is an
+# error of this call, metered).
 BodyParser = Callable[[Any], CompletionRequest]
 BodyGetter = Callable[[], Any]
 
@@ -177,16 +187,22 @@ def completion_serve(
     *,
     request_id: str,
     principal: KeyPrincipal,
-    creq_parse: BodyParser,
     body_getter: BodyGetter,
+    creq_parse: BodyParser | None = None,
+    face: Face | None = None,
     client_socket: socket.socket | None = None,
+    on_routed: Callable[[RouterInfo, int], None] | None = None,
 ) -> HttpResponseBase:
-    """Handle one chat or legacy completion request; always returns a response.
-    `client_socket` (gunicorn's, when served by it) gets a send timeout while streaming."""
-    endpoint = "chat.completions" if creq_parse is parse_chat else "completions"
-    call = Call.begin(request_id=request_id, principal=principal, endpoint=endpoint)
+    """Handle one chat, legacy completion or Anthropic message request; always returns a
+    response. OpenAI's views pass their parser, others their `face`. `client_socket`
+    (gunicorn's, when served by it) gets a send timeout while streaming; `on_routed` (staff's
+    "try this model") hears which router took it and its TTFB in ms."""
+    if face is None:
+        assert creq_parse is not None
+        face = OpenAIFace(creq_parse)
+    call = Call.begin(request_id=request_id, principal=principal, face=face)
     try:
-        ready = _prepare(call, principal=principal, creq_parse=creq_parse, body_getter=body_getter)
+        ready = _prepare(call, principal=principal, creq_parse=face.parse, body_getter=body_getter)
     except ApiError as error:
         return call.fail(error)
     except Exception as exc:  # DRF parse errors and the like: bad input, never a 500
@@ -203,6 +219,12 @@ def completion_serve(
             prompt_tokens=ready.prompt_tokens,
         )
     except ApiError as error:
+        if ready.creq.sampling.max_tokens is None and error.message.startswith("Request too large"):
+            error.message += (
+                f" No max_tokens was sent, so it reserves {ready.max_tokens} output tokens (what "
+                "fits the context after the prompt, up to the model's maximum): send a smaller "
+                "max_tokens."
+            )
         return call.fail(error, headers=getattr(error, "headers", None))
 
     try:
@@ -212,6 +234,8 @@ def completion_serve(
 
     call.usage.router_id = up.router.id
     call.usage.ttfb_ms = call.elapsed_ms()
+    if on_routed is not None:
+        on_routed(up.router, call.usage.ttfb_ms)
     creq = ready.creq
     answer = _Answer(
         call=call,
@@ -221,7 +245,7 @@ def completion_serve(
         admission=admission,
         prompt_estimate=ready.prompt_tokens,
         max_tokens=ready.max_tokens,
-        ident=("chatcmpl-" if creq.endpoint == "chat.completions" else "cmpl-") + request_id[4:],
+        ident=face.ident(request_id),
         created=int(time.time()),
     )
     if not creq.stream:
@@ -249,17 +273,19 @@ def _prepare(
     """Validate the body, resolve the model and check the token budget; raises ApiError."""
     creq: CompletionRequest = creq_parse(body_getter())
     call.usage.streamed = creq.stream
+    call.usage.end_user = creq.sampling.user
     model, plan = resolve_model(principal, creq.model)
     call.usage.model = model.public_id  # only once resolved: never what a client typed
     call.usage.pool = model.pool_name
-    max_tokens = creq.sampling.max_tokens or model.default_max_tokens
-    if max_tokens > model.max_tokens:
+    requested = creq.sampling.max_tokens
+    if requested is not None and requested > model.max_tokens:
         raise InvalidRequest(
-            f"max_tokens is {max_tokens}; this model allows at most {model.max_tokens}.",
+            f"max_tokens is {requested}; this model allows at most {model.max_tokens}.",
             param="max_tokens",
         )
     prompt = _prompt_for(creq, model)
     prompt_tokens = estimate_tokens(prompt)
+    max_tokens = requested or default_max_tokens(model, prompt_tokens)
     if prompt_tokens + max_tokens > model.context_length:
         raise InvalidRequest(
             f"This model's context is {model.context_length} tokens; your prompt (~"
@@ -281,6 +307,16 @@ def _prepare(
     )
 
 
+def default_max_tokens(model: ModelInfo, prompt_tokens: int) -> int:
+    """A request without max_tokens may use what fits the context after its prompt, up to the
+    model's max_tokens (or the catalog's lower default), as OpenAI does; admission reserves
+    the same. At least 1, so a prompt that fills the context is refused as too long."""
+    ceiling = model.max_tokens
+    if model.default_max_tokens is not None:
+        ceiling = min(ceiling, model.default_max_tokens)
+    return max(1, min(ceiling, model.context_length - prompt_tokens))
+
+
 def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
     """Send the request to a router of the model's pool, failing over before the first byte."""
     creq, model = ready.creq, ready.model
@@ -291,6 +327,8 @@ def _open_upstream(ready: _Prepared, *, request_id: str) -> upstream.Upstream:
         "stop": creq.sampling.stop or None,
         "presence_penalty": creq.sampling.presence_penalty,
         "frequency_penalty": creq.sampling.frequency_penalty,
+        "top_k": creq.sampling.top_k,
+        "seed": creq.sampling.seed,
     }
 
     def payload_for(router: RouterInfo) -> dict[str, Any]:
@@ -321,6 +359,10 @@ class _Answer:
     max_tokens: int
     ident: str
     created: int
+
+    def echoed(self) -> str:
+        """The prompt, when a legacy completion asked for `echo`: it leads the answer's text."""
+        return (self.creq.prompt or "") if self.creq.echo else ""
 
     def new_relay(self) -> Relay:
         return Relay(stops=self.creq.sampling.stop, max_tokens=self.max_tokens)
@@ -359,19 +401,20 @@ def _answer_json(a: _Answer) -> JsonResponse:
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
     )
-    usage = usage_dict(a.call.usage.prompt_tokens, a.call.usage.completion_tokens)
     a.call.end(outcome=Outcome.OK, status=200)
-    body = completion_body(
-        endpoint=a.creq.endpoint,
+    face = a.call.face
+    body = face.body(
         ident=a.ident,
         created=a.created,
         model=a.model.public_id,
-        text=relay.text(),
-        finish_reason=relay.finish_reason(completion.finish_reason),
-        usage=usage,
+        relay=relay,
+        router_finish=completion.finish_reason,
+        input_tokens=a.call.usage.prompt_tokens,
+        output_tokens=a.call.usage.completion_tokens,
+        echo=a.echoed(),
     )
     response = JsonResponse(body)
-    for name, value in a.admission.headers.items():
+    for name, value in face.headers(a.admission.headers).items():
         response[name] = value
     return response
 
@@ -458,8 +501,13 @@ def _send_timeout(client_socket: socket.socket | None, seconds: float | None) ->
 
 
 def _answer_stream(a: _Answer, client_socket: socket.socket | None = None) -> StreamingHttpResponse:
-    writer = ChunkWriter(
-        endpoint=a.creq.endpoint, ident=a.ident, created=a.created, model=a.model.public_id
+    face = a.call.face
+    writer = face.writer(
+        ident=a.ident,
+        created=a.created,
+        model=a.model.public_id,
+        creq=a.creq,
+        request_id=a.call.usage.request_id,
     )
     events: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(a.up, events), daemon=True)
@@ -468,13 +516,13 @@ def _answer_stream(a: _Answer, client_socket: socket.socket | None = None) -> St
     response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
-    for name, value in a.admission.headers.items():
+    for name, value in face.headers(a.admission.headers).items():
         response[name] = value
     return response
 
 
 def _stream_body(
-    a: _Answer, writer: ChunkWriter, events: queue.Queue, client_socket: socket.socket | None
+    a: _Answer, writer: StreamWriter, events: queue.Queue, client_socket: socket.socket | None
 ) -> Iterator[bytes]:
     """The SSE body: the router's events relayed, then the end the stream had (finished, cut at
     its time limit, broken off, or the client gone), and the call metered whatever it was."""
@@ -485,8 +533,11 @@ def _stream_body(
     previous_timeout = _send_timeout(client_socket, settings.STREAM_WRITE_TIMEOUT_SECONDS)
     metrics.STREAMS_IN_FLIGHT.inc()  # dec in the finally below
     try:
-        if writer.chat:
-            yield writer.role()
+        opening = writer.open(input_tokens=a.prompt_estimate)
+        if opening:
+            yield opening
+        if a.echoed():
+            yield writer.content(a.echoed())
         ended = yield from _relay_events(call, events, deadline, relay, writer)
         yield from _stream_finished(a, relay, writer, ended)
     except GeneratorExit:
@@ -537,7 +588,7 @@ class _RouterEnd:
 
 
 def _relay_events(
-    call: Call, events: queue.Queue, deadline: float, relay: Relay, writer: ChunkWriter
+    call: Call, events: queue.Queue, deadline: float, relay: Relay, writer: StreamWriter
 ) -> Generator[bytes, None, _RouterEnd]:
     """The router's events as SSE chunks (keep-alives while it is silent), until its end or
     max_tokens; returns what it said about the end. Raises what broke the stream."""
@@ -570,27 +621,34 @@ def _relay_events(
 
 
 def _stream_finished(
-    a: _Answer, relay: Relay, writer: ChunkWriter, ended: _RouterEnd
+    a: _Answer, relay: Relay, writer: StreamWriter, ended: _RouterEnd
 ) -> Iterator[bytes]:
-    """A stream's regular end: the held-back tail, the finish chunk, usage if asked, [DONE].
-    The slot is released before [DONE]: the client has its whole answer by then."""
+    """A stream's regular end: the held-back tail, the finish (with usage: OpenAI's if asked,
+    Anthropic's always), then [DONE] or message_stop. The slot is released before that last
+    event: the client has its whole answer by then."""
     tail = relay.flush()
     if tail:
         yield writer.content(tail)
-    yield writer.finish(relay.finish_reason(ended.finish_reason))
     a.bill(relay, prompt_tokens=ended.prompt_tokens, completion_tokens=ended.completion_tokens)
-    if a.creq.include_usage:
-        usage = a.call.usage
-        yield writer.usage(usage_dict(usage.prompt_tokens, usage.completion_tokens))
+    usage = a.call.usage
+    yield writer.finish(
+        relay=relay,
+        router_finish=ended.finish_reason,
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+    )
     a.call.release_slot()
     yield writer.done()
 
 
 def _stream_cut(
-    a: _Answer, relay: Relay, writer: ChunkWriter, *, message: str, code: str
+    a: _Answer, relay: Relay, writer: StreamWriter, *, message: str, code: str
 ) -> Iterator[bytes]:
-    """A stream cut short: bill what was delivered, tell the client in an error event, [DONE]."""
+    """A stream cut short: bill what was delivered, tell the client in an error event (then
+    OpenAI's [DONE]; Anthropic's stream ends at the error)."""
     a.bill(relay)
-    yield writer.error(message=message, code=code)
+    yield writer.cut(message=message, code=code)
     a.call.release_slot()
-    yield writer.done()
+    last = writer.cut_done()
+    if last:
+        yield last

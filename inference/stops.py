@@ -16,6 +16,7 @@ class StopScanner:
         self.hold = max((len(s) for s in stops), default=1) - 1
         self.pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, text: str) -> str:
         if self.stopped:
@@ -25,6 +26,9 @@ class StopScanner:
         self.pending += text
         head, hit = cut_at_stop(self.pending, self.stops)
         if hit:
+            self.matched = min((self.pending.find(s), s) for s in self.stops if s in self.pending)[
+                1
+            ]
             self.stopped = True
             self.pending = ""
             return head

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from inference import pages, usage_api, views
+from inference import messages_api, pages, usage_api, views
 
 urlpatterns = [
     path("v1/models", views.ModelListView.as_view(), name="v1-models"),
@@ -13,6 +13,13 @@ urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="v1-chat-completions"),
     path("v1/completions", views.CompletionsView.as_view(), name="v1-completions"),
     path("v1/usage", usage_api.UsageApi.as_view(), name="api-usage"),
+    # Anthropic's Messages API: the same pipeline, its other face.
+    path("v1/messages", messages_api.MessagesView.as_view(), name="v1-messages"),
+    path(
+        "v1/messages/count_tokens",
+        messages_api.CountTokensView.as_view(),
+        name="v1-messages-count-tokens",
+    ),
 ]
 
 # The docs and playground pages: the same pipeline, driven from the browser.

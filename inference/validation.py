@@ -2,8 +2,10 @@
 
 Written by hand rather than with DRF serializers: this runs on every request and must be cheap,
 and every message must name the parameter (`param`) the way OpenAI's errors do. Unknown fields
-are ignored, as OpenAI does; features the routers cannot serve (tools, images, n > 1) are
-refused clearly rather than silently dropped.
+are ignored, as OpenAI does; but a known sampling or output parameter is never silently
+dropped: what the routers can do is forwarded (`seed`, `top_k`) or done here (`echo`, `user` on
+the usage record), and what they cannot (tools, images, `n` > 1, `logit_bias`, logprobs) is
+refused with a 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ _UNSUPPORTED = {
     "function_call": "Function calling is not supported by this API yet.",
     "logprobs": None,  # allowed when false
     "audio": "Audio output is not supported.",
+    "logit_bias": "'logit_bias' is not supported: the model servers cannot bias tokens.",
+    "top_logprobs": "'top_logprobs' is not supported (nor is 'logprobs').",
 }
+MAX_USER_LENGTH = 256
 
 
 @dataclass(slots=True)
@@ -38,6 +43,7 @@ class Sampling:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
+    top_k: int | None = None
     user: str | None = None
 
 
@@ -144,11 +150,21 @@ def _sampling(body: dict) -> Sampling:
             param="stop",
         )
     user = body.get("user")
-    if user is not None and (not isinstance(user, str) or len(user) > 256):
-        raise InvalidRequest("'user' must be a string of at most 256 characters.", param="user")
+    if user is not None and (
+        not isinstance(user, str) or len(user) > MAX_USER_LENGTH or not _printable(user)
+    ):
+        raise InvalidRequest(
+            f"'user' must be a string of at most {MAX_USER_LENGTH} characters without control "
+            "characters.",
+            param="user",
+        )
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
-        raise InvalidRequest("Only n=1 is supported: send one request per completion.", param="n")
+        raise InvalidRequest(
+            "Only n=1 is supported: send one request per completion.",
+            param="n",
+            code="unsupported_parameter",
+        )
     for name, message in _UNSUPPORTED.items():
         value = body.get(name)
         if value not in (None, False, [], {}) and message:
@@ -174,7 +190,8 @@ def _sampling(body: dict) -> Sampling:
         presence_penalty=_number(body, "presence_penalty", -2, 2),
         frequency_penalty=_number(body, "frequency_penalty", -2, 2),
         seed=_integer(body, "seed", -(2**63), 2**63 - 1),
-        user=user,
+        top_k=_integer(body, "top_k", 0, 1_000_000),
+        user=user or None,
     )
 
 
@@ -302,6 +319,12 @@ def parse_chat(body) -> CompletionRequest:
     messages = _messages(body)
     sampling = _sampling(body)
     stream, include_usage = _stream(body)
+    if body.get("echo") not in (None, False):
+        raise InvalidRequest(
+            "'echo' is a parameter of /v1/completions, not of chat completions.",
+            param="echo",
+            code="unsupported_parameter",
+        )
     return CompletionRequest(
         model=model,
         endpoint="chat.completions",

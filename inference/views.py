@@ -13,8 +13,9 @@ from rest_framework.views import APIView
 from apikeys.authentication import ApiKeyAuthentication
 from apikeys.services import KeyPrincipal
 from catalog.routing import ModelInfo, routing_table
+from core.anthropic_errors import wants_anthropic
 from core.api_guard import JSONParser
-from inference import schema, validation
+from inference import anthropic_format, schema, validation
 from inference.services import completion_serve, resolve_model
 from metering.limits import limits_headers
 
@@ -75,18 +76,22 @@ class ModelListView(V1View):
         principal: KeyPrincipal = request.user  # type: ignore[assignment] # ApiKeyAuthentication
         table = routing_table()
         plan = table.plan_for(principal.plan_id)
-        data = [
-            model_object(m)
+        models = [
+            m
             for m in table.models.values()
             if table.model_allowed(m, plan, principal.allowed_models)
         ]
-        return JsonResponse({"object": "list", "data": data})
+        if wants_anthropic(request.path, request.META):  # an Anthropic SDK asks
+            return anthropic_format.models_page(models)
+        return JsonResponse({"object": "list", "data": [model_object(m) for m in models]})
 
 
 class ModelDetailView(V1View):
     @schema.models_retrieve
     def get(self, request: Request, model_id: str) -> JsonResponse:
         model, _ = resolve_model(request.user, model_id)  # type: ignore[arg-type]
+        if wants_anthropic(request.path, request.META):
+            return JsonResponse(anthropic_format.model_object(model))
         return JsonResponse(model_object(model))
 
 

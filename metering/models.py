@@ -15,6 +15,11 @@ class UsageRecord(models.Model):
         TIMEOUT = "timeout", "timeout"
         CANCELLED = "cancelled", "cancelled by the client"
 
+    class Endpoint(models.TextChoices):
+        CHAT_COMPLETIONS = "chat.completions", "chat completions"
+        COMPLETIONS = "completions", "completions (legacy)"
+        MESSAGES = "messages", "messages (Anthropic)"
+
     request_id = models.CharField(max_length=64, unique=True)
     # The organization that owns the key (billed); `user` is the member who created the key.
     # Null only for records older than organizations whose key and user were both gone.
@@ -35,7 +40,7 @@ class UsageRecord(models.Model):
     model = models.CharField(max_length=128, blank=True)
     pool = models.CharField(max_length=64, blank=True)
     router_id = models.BigIntegerField(null=True, blank=True)
-    endpoint = models.CharField(max_length=32)
+    endpoint = models.CharField(max_length=32, choices=Endpoint.choices)
     streamed = models.BooleanField(default=False)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     http_status = models.PositiveSmallIntegerField()
@@ -52,6 +57,11 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    # The API's `user` parameter: the caller's own id for its end user (OpenAI's abuse
+    # monitoring field), shown in the request log. Not the portal user: that is `user` above.
+    # Nullable without a default: SQLite adds the column in place (a remade table would lose
+    # the UsagePending trigger), PostgreSQL without rewriting the table.
+    end_user = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-id"]
@@ -74,6 +84,12 @@ class UsageRecord(models.Model):
                 .first()
             )
         super().save(*args, **kwargs)
+
+    @property
+    def public_error_code(self) -> str:
+        """The code the caller got: a refusal's record adds the limit that bound after a colon
+        (`rate_limit_exceeded:p_rpm`, for staff insights), which is not the caller's business."""
+        return self.error_code.partition(":")[0]
 
 
 class QuarantinedUsage(models.Model):

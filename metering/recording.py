@@ -81,6 +81,7 @@ class Usage:
     latency_ms: int = 0
     ttfb_ms: int | None = None
     created_at: datetime = field(default_factory=timezone.now)
+    end_user: str | None = None  # the request's `user` parameter
 
     @property
     def total_tokens(self) -> int:

@@ -13,15 +13,18 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
-from metering.limits import BackendUnavailable, limits_status
+from core.redis import get_redis
+from metering.limits import BackendUnavailable, keys, limits_status
 from metering.models import DailyUsage
 
 log = logging.getLogger(__name__)
@@ -356,3 +359,42 @@ def daily_usage_csv_lines(*, queryset, include_user: bool = False) -> Iterator[s
 def _csv_safe(text: str) -> str:
     # A cell starting with = + - @ is a formula to spreadsheets (CSV injection).
     return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+
+
+# Counting the pending table stops here: past it, the exact figure does not change what to do.
+BACKLOG_COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBacklogs:
+    pending_aggregation: int  # records not folded into a ledger yet (capped)
+    spooled: int  # records waiting in the Redis spool for the database
+    spool_files: int  # local spool files (neither the database nor Redis took their records)
+    journal: int  # admitted requests whose record is not written yet
+
+    @property
+    def capped(self) -> bool:
+        return self.pending_aggregation >= BACKLOG_COUNT_CAP
+
+
+def usage_backlogs() -> UsageBacklogs:
+    """What waits between the API and the ledgers: one bounded count, two Redis calls."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM metering_usagepending LIMIT %s) AS capped",
+            [BACKLOG_COUNT_CAP],
+        )
+        (pending,) = cursor.fetchone()
+    spooled = journal = 0
+    client = get_redis()
+    if client is not None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.llen(keys.spool())
+            pipe.hlen(keys.journal())
+            spooled, journal = pipe.execute()
+        except Exception as exc:  # the dashboard must render with Redis down too
+            log.warning("usage_backlogs: Redis unavailable (%s)", exc.__class__.__name__)
+    spool_dir = Path(settings.USAGE_SPOOL_DIR)
+    files = sum(1 for _ in spool_dir.glob("*.jsonl*")) if spool_dir.exists() else 0
+    return UsageBacklogs(pending, spooled, files, journal)

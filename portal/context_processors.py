@@ -4,6 +4,7 @@ from django.conf import settings
 
 from accounts.selectors import current_membership
 from accounts.views import switcher_memberships
+from ops.selectors import open_incidents_cached
 from portal.devmail import mailbox_visible
 
 
@@ -15,6 +16,8 @@ def portal(request):
         # Callables: the template asks only on pages that show them (a query each).
         "ORG_SWITCHER": functools.partial(switcher_memberships, request),
         "CURRENT_MEMBERSHIP": functools.partial(_current, request),
+        # Lazy: only pages that render the banner (base.html) read it, from a 15 s cache.
+        "OPEN_INCIDENTS": open_incidents_cached,
     }
 
 

@@ -151,6 +151,7 @@ def dashboard(request):
             "total_tokens",
             "latency_ms",
             "streamed",
+            "end_user",
         )
         .order_by("-created_at", "-id")[:RECENT_REQUESTS]
     )

@@ -1,4 +1,7 @@
-"""Settings, all from the environment (see .env.example for every variable).
+"""Settings, all from the environment (see .env.example for every variable), and from a
+`.env` file at the checkout's root (ENV_FILE names another; empty: none), which never wins over
+a variable already set. `make run` writes a development one, so `manage.py` commands in a
+second terminal see the same settings as the server.
 
 With nothing set, the portal runs on the embedded default: a SQLite file, a local-memory
 cache, in-process limits and Celery tasks run eagerly. DATABASE_URL and REDIS_URL switch it to
@@ -12,15 +15,17 @@ from pathlib import Path
 from core.env import (
     ConfigError,
     check_redis_url,
+    database_from_env,
+    email_from_env,
     env_bool,
     env_int,
     env_list,
     env_str,
-    parse_database_url,
-    parse_email_url,
+    read_env_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+read_env_file(env_str("ENV_FILE", str(BASE_DIR / ".env")))
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -28,6 +33,12 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ConfigError("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for development)")
     SECRET_KEY = "dev-insecure-secret-key-only-for-DEBUG"
+elif not DEBUG and SECRET_KEY.startswith("dev-"):
+    # .env.example's and make run's keys: a copied development .env must not reach production.
+    raise ConfigError(
+        "SECRET_KEY is a development key (from .env.example or make run); set your own when "
+        "DEBUG is off"
+    )
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 # API keys are stored as HMAC-SHA256(APIKEY_HASH_SECRET, secret). A separate secret from
@@ -46,7 +57,7 @@ PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip
 INSTALLED_APPS = [
     # First, so that its createsuperuser (which mentions STAFF_REQUIRE_MFA) wins.
     "accounts",
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin, as the operator console
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,10 +75,14 @@ INSTALLED_APPS = [
     "catalog",
     "inference",
     "metering",
+    "ops",
+    "audit",
 ]
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # /v1/ only: CORS (preflights answered before auth) and the SDKs' retry headers.
+    "core.api_headers.ApiHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Refuse oversized/malformed requests to /v1/ and /api/ before any body read.
     "core.api_guard.ApiGuardMiddleware",
@@ -86,6 +101,7 @@ MIDDLEWARE = [
 # The /v1/ API's stack (portal/wsgi.py): no sessions, CSRF, messages, allauth or CSP there.
 API_MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    "core.api_headers.ApiHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.api_guard.ApiGuardMiddleware",
 ]
@@ -112,8 +128,9 @@ TEMPLATES = [
 FORM_RENDERER = "portal.forms.PortalFormRenderer"
 
 # --- database -------------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
-_db = parse_database_url(DATABASE_URL, base_dir=str(BASE_DIR))
+_db = database_from_env(
+    "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}", base_dir=str(BASE_DIR)
+)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     # psycopg's pool bounds the PostgreSQL connections of a worker process however many
     # greenlets (open streams) it runs: a greenlet borrows a connection for its queries and
@@ -196,6 +213,9 @@ CELERY_BEAT_SCHEDULE = {
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
     "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
+    "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
+    "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},
+    "prune-status-history": {"task": "ops.tasks.prune_health", "schedule": 3600.0},
 }
 
 # --- limits ---------------------------------------------------------------------------------
@@ -213,7 +233,8 @@ USAGE_REFUSED_PER_MINUTE = env_int("USAGE_REFUSED_PER_MINUTE", 120, minimum=1)
 DEFAULT_PLAN_NAME = env_str("DEFAULT_PLAN", "free")
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 # Where usage records wait when neither the database nor Redis takes them (a local file spool).
-USAGE_SPOOL_DIR = BASE_DIR / "var" / "usage-spool"
+# Web and worker processes must share it (compose mounts one volume in both).
+USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR") or BASE_DIR / "var" / "usage-spool")
 # The limits' Redis key prefix; empty: the cache's KEY_PREFIX (metering/limits/keys.py).
 LIMITS_KEY_PREFIX = None
 
@@ -267,7 +288,7 @@ if _EMAIL_URL == "file:" or (not _EMAIL_URL and DEBUG):
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 else:
-    globals().update(parse_email_url(_EMAIL_URL or "console:"))
+    globals().update(email_from_env("EMAIL_URL"))
     EMAIL_FILE_PATH = ""  # no file outbox: the dev mailbox stays off
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Cortensor Portal <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
@@ -279,7 +300,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # DRF's JSON parser turns JSON nested past the recursion limit into a 500; ours answers 400.
     "DEFAULT_PARSER_CLASSES": ["core.api_guard.JSONParser"],
-    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # OpenAI's error shape, or Anthropic's for /v1/messages (core.anthropic_errors).
+    "EXCEPTION_HANDLER": "core.anthropic_errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

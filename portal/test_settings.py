@@ -13,6 +13,9 @@ import uuid
 
 RUN_ID = os.environ.setdefault("PORTAL_TEST_RUN_ID", uuid.uuid4().hex[:8])
 
+# A developer's .env (written by `make run`) must not change what the suite tests; processes
+# the suite starts inherit this. Tests of the file itself set ENV_FILE explicitly.
+os.environ.setdefault("ENV_FILE", "")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("APIKEY_HASH_SECRET", "test-apikey-hash-secret")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")

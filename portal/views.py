@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from catalog.selectors import routing_readiness
+from core.anthropic_errors import api_error_response
 from core.errors import (
     ApiError,
     InvalidRequest,
@@ -39,7 +40,9 @@ def static_redirect(request, name: str):
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return error_response(NotFound(f"No route {request.method} {request.path}. See /docs."))
+        return api_error_response(
+            request, NotFound(f"No route {request.method} {request.path}. See /docs.")
+        )
     return render(request, "404.html", status=404)
 
 
@@ -47,11 +50,12 @@ def bad_request(request, exception=None):
     if _is_api(request):
         # Django routes RequestDataTooBig (raised on reading request.body) here as a 400.
         error = to_api_error(exception) if isinstance(exception, RequestDataTooBig) else None
-        return error_response(
+        return api_error_response(
+            request,
             error
             or InvalidRequest(
                 "The request was malformed (bad host, headers or encoding).", code="bad_request"
-            )
+            ),
         )
     return render(request, "400.html", status=400)
 
@@ -64,7 +68,7 @@ def permission_denied(request, exception=None):
     if _is_api(request):
         err = ApiError("You may not access this resource.", code="permission_denied")
         err.status, err.type = 403, "permission_error"
-        return error_response(err)
+        return api_error_response(request, err)
     return render(request, "403.html", status=403)
 
 
@@ -90,7 +94,7 @@ def server_error(request):
         )
         err.status = 500
         err.type = "api_error"
-        return error_response(err)
+        return api_error_response(request, err)
     return render(request, "500.html", status=500)
 
 

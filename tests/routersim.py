@@ -17,6 +17,7 @@ running simulator does nothing, so ``RouterSim(...).start()`` is fine too.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def _option_value(args: tuple[str, ...], name: str) -> str | None:
         elif arg.startswith(name + "="):
             value = arg.split("=", 1)[1]
     return value
+
+
+# Prefix for a test's long-lived child processes: the kernel sends it SIGTERM when the test
+# process dies, however it dies (a SIGKILLed or timed-out pytest left gunicorn masters behind).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -146,7 +152,7 @@ class RouterSim:
             *self.args,
         ]
         self._process = subprocess.Popen(
-            command,
+            [*DIE_WITH_PARENT, *command],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.routersim import REPO_ROOT, RouterSim
+from tests.routersim import DIE_WITH_PARENT, REPO_ROOT, RouterSim
 
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 60.0
@@ -68,6 +68,7 @@ def _production_env() -> dict[str, str]:
     PORTAL_TESTING, LOG_FORMAT, ...) reaches a served process."""
     env = {name: os.environ[name] for name in SYSTEM_VARIABLES if name in os.environ}
     env.update(SECRET_KEY="served-test-secret-key", APIKEY_HASH_SECRET="served-test-apikey-secret")
+    env["ENV_FILE"] = ""  # a developer's .env in the checkout is not production's
     if os.environ.get("REDIS_URL"):
         env.update(REDIS_URL=os.environ["REDIS_URL"], CACHE_KEY_PREFIX=SERVED_KEY_PREFIX)
     else:
@@ -80,6 +81,7 @@ def _production_env() -> dict[str, str]:
 # Where a served process may differ from production's defaults, and why. Anything else a
 # served test changes, it names in its own call (`Gunicorn(..., GRACEFUL_TIMEOUT="30")`).
 SERVED_DIFFERENCES = {
+    "ENV_FILE": "no .env: a developer's (from `make run`) must not reach a served test",
     "SECRET_KEY": "a secret",
     "APIKEY_HASH_SECRET": "a secret",
     "DATABASE_URL": "the run's own database",
@@ -281,6 +283,7 @@ class Gunicorn:
         try:
             self.process = subprocess.Popen(
                 [
+                    *DIE_WITH_PARENT,
                     str(VENV_BIN / "gunicorn"),
                     "-c",
                     "gunicorn.conf.py",

@@ -203,7 +203,8 @@ def test_the_move_to_plan_action_updates_organizations_and_their_cached_keys(
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(
-            ORGS, {"action": f"set_plan_{pro.pk}", "_selected_action": [org.pk]}
+            ORGS,
+            {"action": f"set_plan_{pro.pk}", "_selected_action": [org.pk], "confirmed": "yes"},
         )
 
     assert response.status_code == 302
@@ -222,11 +223,16 @@ def test_suspending_an_organization_refuses_its_keys_at_once(
     org = personal_org(alice)
     apikey_authenticate(raw_key=raw)
     with django_capture_on_commit_callbacks(execute=True):
-        staff_client.post(ORGS, {"action": "suspend_selected", "_selected_action": [org.pk]})
+        staff_client.post(
+            ORGS, {"action": "suspend_selected", "_selected_action": [org.pk], "confirmed": "yes"}
+        )
     with pytest.raises(InvalidApiKey):
         apikey_authenticate(raw_key=raw)
     with django_capture_on_commit_callbacks(execute=True):
-        staff_client.post(ORGS, {"action": "reinstate_selected", "_selected_action": [org.pk]})
+        staff_client.post(
+            ORGS,
+            {"action": "reinstate_selected", "_selected_action": [org.pk], "confirmed": "yes"},
+        )
     assert apikey_authenticate(raw_key=raw)
 
 

@@ -100,7 +100,11 @@ def test_revoke_action_revokes_through_the_service(
     with django_capture_on_commit_callbacks(execute=True):
         response = as_staff.post(
             CHANGELIST,
-            {"action": "revoke_selected", "_selected_action": [live.pk, keys["gone"].pk]},
+            {
+                "action": "revoke_selected",
+                "_selected_action": [live.pk, keys["gone"].pk],
+                "confirmed": "yes",
+            },
             REMOTE_ADDR="192.0.2.10",
             follow=True,
         )
@@ -159,7 +163,7 @@ def test_suspending_the_owner_in_the_admin_refuses_their_keys(
     with django_capture_on_commit_callbacks(execute=True):
         as_staff.post(
             "/admin/accounts/user/",
-            {"action": "suspend_selected", "_selected_action": [alice.pk]},
+            {"action": "suspend_selected", "_selected_action": [alice.pk], "confirmed": "yes"},
         )
 
     alice.refresh_from_db()
@@ -170,7 +174,7 @@ def test_suspending_the_owner_in_the_admin_refuses_their_keys(
     with django_capture_on_commit_callbacks(execute=True):
         as_staff.post(
             "/admin/accounts/user/",
-            {"action": "reinstate_selected", "_selected_action": [alice.pk]},
+            {"action": "reinstate_selected", "_selected_action": [alice.pk], "confirmed": "yes"},
         )
     assert apikey_authenticate(raw_key=raw).owner_id == alice.pk
 

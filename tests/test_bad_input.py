@@ -968,3 +968,253 @@ def _admin_form_defaults(html: str) -> dict:
     values = dict(re.findall(r'<input[^>]*name="([a-z_]+)"[^>]*value="([^"]*)"', html))
     values.pop("csrfmiddlewaretoken", None)
     return values
+
+
+# --- Anthropic's Messages API: the same refusals, in Anthropic's error shape --------------------
+
+MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
+MESSAGE_BODY = {
+    "model": MODEL,
+    "max_tokens": 4,
+    "messages": [{"role": "user", "content": "Hi"}],
+    "metadata": {"user_id": "u1"},
+}
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    411: "invalid_request_error",
+    413: "invalid_request_error",
+    431: "invalid_request_error",
+}
+
+
+def assert_anthropic_error(
+    status: int,
+    headers: dict,
+    body: bytes,
+    *,
+    expected: int | None = None,
+    mentions: str | None = None,
+) -> dict:
+    text = body.decode("utf-8", "replace")
+    assert 400 <= status < 500, f"{status}: {text[:300]}"
+    if expected is not None:
+        assert status == expected, text[:300]
+    assert headers.get("content-type", "").startswith("application/json"), text[:300]
+    data = json.loads(body)
+    assert set(data) == {"type", "error", "request_id"}, data
+    assert data["type"] == "error"
+    assert set(data["error"]) == {"type", "message"}
+    assert data["error"]["type"] == ANTHROPIC_TYPES[status], data
+    assert isinstance(data["error"]["message"], str) and len(data["error"]["message"]) >= 15
+    if mentions is not None:
+        assert mentions in data["error"]["message"], data
+    assert data["request_id"] == headers["request-id"] == headers["x-request-id"]
+    return data["error"]
+
+
+def anthropic_refused(response, **kwargs) -> dict:
+    return assert_anthropic_error(
+        response.status_code, response.headers, response.content, **kwargs
+    )
+
+
+@pytest.fixture
+def messages_api(served_client, served_key, ledger):
+    """POST to the Messages API with alice's x-api-key; each call asserts the refusal in
+    Anthropic's shape and exactly one client_error record."""
+    _, raw = served_key
+
+    class Api:
+        def refuse(self, path, data, *, content_type="application/json", **expect):
+            response = served_client.post(
+                path,
+                data,
+                content_type=content_type,
+                HTTP_X_API_KEY=raw,
+                HTTP_ANTHROPIC_VERSION="2023-06-01",
+            )
+            error = anthropic_refused(response, **expect)
+            record = ledger._wait_for(response["request-id"])
+            assert record["endpoint"] == "messages"
+            assert record["outcome"] == "client_error"
+            assert record["http_status"] == response.status_code
+            assert record["total_tokens"] == 0
+            ledger.records += 1
+            assert ledger._settled_count() == ledger.records
+            assert ledger.used() == ledger.counters
+            return error
+
+    return Api()
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b"nul", b"[1,]", b'{"model": NaN}', b"\x00\x01", b"1" * 5000, b""]
+)
+def test_messages_malformed_body(messages_api, raw):
+    messages_api.refuse(MESSAGES, raw, expected=400)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_messages_wrong_content_type(messages_api, content_type):
+    error = messages_api.refuse(
+        MESSAGES, json.dumps(MESSAGE_BODY).encode(), content_type=content_type, expected=400
+    )
+    assert "application/json" in error["message"]
+
+
+@pytest.mark.parametrize("body", [[], [MESSAGE_BODY], "text", 42, True, None])
+def test_messages_body_that_is_not_an_object(messages_api, body):
+    messages_api.refuse(MESSAGES, json.dumps(body).encode(), expected=400, mentions="object")
+
+
+def test_messages_deep_nesting_and_huge_arrays(messages_api):
+    nested = b"[" * 100_000 + b"1" + b"]" * 100_000
+    messages_api.refuse(MESSAGES, b'{"model": "x", "messages": ' + nested + b"}", expected=400)
+    many = {**MESSAGE_BODY, "messages": [{"role": "user", "content": ""}] * 2049}
+    messages_api.refuse(MESSAGES, json.dumps(many).encode(), expected=400, mentions="2049")
+    stops = {**MESSAGE_BODY, "stop_sequences": ["x"] * 50_000}
+    messages_api.refuse(MESSAGES, json.dumps(stops).encode(), mentions="stop_sequences")
+
+
+MESSAGES_WRONG = {
+    ("model",): [T, ONE, F, E, L, D, LI, " ", "a" * 129, "a\x00b", "\ud800"],
+    ("messages",): [T, ONE, F, S, E, L, D, LI, DI],
+    ("messages", 0): [T, ONE, F, S, L, D, LI, DI],
+    ("messages", 0, "role"): [T, ONE, F, S, E, L, D, "system", "tool", None],
+    ("messages", 0, "content"): [
+        T,
+        ONE,
+        F,
+        D,
+        LI,
+        DI,
+        None,
+        [{"type": "image", "source": {}}],
+        [{"type": "document", "source": {}}],
+        [{"type": "tool_result", "content": "x"}],
+        [{"type": 1}],
+        [{"type": "text", "text": 1}],
+    ],
+    ("system",): [T, ONE, F, D, DI, [1], [{"type": "image"}]],
+    ("max_tokens",): [None, T, F, S, E, L, D, NEG, 0, BIG, 2**63, 1025],
+    ("temperature",): [T, S, L, D, NEG, F, BIG],
+    ("top_p",): [T, S, L, D, NEG, F],
+    ("top_k",): [T, F, S, L, D, NEG, BIG],
+    ("stop_sequences",): [T, ONE, S, D, LI, ["a", 1], ["a"] * 5, ["x" * 65]],
+    ("stream",): [ONE, F, S, E, L, D, LI],
+    ("metadata",): [T, ONE, S, L, LI],
+    ("metadata", "user_id"): [T, ONE, F, L, D, "u" * 257],
+    ("tools",): [T, ONE, S, LI, DI],
+    ("tool_choice",): [T, ONE, S, DI],
+    ("thinking",): [T, ONE, S, DI],
+}
+
+
+@pytest.mark.parametrize("path,value", list(_cases(MESSAGES_WRONG)))
+def test_messages_wrong_type(messages_api, path, value):
+    body = with_field(MESSAGE_BODY, path, value)
+    if value is None and path == ("max_tokens",):
+        del body["max_tokens"]  # missing: required
+    messages_api.refuse(
+        MESSAGES, json.dumps(body).encode(), expected=400, mentions=".".join(map(str, path))
+    )
+
+
+def test_messages_unknown_model_and_count_tokens_refusals(messages_api, served_client, served_key):
+    body = {**MESSAGE_BODY, "model": "cortensor/unknown"}
+    messages_api.refuse(MESSAGES, json.dumps(body).encode(), expected=404, mentions="unknown")
+    # count_tokens is not metered: refused the same way, with no record.
+    _, raw = served_key
+    for data, status in ((body, 404), ({"model": MODEL}, 400), (b"{", 400)):
+        response = served_client.post(COUNT_TOKENS, data, HTTP_X_API_KEY=raw)
+        anthropic_refused(response, expected=status)
+
+
+def test_messages_body_over_the_limit_is_413_unread(served_client, served_key, ledger):
+    _, raw = served_key
+    body = json.dumps({**MESSAGE_BODY, "padding": "x" * MAX_REQUEST_BYTES}).encode()
+    response = served_client.post(MESSAGES, body, HTTP_X_API_KEY=raw)
+    anthropic_refused(response, expected=413, mentions=str(MAX_REQUEST_BYTES))
+    ledger.assert_untouched()
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_messages_wrong_method_is_405(served_client, served_key, ledger, method):
+    _, raw = served_key
+    response = getattr(served_client, method)(MESSAGES, HTTP_X_API_KEY=raw)
+    anthropic_refused(response, expected=405)
+    ledger.assert_untouched()
+
+
+BAD_X_API_KEY = {
+    "prefix-short": lambda raw: "ctsk_abc",
+    "unknown-id": lambda raw: _unknown_key(),
+    "wrong-secret": lambda raw: keyformat.new_key(raw.split("_")[1]),
+    "bearer-inside": lambda raw: f"Bearer {raw}",
+    "unicode": lambda raw: "ключ-🔑",
+    "10kb": lambda raw: "k" * 10_240,
+    "two-keys": lambda raw: f"{raw} {raw}",
+}
+
+
+@pytest.mark.parametrize("shape", list(BAD_X_API_KEY))
+def test_messages_x_api_keys_of_every_wrong_shape(served_client, served_key, ledger, shape):
+    _, raw = served_key
+    response = served_client.post(MESSAGES, MESSAGE_BODY, HTTP_X_API_KEY=BAD_X_API_KEY[shape](raw))
+    anthropic_refused(response, expected=401)
+    ledger.assert_untouched()
+
+
+@pytest.mark.parametrize("shape", ["empty", "basic-key", "no-scheme", "unknown-id", "sql"])
+def test_messages_bearer_keys_of_every_wrong_shape(served_client, served_key, ledger, shape):
+    _, raw = served_key
+    header = BAD_AUTHORIZATION[shape](raw)
+    response = served_client.post(MESSAGES, MESSAGE_BODY, HTTP_AUTHORIZATION=header)
+    anthropic_refused(response, expected=401)
+    ledger.assert_untouched()
+
+
+def _anthropic_raw(response: Raw, **kwargs) -> dict:
+    return assert_anthropic_error(response.status, response.headers, response.body, **kwargs)
+
+
+def test_messages_refusals_before_django_are_anthropic_shaped(wire):
+    """What gunicorn (431, a malformed Content-Length or header) and the request guard (411,
+    413 unread, a bad Host) refuse before any view is in Anthropic's shape on /v1/messages."""
+    server, _, ledger = wire
+    auth = b"x-api-key: " + server.key.encode()
+    body = json.dumps(MESSAGE_BODY).encode()
+    path = MESSAGES.encode()
+    cases = [
+        (431, request_bytes("POST", path, headers=[auth, b"X-Pad: " + b"a" * 40_000], body=body)),
+        (400, request_bytes("POST", path, headers=[auth, JSON_TYPE], body=body, length=b"1e3")),
+        (400, request_bytes("POST", path, headers=[auth, b"x-api-key2: a\x00b"], body=body)),
+        (
+            411,
+            request_bytes(
+                "POST",
+                path,
+                headers=[auth, JSON_TYPE, b"Transfer-Encoding: chunked"],
+                body=f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n",
+                length=b"",
+            ),
+        ),
+        (
+            413,
+            request_bytes(
+                "POST",
+                path,
+                headers=[auth, JSON_TYPE],
+                body=b"{}",
+                length=str(MAX_REQUEST_BYTES * 100).encode(),
+            ),
+        ),
+        (400, request_bytes("POST", path, headers=[auth, JSON_TYPE], body=body, host=b"evil.test")),
+    ]
+    for status, request in cases:
+        _anthropic_raw(raw_http(server, request, half_close=True), expected=status)
+    ledger.assert_untouched()

@@ -95,7 +95,9 @@ def test_the_admin_takes_a_private_address(client, staff):
 
 
 @pytest.mark.django_db
-def test_the_pool_inline_refuses_them(client, staff):
+def test_the_pool_page_adds_no_routers_past_the_router_form(client, staff):
+    """The pool page lists its routers read-only (state, figures, actions): routers are added
+    on the router page, whose form refuses these URLs (above)."""
     pool = RouterPool.objects.create(name="p")
     client.force_login(staff)
     prefix = "routers"
@@ -112,10 +114,8 @@ def test_the_pool_inline_refuses_them(client, staff):
         f"{prefix}-0-enabled": "on",
     }
 
-    response = client.post(f"/admin/catalog/routerpool/{pool.pk}/change/", data)
+    client.post(f"/admin/catalog/routerpool/{pool.pk}/change/", data)
 
-    assert response.status_code == 200
-    assert "cloud metadata" in response.content.decode()
     assert not Router.objects.exists()
 
 

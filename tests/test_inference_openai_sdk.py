@@ -20,14 +20,14 @@ def served():
     sim = RouterSim("--sessions", "1,2")
     database_url, key = provision(sim, email="sdk@example.com", models=MODELS)
     server = Gunicorn(database_url=database_url)
-    yield server.url, key
+    yield server.url, key, database_url
     server.stop()
     sim.stop()
 
 
 @pytest.fixture
 def client(served):
-    url, key = served
+    url, key, _ = served
     return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
@@ -100,7 +100,7 @@ def test_legacy_completion_stream(client):
 
 
 def test_bad_key_raises_authentication_error(served):
-    url, _ = served
+    url, _, _ = served
     bad = openai.OpenAI(base_url=url + "/v1", api_key="sk-nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as info:
         bad.models.list()
@@ -136,3 +136,74 @@ def test_every_response_carries_a_request_id(client):
         model="cortensor/llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=1
     )
     assert raw.headers["x-request-id"].startswith("req_")
+
+
+# --- the SDK's retries follow x-should-retry ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_keys(served):
+    """Keys on plans the SDK cannot get past by retrying: a tokens-per-minute limit below one
+    request, and a day's quota of one request."""
+    from tests.servehelpers import apply_config, manage
+
+    url, _, database_url = served
+    apply_config(
+        {
+            "plans": [
+                {"name": "tiny-tpm", "tokens_per_minute": 50, "models": ["*"]},
+                {"name": "one-a-day", "requests_per_day": 1, "models": ["*"]},
+            ]
+        },
+        database_url=database_url,
+    )
+    keys = {}
+    for plan in ("tiny-tpm", "one-a-day"):
+        keys[plan] = manage(
+            "apikey_create",
+            "--email",
+            f"{plan}@example.com",
+            "--name",
+            plan,
+            "--plan",
+            plan,
+            "--create-user",
+            database_url=database_url,
+        ).strip()
+    return url, keys
+
+
+def _counting_client(url: str, key: str) -> tuple[openai.OpenAI, list]:
+    sent: list = []
+    http = openai.DefaultHttpxClient(event_hooks={"request": [sent.append]})
+    # The SDK's default retries (2), so a retry it should not make would show.
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, http_client=http, timeout=20), sent
+
+
+def test_the_sdk_does_not_retry_a_request_larger_than_the_tokens_per_minute(limited_keys):
+    url, keys = limited_keys
+    client, sent = _counting_client(url, keys["tiny-tpm"])
+    with pytest.raises(openai.RateLimitError, match="Request too large"):
+        client.chat.completions.create(
+            model="cortensor/llama-3.1-8b",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=64,
+        )
+    assert len(sent) == 1
+
+
+def test_the_sdk_does_not_retry_a_spent_day_quota(limited_keys):
+    url, keys = limited_keys
+    client, sent = _counting_client(url, keys["one-a-day"])
+    body = {
+        "model": "cortensor/llama-3.1-8b",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 2,
+    }
+    client.chat.completions.create(**body)
+    with pytest.raises(openai.RateLimitError, match="Quota reached") as spent:
+        client.chat.completions.create(**body)
+    assert len(sent) == 2
+    # This SDK also gives up on a Retry-After over a minute; older ones and other clients
+    # read the header.
+    assert spent.value.response.headers["x-should-retry"] == "false"

@@ -253,7 +253,7 @@ def test_a_stream_reaching_stream_max_seconds_ends_with_the_error_chunk(
         response = _post(client, raw, model, stream=True, max_tokens=60)
         events = _events(response)
     assert events[-1] == "[DONE]"
-    assert events[-2]["choices"][0]["finish_reason"] == "error"
+    assert events[-2]["choices"] == []  # no finish_reason: the answer did not finish
     assert events[-2]["error"]["code"] == "upstream_timeout"
     record = _record(response)
     assert record.outcome == "timeout"

@@ -97,7 +97,9 @@ def test_a_reservation_larger_than_the_whole_quota_is_refused_as_too_large(backe
     who, plan = principal(owner_id=505, key_id=605), make_plan(tokens_per_day=100)
     with pytest.raises(QuotaExceeded, match="Request too large") as refused:
         _admit(who, plan, backend, now, reserve=101)
-    assert refused.value.headers["Retry-After"]
+    # No wait makes it fit: the SDKs must not sleep and send it again.
+    assert "Retry-After" not in refused.value.headers
+    assert refused.value.headers["x-should-retry"] == "false"
     _admit(who, plan, backend, now, reserve=100, request_id="r2")  # exactly the quota fits
 
 
@@ -108,14 +110,17 @@ def test_a_reservation_that_fits_the_quota_but_not_what_is_left_waits_for_the_re
     with pytest.raises(QuotaExceeded, match="Quota reached") as refused:
         _admit(who, plan, backend, now, reserve=100, request_id="r2")
     assert refused.value.headers["Retry-After"] == str(_seconds_until(now, _day_end(now)))
+    assert refused.value.headers["x-should-retry"] == "false"  # hours away: not an SDK retry
 
 
-def test_a_reservation_over_the_per_minute_tokens_waits_a_whole_window(backend):
+def test_a_reservation_over_the_per_minute_tokens_is_never_to_be_retried(backend):
+    """It can never fit the window: no 'sleep 60 s and try again'."""
     now = future_ms(hours=10)
     who, plan = principal(owner_id=507, key_id=607), make_plan(tokens_per_minute=100)
     with pytest.raises(RateLimited, match="Request too large") as refused:
         _admit(who, plan, backend, now, reserve=150)
-    assert refused.value.headers["Retry-After"] == "60"
+    assert "Retry-After" not in refused.value.headers
+    assert refused.value.headers["x-should-retry"] == "false"
 
 
 def test_a_full_token_window_waits_until_just_enough_tokens_leave(backend):

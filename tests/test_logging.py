@@ -110,3 +110,57 @@ def test_requests_through_gunicorn_log_json_lines_without_secrets(served_json):
     text = "\n".join(lines)
     for secret in (key, key.split("_")[2], FORGED_KEY, ROUTER_TOKEN, PROMPT_CANARY, completion):
         assert secret not in text
+
+
+# --- Celery worker and beat: the same JSON lines as the web -------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["worker", "beat"])
+def test_celery_worker_and_beat_log_json_lines_like_the_web(tmp_path, service):
+    """What `make worker` / `make beat` and compose run; each line a JSON object with the
+    web's fields (setup_logging hands Celery's logging to settings.LOGGING)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.servehelpers import _production_env, served_database
+
+    env = {**_production_env(), "DATABASE_URL": served_database(), "LOG_LEVEL": "INFO"}
+    celery = str(Path(sys.executable).parent / "celery")
+    extra = ["--concurrency", "1"] if service == "worker" else ["--schedule", str(tmp_path / "s")]
+    log = tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [celery, "-A", "portal", "--quiet", service, "--loglevel", "INFO", *extra],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ready = "ready." if service == "worker" else "beat: Starting"
+    try:
+        deadline = time.monotonic() + 30
+        while ready not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    if service == "worker" and os.geteuid() == 0:
+        # Celery warns a root worker before it sets logging up (the image runs as a user):
+        # that one warning, raw text on stderr, is the only line allowed not to be JSON.
+        assert "SecurityWarning" in lines[0], lines[0]
+        end = next(i for i, line in enumerate(lines) if "_warn_or_raise_security_error" in line)
+        lines = lines[end + 1 :]
+    up_to_ready = lines[: next(i for i, line in enumerate(lines) if ready in line) + 1]
+    entries = [json.loads(line) for line in up_to_ready if line.strip()]
+    assert entries, log.read_text()
+    for entry in entries:
+        assert {"ts", "level", "logger", "request_id", "msg"} <= set(entry)
+    assert any(entry["logger"].startswith("celery") for entry in entries)

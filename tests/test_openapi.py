@@ -16,6 +16,8 @@ V1_OPERATIONS = {
     ("/v1/chat/completions", "post"): "chat_completions_create",
     ("/v1/completions", "post"): "completions_create",
     ("/v1/usage", "get"): "usage_retrieve",
+    ("/v1/messages", "post"): "messages_create",
+    ("/v1/messages/count_tokens", "post"): "messages_count_tokens",
 }
 
 
@@ -61,9 +63,14 @@ def test_every_v1_operation_is_documented_with_bearer_auth(spec):
         assert operation["security"] == [{"ApiKeyAuth": []}], path
         responses = operation["responses"]
         assert "200" in responses
+        shape = "Error"  # OpenAI's; Anthropic's on its routes; either on the models'
+        if path.startswith("/v1/messages"):
+            shape = "AnthropicError"
+        elif path.startswith("/v1/models"):
+            shape = "AnyError"
         for status in ("401", "429"):
             error = responses[status]["content"]["application/json"]["schema"]
-            assert error == {"$ref": "#/components/schemas/Error"}, (path, status)
+            assert error == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
 
 
 def test_request_bodies_carry_their_fields(spec):
@@ -152,6 +159,22 @@ def test_success_answers_conform(client, spec, auth):
         200,
     )
     _conforms(spec, "/v1/usage", "get", client.get("/v1/usage", **auth), 200)
+    message = {"model": "cortensor/llama-3.1-8b", "max_tokens": 3, "messages": chat["messages"]}
+    _conforms(
+        spec,
+        "/v1/messages",
+        "post",
+        client.post("/v1/messages", message, content_type="application/json", **auth),
+        200,
+    )
+    del message["max_tokens"]
+    _conforms(
+        spec,
+        "/v1/messages/count_tokens",
+        "post",
+        client.post("/v1/messages/count_tokens", message, content_type="application/json", **auth),
+        200,
+    )
 
 
 def test_error_answers_conform(client, spec, auth):
@@ -176,6 +199,53 @@ def test_error_answers_conform(client, spec, auth):
         ),
         404,
     )
+    for body, status in (({"model": 1}, 400), ({"model": "x", "messages": []}, 400)):
+        _conforms(
+            spec,
+            "/v1/messages",
+            "post",
+            client.post("/v1/messages", body, content_type="application/json", **auth),
+            status,
+        )
+    _conforms(
+        spec,
+        "/v1/messages",
+        "post",
+        client.post("/v1/messages", {}, content_type="application/json"),
+        401,
+    )
+    _conforms(
+        spec,
+        "/v1/messages/count_tokens",
+        "post",
+        client.post(
+            "/v1/messages/count_tokens",
+            {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+            content_type="application/json",
+            **auth,
+        ),
+        404,
+    )
+
+
+def test_anthropic_shaped_models_and_errors_conform(client, spec, auth):
+    anthropic = {"HTTP_ANTHROPIC_VERSION": "2023-06-01"}
+    models = client.get("/v1/models", **auth, **anthropic)
+    assert "has_more" in models.json()
+    _conforms(spec, "/v1/models", "get", models, 200)
+    _conforms(
+        spec,
+        "/v1/models/{model_id}",
+        "get",
+        client.get("/v1/models/cortensor/llama-3.1-8b", **auth, **anthropic),
+        200,
+    )
+    missing = client.get("/v1/models/nope", **auth, **anthropic)
+    assert missing.json()["type"] == "error"
+    _conforms(spec, "/v1/models/{model_id}", "get", missing, 404)
+    _conforms(spec, "/v1/models", "get", client.get("/v1/models", **anthropic), 401)
+    schemas = spec["components"]["schemas"]
+    assert {"$ref": "#/components/schemas/AnthropicModelList"} in schemas["AnyModelList"]["oneOf"]
 
 
 def test_a_broken_answer_would_not_conform(spec):

@@ -24,7 +24,7 @@ from metering.limits.base import Periods
 BEFORE = [
     ("accounts", "0001_initial"),
     ("apikeys", "0002_apikey_playground_flag"),
-    ("metering", "0003_usage_64bit_estimated_quarantine"),
+    ("metering", "0005_usage_endpoint_messages"),
 ]
 
 

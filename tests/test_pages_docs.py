@@ -26,6 +26,10 @@ def test_anyone_gets_snippets_with_the_portals_own_base_url(client, catalog, set
     assert 'export CORTENSOR_API_KEY="paste-your-key-here"' in body
     assert "$CORTENSOR_API_KEY" in body
     assert "http://api.example.test/openapi.json" in body
+    # Anthropic's SDK takes the site's root: it adds /v1/messages itself.
+    assert 'anthropic.Anthropic(\n    base_url="http://api.example.test",' in body
+    assert "curl http://api.example.test/v1/messages" in body
+    assert 'api_key=os.environ["CORTENSOR_API_KEY"]' in body
 
 
 def test_errors_limits_streaming_and_usage_are_explained(client, db, settings):
@@ -62,6 +66,7 @@ def test_a_logged_in_user_sees_their_newest_active_key_prefix(client, alice, mak
     body = _docs(client)
     assert f'export CORTENSOR_API_KEY="ctsk_{newest.public_id}_…"' in body
     assert f"starts with <code>ctsk_{newest.public_id}_…</code>" in body
+    assert f"your portal key (<code>ctsk_{newest.public_id}_…</code>)" in body  # Anthropic's
     assert revoked.public_id not in body and old.public_id not in body
 
 

@@ -85,5 +85,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(served, tmp_path
         "POST /v1/chat/completions",
         "POST /v1/completions",
         "GET /v1/usage",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
     ):
         assert operation in report.read_text(), output[-3000:]

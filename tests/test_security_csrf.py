@@ -49,6 +49,9 @@ def values(alice, alice_key):
         "app_label": "apikeys",
         "url": "apikeys/apikey/",
         "msg_id": "20261127-0",
+        "pk": 1,
+        "action": "drain",
+        "name": "requests",
     }
 
 

@@ -44,6 +44,7 @@ NOT_OBJECT_IDS = {
     "org/join/<str:token>": (
         "an invitation's one-time token (only its hash is stored; tests/test_orgs_invitations.py)"
     ),
+    "staff/insights/<slug:name>.csv": "a chart's name; staff only (tests/test_ops_insights.py)",
     "dev/mail/<str:msg_id>/": (
         "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
     ),
@@ -188,6 +189,8 @@ def _admin_values(alice, alices) -> dict:
         "content_type_id": ContentType.objects.get_for_model(ApiKey).pk,
         "app_label": "accounts",
         "url": "accounts/user/",
+        "pk": 1,  # the operator's pages (ops/admin_views.py)
+        "action": "drain",
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.env import ConfigError, env_bool, env_int, parse_database_url, parse_email_url
+from core.env import ConfigError, database_from_env, email_from_env, env_bool, env_int
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,10 +62,18 @@ def test_bad_boolean_and_integer_name_the_variable(monkeypatch):
         env_int("DB_POOL_MAX_SIZE", 8)
 
 
-def test_database_urls_parse():
-    pg = parse_database_url(
-        "postgres://user:p%40ss@db.example:6543/portal?sslmode=require", base_dir="/app"
-    )
+def _database(monkeypatch, url):
+    monkeypatch.setenv("DATABASE_URL", url)
+    return database_from_env("DATABASE_URL", default="sqlite:///unused", base_dir="/app")
+
+
+def _email(monkeypatch, url):
+    monkeypatch.setenv("EMAIL_URL", url)
+    return email_from_env("EMAIL_URL")
+
+
+def test_database_urls_parse(monkeypatch):
+    pg = _database(monkeypatch, "postgres://user:p%40ss@db.example:6543/portal?sslmode=require")
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
         "django.db.backends.postgresql",
         "portal",
@@ -75,22 +83,58 @@ def test_database_urls_parse():
         "6543",
     )
     assert pg["OPTIONS"] == {"sslmode": "require"}
-    assert (
-        parse_database_url("sqlite:///var/db.sqlite3", base_dir="/app")["NAME"]
-        == "/app/var/db.sqlite3"
-    )
-    assert parse_database_url("sqlite:////tmp/x.db", base_dir="/app")["NAME"] == "/tmp/x.db"
+    assert _database(monkeypatch, "sqlite:///var/db.sqlite3")["NAME"] == "/app/var/db.sqlite3"
+    assert _database(monkeypatch, "sqlite:////tmp/x.db")["NAME"] == "/tmp/x.db"
     with pytest.raises(ConfigError):
-        parse_database_url("postgres://host:5432/", base_dir="/app")
+        _database(monkeypatch, "postgres://host:5432/")
+    with pytest.raises(ConfigError, match="not understood"):
+        _database(monkeypatch, "mysql://u@h/db")  # dj-database-url knows it; we do not
 
 
-def test_email_urls_parse():
-    smtp = parse_email_url("smtp://mailer:secret@smtp.example:2525")
+def test_email_urls_parse(monkeypatch):
+    smtp = _email(monkeypatch, "smtp://mailer:s%40cret@smtp.example:2525")
     assert smtp["EMAIL_HOST"] == "smtp.example" and smtp["EMAIL_PORT"] == 2525
-    assert smtp["EMAIL_USE_TLS"] is True
-    assert parse_email_url("console:")["EMAIL_BACKEND"].endswith("console.EmailBackend")
+    assert smtp["EMAIL_HOST_PASSWORD"] == "s@cret"
+    assert (smtp["EMAIL_USE_TLS"], smtp["EMAIL_USE_SSL"]) == (True, False)
+    assert _email(monkeypatch, "smtp://m@smtp.example?tls=0")["EMAIL_USE_TLS"] is False
+    smtps = _email(monkeypatch, "smtps://m:p@smtp.example")
+    assert (smtps["EMAIL_PORT"], smtps["EMAIL_USE_SSL"], smtps["EMAIL_USE_TLS"]) == (
+        465,
+        True,
+        False,
+    )
+    ssl = _email(monkeypatch, "smtp://m:p@smtp.example?ssl=1")
+    assert (ssl["EMAIL_PORT"], ssl["EMAIL_USE_SSL"], ssl["EMAIL_USE_TLS"]) == (465, True, False)
+    with pytest.raises(ConfigError, match="malformed") as bad_port:
+        _email(monkeypatch, "smtp://m:hunter2@smtp.example:port")
+    assert "hunter2" not in str(bad_port.value)
+    assert _email(monkeypatch, "console:")["EMAIL_BACKEND"].endswith("console.EmailBackend")
+    assert _email(monkeypatch, "locmem:")["EMAIL_BACKEND"].endswith("locmem.EmailBackend")
     with pytest.raises(ConfigError):
-        parse_email_url("carrier-pigeon://coop")
+        _email(monkeypatch, "carrier-pigeon://coop")
+
+
+def test_a_dotenv_file_is_read_and_never_wins_over_the_environment(tmp_path):
+    """manage.py in a second terminal sees what `make run` wrote to .env."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("DEBUG=1\nALLOWED_HOSTS=from-file.example\nSECRET_KEY=from-file\n")
+    script = (
+        "from django.conf import settings; "
+        "print(settings.DEBUG, settings.ALLOWED_HOSTS, settings.SECRET_KEY)"
+    )
+    result = _manage("shell", "-c", script, ENV_FILE=str(dotenv), SECRET_KEY="from-env")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["True", "['from-file.example']", "from-env"]
+    missing = _manage("check", ENV_FILE=str(tmp_path / "none"), DEBUG="0")
+    assert "SECRET_KEY must be set" in missing.stderr
+
+
+def test_a_development_secret_key_is_refused_with_debug_off():
+    """A laptop .env (from .env.example or make run) copied to production stops start-up."""
+    example = _manage("check", ENV_FILE=str(ROOT / ".env.example"), DEBUG="0")
+    assert example.returncode == 2
+    assert example.stderr.startswith("configuration error: SECRET_KEY is a development key")
+    assert _manage("check", ENV_FILE=str(ROOT / ".env.example")).returncode == 0  # DEBUG=1
 
 
 def test_ci_runs_on_the_real_services():

@@ -222,9 +222,17 @@ def _whose(limits: Limits, name: str) -> str:
 def rejection(
     limits: Limits, outcome: LimitsVerdict, *, reserve: int
 ) -> RateLimited | QuotaExceeded:
-    """The error for a refused admission: the limit that keeps the caller waiting longest."""
-    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
+    """The error for a refused admission: the limit that keeps the caller waiting longest.
+    Its record_detail names that limit, for the usage record (staff count refusals by it)."""
+    error = _rejection(limits, outcome, reserve=reserve)
+    error.record_detail = _longest_wait(outcome)[0]
+    return error
+
+
+def _longest_wait(outcome: LimitsVerdict) -> tuple[str, int]:
+    """The refused limit the caller waits longest for, and that wait in milliseconds."""
     periods = Periods.at(outcome.now_ms)
+    now = datetime.fromtimestamp(outcome.now_ms / 1000, tz=UTC)
     waits: dict[str, int] = {}
     for name in outcome.failed:
         if name in outcome.retry_ms:
@@ -237,7 +245,15 @@ def rejection(
         else:  # concurrency: a slot frees when any request ends; nothing better to promise
             waits[name] = 1000
     name = max(waits, key=lambda n: waits[n])
-    wait_ms = max(1, waits[name])
+    return name, waits[name]
+
+
+def _rejection(
+    limits: Limits, outcome: LimitsVerdict, *, reserve: int
+) -> RateLimited | QuotaExceeded:
+    periods = Periods.at(outcome.now_ms)
+    name, wait_ms = _longest_wait(outcome)
+    wait_ms = max(1, wait_ms)
     retry_after = max(1, math.ceil(wait_ms / 1000))
     headers = {**rate_headers(limits, outcome), "Retry-After": str(retry_after)}
     limit = getattr(limits, name)
@@ -256,10 +272,11 @@ def rejection(
         )
     if name in ("p_tpm", "k_tpm"):
         if outcome.retry_ms.get(name, 0) < 0:
+            # No wait makes it fit: no Retry-After, and the SDKs are told not to retry.
             return RateLimited(
                 f"Request too large: it reserves {reserve} tokens (max_tokens plus the prompt), "
                 f"more than the limit of {limit} tokens per minute {whose}. Lower max_tokens.",
-                headers=headers,
+                headers={**rate_headers(limits, outcome), "x-should-retry": "false"},
             )
         return RateLimited(
             f"Rate limit reached: {limit} tokens per minute {whose} ({used} used or reserved, "
@@ -273,8 +290,10 @@ def rejection(
         return QuotaExceeded(
             f"Request too large: it reserves {reserve} tokens, more than your whole quota of "
             f"{limit} tokens per {span} {whose}. Lower max_tokens.",
-            headers=headers,
+            headers={**rate_headers(limits, outcome), "x-should-retry": "false"},
         )
+    # A day's or month's quota: the SDKs' retries (seconds apart) cannot outwait its reset.
     return QuotaExceeded(
-        f"Quota reached: {limit} {unit} per {span} {whose} ({used} used). {resets}", headers=headers
+        f"Quota reached: {limit} {unit} per {span} {whose} ({used} used). {resets}",
+        headers={**headers, "x-should-retry": "false"},
     )

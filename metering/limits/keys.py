@@ -30,7 +30,7 @@ def org_base(org_id: int) -> str:
 
 def legacy_user_base(user_id: int) -> str:
     """Where plan counters lived before organizations (per user); only the migration that
-    carries them over (metering 0005) reads these."""
+    carries them over (metering 0007) reads these."""
     return f"{key_prefix()}:{{u{user_id}}}"
 
 

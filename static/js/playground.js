@@ -5,8 +5,8 @@
  * server answers with the same server-sent events as /v1/chat/completions with stream=true.
  * Model output is only ever put into the page as text nodes, never as HTML: answers go through
  * static/js/markdown.js, which builds elements with textContent. Each answer shows its tokens
- * and time to first token; "View code" shows the conversation as curl, Python and JavaScript
- * calls with the user's key prefix.
+ * and time to first token; "View code" shows the conversation as curl, Python, JavaScript and
+ * Anthropic SDK calls with the user's key prefix.
  */
 (function () {
   "use strict";
@@ -313,6 +313,7 @@
         + '  -H "Content-Type: application/json" \\\n'
         + "  -d '" + json + "'";
     }
+    if (which === "anthropic") { return anthropicCode(base, key, fromEnv, body); }
     var args = ["model=" + JSON.stringify(body.model),
                 "messages=" + indent(JSON.stringify(body.messages, null, 4), 4)];
     if (body.max_tokens !== undefined) { args.push("max_tokens=" + body.max_tokens); }
@@ -330,6 +331,24 @@
       + "const response = await client.chat.completions.create("
       + indent(JSON.stringify(body, null, 2), 0) + ");\n"
       + "console.log(response.choices[0].message.content);";
+  }
+
+  // Anthropic's Messages API on the same key: the SDK takes the site (it adds /v1/messages),
+  // the system prompt is its own field, and max_tokens is required.
+  function anthropicCode(base, key, fromEnv, body) {
+    var site = base.replace(/\/v1$/, "");
+    var turns = body.messages.filter(function (m) { return m.role !== "system"; });
+    var systems = body.messages.filter(function (m) { return m.role === "system"; });
+    var args = ["model=" + JSON.stringify(body.model),
+                "max_tokens=" + (body.max_tokens !== undefined ? body.max_tokens : 1024)];
+    if (systems.length) { args.push("system=" + JSON.stringify(systems[0].content)); }
+    args.push("messages=" + indent(JSON.stringify(turns, null, 4), 4));
+    if (body.temperature !== undefined) { args.push("temperature=" + Math.min(body.temperature, 1)); }
+    return (fromEnv ? "import os\n\n" : "") + "import anthropic\n\n"
+      + "client = anthropic.Anthropic(base_url=" + JSON.stringify(site) + ", api_key="
+      + (fromEnv ? 'os.environ["' + key.slice(1) + '"]' : JSON.stringify(key)) + ")\n"
+      + "message = client.messages.create(\n    " + args.join(",\n    ") + ",\n)\n"
+      + "print(message.content[0].text)";
   }
 
   function refreshCode() {

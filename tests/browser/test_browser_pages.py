@@ -150,6 +150,10 @@ def test_playground(page, live_server, alice, catalog, make_key, screenshot):
     page.get_by_role("button", name="JavaScript").click()
     expect(snippet).to_contain_text('import OpenAI from "openai";')
     expect(snippet).to_contain_text(f'apiKey: "ctsk_{key.public_id}_…"')
+    page.get_by_role("button", name="Anthropic SDK").click()  # the same key, Anthropic's API
+    expect(snippet).to_contain_text(f'anthropic.Anthropic(base_url="{live_server.url}", api_key=')
+    expect(snippet).to_contain_text("max_tokens=6")
+    expect(snippet).to_contain_text("client.messages.create(")
     screenshot(page, "playground-code")
 
     # On a phone the settings come before the conversation, one above the other.

@@ -1,9 +1,12 @@
+import getpass
 import json
+import socket
 from pathlib import Path
 
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.services import staff_action_record
 from catalog.services import ConfigInvalid, catalog_apply_config
 
 
@@ -30,4 +33,9 @@ class Command(BaseCommand):
             result = catalog_apply_config(config=config)
         except ConfigInvalid as exc:
             raise CommandError(f"{file}: {exc} (nothing was applied)") from None
+        staff_action_record(
+            action="catalog.apply_config",
+            actor_label=f"apply_config by {getpass.getuser()}@{socket.gethostname()}",
+            after={"file": str(path.resolve()), "applied": str(result)},
+        )
         self.stdout.write(f"{file}: {result}")

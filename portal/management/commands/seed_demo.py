@@ -79,7 +79,6 @@ def demo_config(router_url: str) -> dict:
                 "chat_template": "llama3",
                 "display_name": "Llama 3.1 8B Instruct",
                 "max_tokens": 1024,
-                "default_max_tokens": 256,
                 "context_length": 8192,
                 "sort_order": 1,
                 "description": "Meta's Llama 3.1 8B Instruct served by Cortensor miners. "
@@ -91,7 +90,6 @@ def demo_config(router_url: str) -> dict:
                 "chat_template": "chatml",
                 "display_name": "Qwen 2.5 7B Instruct",
                 "max_tokens": 1024,
-                "default_max_tokens": 256,
                 "context_length": 32768,
                 "sort_order": 2,
                 "description": "Alibaba's Qwen 2.5 7B Instruct: long context, multilingual.",

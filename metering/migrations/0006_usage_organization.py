@@ -30,7 +30,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0002_organizations"),
         ("apikeys", "0003_apikey_org"),
-        ("metering", "0003_usage_64bit_estimated_quarantine"),
+        ("metering", "0005_usage_endpoint_messages"),
     ]
 
     operations = [

@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0002_organizations"),
-        ("metering", "0004_usage_organization"),
+        ("metering", "0006_usage_organization"),
     ]
 
     operations = [
