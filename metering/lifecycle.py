@@ -12,9 +12,10 @@ The record is always written (or spooled, or quarantined) before the admission i
 settling deletes the admission journal entry, the record's last copy until then.
 
 A request refused before admission (bad input, unknown model, a limit) goes through
-`usage_refused`: its record takes the same batched writer, and a key that keeps sending
-refused requests is itself refused (429) past USAGE_REFUSED_PER_MINUTE, with no record, so
-that bad requests cannot flood the usage table.
+`usage_refused`: its record takes the same batched writer (journaled whole, in the refused
+counter's round trip, so a SIGKILLed process loses none of them either), and a key that keeps
+sending refused requests is itself refused (429) past USAGE_REFUSED_PER_MINUTE, with no
+record, so that bad requests cannot flood the usage table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from apikeys.services import KeyPrincipal
 from catalog.routing import PlanInfo
 from metering.limits import Admission, BackendUnavailable, get_backend, keys, limits_admit
 from metering.models import UsageRecord
-from metering.recording import Usage, journal_entry, record_writer
+from metering.recording import (
+    Usage,
+    journal_entry,
+    record_writer,
+    refused_journal_line,
+    writes_at_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +112,21 @@ def usage_refused(usage: Usage) -> bool:
     """Record a request refused before admission, unless its key is over the refused-request
     rate: then False (answer 429, write nothing)."""
     limit = settings.USAGE_REFUSED_PER_MINUTE
+    now_ms = int(time.time() * 1000)
+    writer = record_writer()
+    # A batched record waits in this process's memory: journaled, it outlives a SIGKILL.
+    journal = None if writes_at_once(writer) else refused_journal_line(usage, now_ms=now_ms)
     try:
         within = get_backend().count_refused(
             base=keys.key_base(usage.org_id or 0, usage.key_id),
             limit=limit,
-            now_ms=int(time.time() * 1000),
+            now_ms=now_ms,
+            journal=journal,
         )
     except BackendUnavailable as exc:
         log.warning("refused-request counter unavailable: %s", exc)
         within = True  # the record is still written: it is the limits that are down
     if not within:
         return False
-    record_writer().submit(usage, None)
+    writer.submit(usage, None)
     return True

@@ -47,6 +47,7 @@ from core import metrics
 from core.db import release_connection
 from core.redis import get_redis
 from metering.limits import keys, limits_settle_many
+from metering.limits.base import JournalLine
 from metering.models import DailyUsage, QuarantinedUsage, UsagePending, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -449,8 +450,46 @@ def journal_entry(usage: Usage, *, prompt_tokens: int) -> str:
     return json.dumps(row, default=str)
 
 
+# A refused request's record waits in the batch writer's queue for milliseconds; this long in
+# the journal (or the in-flight lease, if shorter: when a process counts as dead) covers a
+# database outage's spooling too before the reconciler steps in.
+REFUSED_JOURNAL_MS = 120_000
+
+
+def refused_journal_line(usage: Usage, *, now_ms: int) -> JournalLine:
+    """The journal entry of a request refused before admission: its record exactly as it will
+    be written (nothing about it is unknown), due once the writer should long have written it.
+    A refused request has no admission to settle, so the writer removes the entry itself."""
+    return JournalLine(
+        member=_refused_member(usage.request_id),
+        line=json.dumps(usage.row(), default=str),
+        due_ms=now_ms + min(REFUSED_JOURNAL_MS, settings.LIMITS_INFLIGHT_LEASE_SECONDS * 1000),
+    )
+
+
+def _refused_member(request_id: str) -> str:
+    return f"refused:{request_id}"
+
+
+def _unjournal_refused(request_ids: list[str]) -> None:
+    """Take written (or spooled) refused records out of the journal. Never raises: an entry
+    left behind is written by the reconciler as a duplicate that the record's id refuses."""
+    client = get_redis() if request_ids else None
+    if client is None:
+        return
+    members = [_refused_member(rid) for rid in request_ids]
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hdel(keys.journal(), *members)
+        pipe.zrem(keys.journal_due(), *members)
+        pipe.execute()
+    except Exception as exc:
+        log.warning("usage journal: refused entries not removed (%s)", exc)
+
+
 def usage_journal_reconcile() -> int:
-    """Write a record for every admitted request whose process died before settling."""
+    """Write a record for every admitted request whose process died before settling, and for
+    every refused request whose process died before its writer wrote it."""
     client = get_redis()
     if client is None:
         return 0
@@ -502,6 +541,8 @@ class DirectWriter(RecordWriter):
             return
         if admission is not None:
             admission.settle(total_tokens=usage.total_tokens)
+        else:
+            _unjournal_refused([usage.request_id])
 
 
 class UsageWriter(RecordWriter):
@@ -513,8 +554,9 @@ class UsageWriter(RecordWriter):
     pipeline. Settling is what removes a request's admission journal entry (see
     `journal_entry`), so until its record is in the table a request stays recoverable: if
     this process dies with records queued, `usage_journal_reconcile` writes them (with the
-    admission's estimate) once their lease runs out. Nothing queued is only in memory, except
-    the records of requests refused before admission (they have no journal).
+    admission's estimate) once their lease runs out. Nothing queued is only in memory: the
+    records of requests refused before admission are journaled whole (`refused_journal_line`)
+    and taken out of the journal once written.
 
     Per request this replaces a transaction (BEGIN, INSERT, COMMIT and a WAL flush) and a
     Redis round trip with a share of one batched INSERT and one pipelined round trip.
@@ -587,6 +629,7 @@ class UsageWriter(RecordWriter):
                 if admission is not None
             ]
         )
+        _unjournal_refused([usage.request_id for usage, admission in settle if admission is None])
         return len(batch)
 
 
@@ -602,6 +645,11 @@ def usage_writer() -> UsageWriter | None:
     if _writer is None:
         _writer = UsageWriter()
     return _writer
+
+
+def writes_at_once(writer: RecordWriter) -> bool:
+    """True for the writer that writes in the request (nothing waits in memory)."""
+    return writer is _direct
 
 
 def record_writer(admission=None) -> RecordWriter:

@@ -86,3 +86,92 @@ def test_records_of_a_process_that_died_before_flushing_are_recovered(principal_
         5,
     )
     assert usage_journal_reconcile() == 0
+
+
+def _refused(principal, rid):
+    return Usage(
+        request_id=rid,
+        user_id=principal.owner_id,
+        key_id=principal.key_id,
+        org_id=principal.org_id,
+        endpoint="chat.completions",
+        model="m",
+        outcome=UsageRecord.Outcome.CLIENT_ERROR,
+        http_status=400,
+        error_code="invalid_request_error",
+    )
+
+
+def _journaled(member: str) -> bool:
+    from core.redis import get_redis
+    from metering.limits import keys
+
+    return get_redis().hexists(keys.journal(), member)
+
+
+def _make_due(member: str) -> None:
+    """The clock moved on past the entry's due time (2 minutes): score it due now."""
+    from core.redis import get_redis
+    from metering.limits import keys
+
+    get_redis().zadd(keys.journal_due(), {member: 0}, xx=True)
+
+
+def test_a_refused_requests_record_outlives_a_process_that_died_before_flushing(
+    principal_and_plan, monkeypatch, settings
+):
+    from metering import lifecycle, recording
+
+    settings.USAGE_WRITE_BATCHED = True
+    principal, _ = principal_and_plan
+    dead = UsageWriter()  # a process's writer that never flushes: it was SIGKILLed first
+    monkeypatch.setattr(recording, "_writer", dead)
+    monkeypatch.setattr(UsageWriter, "submit", lambda self, usage, admission: None)
+    assert lifecycle.usage_refused(_refused(principal, "req_refused_lost")) is True
+    assert _journaled("refused:req_refused_lost")
+    assert usage_journal_reconcile() == 0  # not due: a live writer has minutes to write it
+    _make_due("refused:req_refused_lost")
+    assert usage_journal_reconcile() == 1
+    record = UsageRecord.objects.get(request_id="req_refused_lost")
+    # The record exactly as the request made it (nothing about a refusal is estimated).
+    assert (record.outcome, record.http_status, record.admitted, record.estimated) == (
+        "client_error",
+        400,
+        False,
+        False,
+    )
+    assert not _journaled("refused:req_refused_lost")
+
+
+def test_a_written_refused_record_leaves_the_journal(principal_and_plan, monkeypatch, settings):
+    from metering import lifecycle, recording
+
+    settings.USAGE_WRITE_BATCHED = True
+    principal, _ = principal_and_plan
+    writer = UsageWriter()
+    monkeypatch.setattr(recording, "_writer", writer)
+    monkeypatch.setattr(writer, "_thread", object())  # no flush loop: this test flushes
+    assert lifecycle.usage_refused(_refused(principal, "req_refused_ok")) is True
+    assert _journaled("refused:req_refused_ok")
+    writer.flush()
+    assert UsageRecord.objects.filter(request_id="req_refused_ok", admitted=False).count() == 1
+    assert not _journaled("refused:req_refused_ok")
+
+
+def test_a_refused_request_over_the_refused_rate_leaves_no_journal_entry(
+    principal_and_plan, monkeypatch, settings
+):
+    from metering import lifecycle, recording
+
+    principal, _ = principal_and_plan
+    settings.USAGE_REFUSED_PER_MINUTE = 1
+    settings.USAGE_WRITE_BATCHED = True
+    writer = UsageWriter()
+    monkeypatch.setattr(recording, "_writer", writer)
+    monkeypatch.setattr(writer, "_thread", object())  # no flush loop: this test flushes
+    assert lifecycle.usage_refused(_refused(principal, "req_refused_1")) is True
+    assert _journaled("refused:req_refused_1")
+    assert lifecycle.usage_refused(_refused(principal, "req_refused_2")) is False
+    assert not _journaled("refused:req_refused_2")
+    writer.flush()
+    assert not _journaled("refused:req_refused_1")

@@ -65,9 +65,22 @@ class LimitsBackend:
         """Move a live request's slot lease and journal due time to `deadline_ms`."""
         raise NotImplementedError
 
-    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
-        """Count one refused request of a key in this minute; False once over `limit`."""
+    def count_refused(
+        self, *, base: str, limit: int, now_ms: int, journal: JournalLine | None = None
+    ) -> bool:
+        """Count one refused request of a key in this minute; False once over `limit`. Within
+        it, `journal` (the record to write if this process dies before its writer does) goes
+        into the admission journal in the same round trip."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class JournalLine:
+    """An admission-journal entry: its member, the record (JSON) and when it falls due."""
+
+    member: str
+    line: str
+    due_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,7 +251,8 @@ class MemoryBackend(LimitsBackend):
             if ticket.member in slots:
                 slots[ticket.member] = deadline_ms
 
-    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
+    def count_refused(self, *, base: str, limit: int, now_ms: int, journal=None) -> bool:
+        # No journal in memory: it would die with the process it guards against.
         with self._lock:
             name = f"{base}:refused:{now_ms // WINDOW_MS}"
             expire_at = (now_ms // WINDOW_MS + 2) * WINDOW_MS // 1000

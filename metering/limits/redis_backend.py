@@ -24,6 +24,7 @@ from metering.limits.base import (
     WINDOW_MS,
     WINDOW_NAMES,
     BackendUnavailable,
+    JournalLine,
     Limits,
     LimitsBackend,
     LimitsVerdict,
@@ -118,14 +119,25 @@ class RedisBackend(LimitsBackend):
         pipe.zadd(keys.journal_due(), {ticket.member: deadline_ms}, xx=True)
         self._call(pipe.execute)
 
-    def count_refused(self, *, base: str, limit: int, now_ms: int) -> bool:
+    def count_refused(
+        self, *, base: str, limit: int, now_ms: int, journal: JournalLine | None = None
+    ) -> bool:
         minute = now_ms // WINDOW_MS
         pipe = self.client.pipeline(transaction=False)
         name = keys.refused(base, minute)
         pipe.incr(name)
         pipe.pexpire(name, WINDOW_MS + 1000)
-        count, _ = self._call(pipe.execute)
-        return int(count) <= limit
+        if journal is not None:  # journaled optimistically, taken back below when over
+            pipe.hset(keys.journal(), journal.member, journal.line)
+            pipe.zadd(keys.journal_due(), {journal.member: journal.due_ms})
+        count = self._call(pipe.execute)[0]
+        within = int(count) <= limit
+        if not within and journal is not None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(keys.journal(), journal.member)
+            pipe.zrem(keys.journal_due(), journal.member)
+            self._call(pipe.execute)
+        return within
 
     def _call(self, method, *args):
         try:
