@@ -7,17 +7,20 @@ what ends a half-open probe, so a pick without one would leave the router "probi
 
 State is per worker process, on purpose: it is a cache of recent experience, cheap to lose,
 and the Celery probe writes the durable health state (Router.health) that every process
-reads through the routing table.
+reads through the routing table. The in-flight counts are published for the operator's pages
+by a background thread (inference.inflight), started on the first pick: never by a request.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 from dataclasses import dataclass
 
 from catalog.routing import RouterInfo
+from inference import inflight
 
 FAILURES_TO_OPEN = 3
 COOL_DOWN_SECONDS = 10.0
@@ -36,6 +39,7 @@ clock = time.monotonic
 _lock = threading.Lock()
 _breakers: dict[int, _Breaker] = {}
 _in_flight: dict[int, int] = {}
+_publishing_pid = 0  # the process whose publisher runs (a forked child starts its own)
 
 
 def _available(router: RouterInfo, now: float) -> bool:
@@ -47,6 +51,10 @@ def _available(router: RouterInfo, now: float) -> bool:
 
 
 def pick(routers: list[RouterInfo], exclude: set[int]) -> RouterInfo | None:
+    global _publishing_pid
+    if _publishing_pid != os.getpid():
+        _publishing_pid = os.getpid()
+        inflight.publisher_start(in_flight_snapshot)
     now = clock()
     with _lock:
         candidates = [
@@ -66,6 +74,17 @@ def pick(routers: list[RouterInfo], exclude: set[int]) -> RouterInfo | None:
             breaker.probing = True
         _in_flight[chosen.id] = _in_flight.get(chosen.id, 0) + 1
         return chosen
+
+
+def in_flight_snapshot() -> dict[int, int]:
+    """This process's requests in flight per router."""
+    with _lock:
+        return dict(_in_flight)
+
+
+def routers_in_flight() -> inflight.InFlight:
+    """Requests in flight per router, every worker's (this process's without Redis)."""
+    return inflight.routers_in_flight(local=in_flight_snapshot)
 
 
 def release(router_id: int) -> None:
@@ -98,6 +117,9 @@ def breaker_state(router_id: int) -> str:
 
 def reset() -> None:
     """Forget all state (tests)."""
+    global _publishing_pid
+    inflight.publisher_stop()
+    _publishing_pid = 0
     with _lock:
         _breakers.clear()
         _in_flight.clear()
