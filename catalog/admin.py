@@ -10,7 +10,12 @@ from audit.admin_mixins import AuditedAdminMixin
 from audit.confirm import confirm_bulk
 from audit.services import staff_action_record
 from catalog.models import CatalogModel, Router, RouterPool
-from catalog.router_client import breaker_state, router_figures, router_probe
+from catalog.router_client import (
+    breaker_state,
+    router_figures,
+    router_in_flight,
+    router_probe,
+)
 from catalog.services import router_set_state
 from core.bounds import BoundedIntegersAdminMixin
 
@@ -48,8 +53,9 @@ class RouterForm(forms.ModelForm):
 
 class RouterInline(admin.TabularInline):
     """The pool page's routers as an operator reads them: state, last probe, the last five
-    minutes' figures (every worker's, from the status rollup), and the actions. Editing a
-    router's address or key is on its own page."""
+    minutes' figures (every worker's, from the status rollup), requests in flight now (every
+    worker's, or this process's without Redis), and the actions. Editing a router's address or
+    key is on its own page."""
 
     model = Router
     extra = 0
@@ -81,13 +87,28 @@ class RouterInline(admin.TabularInline):
     def last_probe(self, router):
         return _last_probe(router)
 
-    @admin.display(description="last 5 min: requests, errors, p50")
+    @admin.display(description="last 5 min: requests, errors, p50; in flight now")
     def live(self, router):
         figures = router_figures().get(router.pk)
         if figures is None:
-            return "no traffic"
-        p50 = f"{figures.latency_p50_ms} ms" if figures.latency_p50_ms is not None else "-"
-        return f"{figures.requests} req, {figures.errors} err, {p50}"
+            text = "no traffic"
+        else:
+            p50 = f"{figures.latency_p50_ms} ms" if figures.latency_p50_ms is not None else "-"
+            text = f"{figures.requests} req, {figures.errors} err, {p50}"
+        in_flight = self._in_flight()
+        if in_flight is None:
+            return text
+        where = " (this process only)" if in_flight.this_process_only else ""
+        return format_html(
+            '{}; <span data-in-flight="{}">{} in flight</span>{}',
+            text, in_flight.of(router.pk), in_flight.of(router.pk), where,
+        )  # fmt: skip
+
+    def _in_flight(self):
+        # Read once per page (one Redis round trip): the admin makes its inlines per request.
+        if not hasattr(self, "_in_flight_now"):
+            self._in_flight_now = router_in_flight()
+        return self._in_flight_now
 
     @admin.display(description="actions")
     def actions(self, router):

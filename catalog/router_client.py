@@ -1,4 +1,5 @@
-"""What the layer that talks to routers lends the catalog's admin: a probe and breaker states.
+"""What the layer that talks to routers lends the catalog's admin: a probe, breaker states and
+requests in flight.
 
 The catalog sits below inference and does not import it. Inference registers its probe and
 its circuit breaker here when Django starts (`InferenceConfig.ready`), and the admin asks
@@ -8,19 +9,24 @@ through these functions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from catalog.models import Router
 
 _probe: Callable[..., Router] | None = None
 _breaker_state: Callable[[int], str] | None = None
 _figures: Callable[[], dict] | None = None
+_in_flight: Callable[[], Any] | None = None
 
 
 def register_router_client(
-    *, probe: Callable[..., Router], breaker_state: Callable[[int], str]
+    *,
+    probe: Callable[..., Router],
+    breaker_state: Callable[[int], str],
+    in_flight: Callable[[], Any] | None = None,
 ) -> None:
-    global _probe, _breaker_state
-    _probe, _breaker_state = probe, breaker_state
+    global _probe, _breaker_state, _in_flight
+    _probe, _breaker_state, _in_flight = probe, breaker_state, in_flight
 
 
 def router_probe(*, router: Router) -> Router:
@@ -43,3 +49,9 @@ def register_router_figures(figures: Callable[[], dict]) -> None:
 
 def router_figures() -> dict:
     return _figures() if _figures is not None else {}
+
+
+def router_in_flight() -> Any | None:
+    """Requests in flight per router (`.of(router_id)`, `.this_process_only`): every worker's,
+    or this process's without Redis; None without a client."""
+    return _in_flight() if _in_flight is not None else None

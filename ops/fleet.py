@@ -1,8 +1,9 @@
 """The fleet dashboard on the admin index: what is wrong, first, and where to act on it.
 
 Reads the catalog (pools, routers, their last probe), the status history's last 15 minutes
-(ModelHealth), the per-router figures the rollup keeps in the cache, the usage backlogs and the
-open incidents. Never the usage records. Cached for a few seconds.
+(ModelHealth), the per-router figures the rollup keeps in the cache, the requests in flight
+every worker publishes (one Redis round trip), the usage backlogs and the open incidents. Never
+the usage records. Cached for a few seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from catalog.models import CatalogModel, Router, RouterPool
+from inference.balancer import routers_in_flight
 from metering.selectors import UsageBacklogs, usage_backlogs
 from ops.models import Incident, ModelHealth
 from ops.services import BUCKET, RouterStats, bucket_of, router_stats_cached
@@ -31,6 +33,7 @@ class RouterLine:
     router: Router
     state: str  # healthy, cooling down, unhealthy, draining, disabled
     stats: RouterStats
+    in_flight: int = 0
 
     @property
     def level(self) -> str:
@@ -61,18 +64,20 @@ class Fleet:
     incidents: list[Incident]
     generated_at: datetime
     problems: list[str] = field(default_factory=list)
+    in_flight_this_process_only: bool = False  # no Redis: this process's own counts
 
 
 def fleet_dashboard(*, now: datetime | None = None) -> Fleet:
     now = now or timezone.now()
     stats = router_stats_cached()
+    in_flight = routers_in_flight()
     pools = []
     problems = []
     for pool in RouterPool.objects.prefetch_related(
         Prefetch("routers", queryset=Router.objects.order_by("id"))
     ):
         lines = [
-            RouterLine(r, r.traffic_state, stats.get(r.pk, RouterStats()))
+            RouterLine(r, r.traffic_state, stats.get(r.pk, RouterStats()), in_flight.of(r.pk))
             for r in pool.routers.all()
         ]
         pools.append((pool, lines))
@@ -112,7 +117,7 @@ def fleet_dashboard(*, now: datetime | None = None) -> Fleet:
     if backlogs.spooled or backlogs.spool_files:
         problems.append("Usage records are spooled: the database refused them")
     incidents = list(Incident.objects.filter(resolved_at__isnull=True).order_by("-started_at"))
-    return Fleet(pools, models, backlogs, incidents, now, problems)
+    return Fleet(pools, models, backlogs, incidents, now, problems, in_flight.this_process_only)
 
 
 def fleet_dashboard_cached() -> Fleet:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from django.core.management import call_command
@@ -131,6 +132,80 @@ def test_dashboard_queries_do_not_grow_with_the_fleet_and_skip_usage_records(sta
 def test_the_dashboard_is_staff_only(client, alice):
     client.force_login(alice)
     assert client.get("/admin/").status_code == 302
+
+
+# --- requests in flight, every worker's -------------------------------------------------------
+
+
+@pytest.fixture
+def in_flight(fleet):
+    """Requests held open in this process's balancer (and, with Redis, another worker's
+    published figures): yields a function that opens one on a router."""
+    from django.conf import settings
+
+    from catalog.routing import RouterInfo
+    from core.redis import get_redis
+    from inference import balancer, inflight
+
+    balancer.reset()
+
+    def hold(router):
+        info = RouterInfo(
+            id=router.pk, pool_id=router.pool_id, base_url=router.base_url, api_version="v1",
+            session_id=1, token="t", weight=1, connect_timeout=1.0, read_timeout=1.0,
+            health="healthy",
+        )  # fmt: skip
+        assert balancer.pick([info], set()) == info
+
+    yield hold
+    balancer.reset()
+    if settings.REDIS_URL:
+        get_redis().delete(inflight.routers_inflight_key())
+
+
+def _page_until(staff_client, url, text):
+    from ops.fleet import fleet_cache_clear
+
+    deadline = time.monotonic() + 15
+    while True:
+        fleet_cache_clear()  # the dashboard's own 5 s cache (not cache.clear(): a FLUSHDB)
+        html = staff_client.get(url).content.decode()
+        if text in html:
+            return html
+        assert time.monotonic() < deadline, f"{text!r} never on {url}"
+        time.sleep(0.05)
+
+
+def test_pool_page_and_dashboard_show_requests_in_flight_across_workers(
+    staff_client, fleet, in_flight, monkeypatch
+):
+    from django.conf import settings
+
+    from inference import inflight
+
+    first, second = fleet["routers"]
+    in_flight(first)
+    in_flight(first)
+    in_flight(second)
+    expected = {first.pk: 2, second.pk: 1}
+    if settings.REDIS_URL:
+        # Another worker holds three more on the first router: the pages add them up.
+        inflight.inflight_publish(process="elsewhere:1:x", counts={first.pk: 3})
+        expected[first.pk] += 3
+    pool_page = f"/admin/catalog/routerpool/{fleet['pool'].pk}/change/"
+    html = _page_until(staff_client, pool_page, f'data-in-flight="{expected[first.pk]}"')
+    assert f'<span data-in-flight="{expected[second.pk]}">' in html
+    assert ("(this process only)" in html) == (not settings.REDIS_URL)
+    dashboard = _page_until(staff_client, "/admin/", f'data-in-flight="{expected[first.pk]}"')
+    row = dashboard.split(f'data-router="{second.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert f'data-in-flight="{expected[second.pk]}"' in row
+    assert ("In flight (this process)" in dashboard) == (not settings.REDIS_URL)
+
+    reads = []
+    real = inflight.routers_in_flight
+    monkeypatch.setattr(inflight, "routers_in_flight", lambda **kw: reads.append(1) or real(**kw))
+    staff_client.get(pool_page)
+    assert len(reads) == 1  # one Redis round trip per page, however many routers
 
 
 # --- the pool page and its actions ------------------------------------------------------------
