@@ -5,6 +5,10 @@ constructor (response callbacks, a case-insensitive dict) was a fifth of a worke
 /v1/ path, where every request reads its API key's entry from this cache. A client is
 thread- and greenlet-safe (its pool hands out connections), so one per pool is enough.
 
+`clear()` deletes this cache's own entries only. Django's is FLUSHDB, which on the Redis that
+the limits counters, the admission journal, the usage spool and Celery's queues share would
+wipe them all (a `cache.clear()` typed in a shell would lose usage records).
+
 It also offers the two operations a versioned cache entry needs (`next_ticket`,
 `set_if_newer`); `apikeys/cache.py` explains why the key cache needs them.
 """
@@ -28,6 +32,20 @@ class PortalRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = _ReusedClient
+
+    def clear(self) -> None:
+        """Delete the entries under this cache's KEY_PREFIX (`<prefix>:<version>:<key>`),
+        nothing else on the database."""
+        client = self._cache.get_client(write=True)
+        pattern = _glob_escape(self.key_prefix) + ":[0-9]*"
+        batch: list = []
+        for name in client.scan_iter(match=pattern, count=1000):
+            batch.append(name)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
 
     # --- versioned entries (see apikeys/cache.py) ---------------------------------------------
 
@@ -54,6 +72,10 @@ class PortalRedisCache(RedisCache):
             keys=[key, version_key], args=[version, value, timeout, version_ttl], client=client
         )
         return bool(written)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 _SET_IF_NEWER = """

@@ -136,3 +136,26 @@ def test_every_key_a_script_touches_comes_through_keys():
         code = "\n".join(line.split("--")[0] for line in text.splitlines())
         assert not re.search(r"redis\.call\('[A-Z]+', *'", code), name  # a literal key
         assert not re.search(r"\.\. *':", code.replace("member .. ':over'", "")), name
+
+
+def test_cache_clear_deletes_the_caches_entries_and_nothing_else():
+    """Django's RedisCache.clear() is FLUSHDB: on the Redis that the limits, the admission
+    journal, the spool and Celery share it would lose usage records. Ours keeps to its own."""
+    from django.core.cache import cache
+
+    from core.redis import get_redis
+
+    client = get_redis()
+    journal = keys.journal()
+    client.hset(journal, "clear-test", "{}")
+    cache.set("clear-test-entry", 1)
+    neighbour = f"{os.environ['PORTAL_TEST_RUN_ID']}-another-deployment:1:entry"
+    client.set(neighbour, 1)
+    try:
+        cache.clear()
+        assert cache.get("clear-test-entry") is None
+        assert client.hexists(journal, "clear-test")
+        assert client.exists(neighbour)
+    finally:
+        client.hdel(journal, "clear-test")
+        client.delete(neighbour)
