@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -157,6 +158,8 @@ def test_psycopg_yields_to_other_greenlets_under_gevent(slow_one_worker):
     # What a gevent worker does: patch first, then load Django and query from many greenlets.
     # Six greenlets each run a 2 s query; the server is watched from here: if psycopg blocked
     # the hub, it would never run more than one of them at once.
+    # The query carries this test's own mark: another run on the same server runs it too.
+    mark = f"six at once {uuid.uuid4().hex}"
     code = """
 from gevent import monkey; monkey.patch_all()
 import threading, django
@@ -164,12 +167,12 @@ django.setup()
 from django.db import connection
 def sleepy():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(2) /* six at once */")
+        cursor.execute("SELECT pg_sleep(2) /* MARK */")
     connection.close()
 threads = [threading.Thread(target=sleepy) for _ in range(6)]
 for t in threads: t.start()
 for t in threads: t.join()
-"""
+""".replace("MARK", mark)
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -184,8 +187,8 @@ for t in threads: t.join()
     with psycopg.connect(database_url, autocommit=True) as watcher:
         while child.poll() is None:
             (running,) = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE query LIKE 'SELECT pg_sleep(2) /* six at once */%%' AND state = 'active'"
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'",
+                [f"SELECT pg_sleep(2) /* {mark} */"],
             ).fetchone()
             highest = max(highest, running)
     assert child.wait(timeout=60) == 0
