@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from metering.admin import ReadOnlyAdmin
 from ops.models import Incident, IncidentUpdate, ModelDay, ModelHealth
 from ops.services import incident_sync
 
@@ -51,19 +52,8 @@ class IncidentAdmin(admin.ModelAdmin):
         incident_sync(incident=form.instance)
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(ModelHealth)
-class ModelHealthAdmin(_ReadOnly):
+class ModelHealthAdmin(ReadOnlyAdmin):
     list_display = (
         "model",
         "bucket",
@@ -81,7 +71,7 @@ class ModelHealthAdmin(_ReadOnly):
 
 
 @admin.register(ModelDay)
-class ModelDayAdmin(_ReadOnly):
+class ModelDayAdmin(ReadOnlyAdmin):
     list_display = ("model", "day", "buckets", "degraded", "down")
     list_filter = ("model",)
     show_full_result_count = False

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from catalog.models import CatalogModel, Router
 from metering.models import UsageRecord
-from ops.models import ModelDay, ModelHealth, State
+from ops.models import Incident, ModelDay, ModelHealth, State
 from ops.selectors import open_incidents_refresh, status_cache_clear
 
 log = logging.getLogger(__name__)
@@ -302,8 +302,6 @@ def health_prune(*, older_than_days: int = HISTORY_DAYS) -> int:
 
 def incident_sync(*, incident) -> None:
     """Take the incident's status from its newest update; resolved stamps `resolved_at`."""
-    from ops.models import Incident
-
     newest = incident.updates.order_by("-created_at", "-id").first()
     if newest is not None:
         incident.status = newest.status
