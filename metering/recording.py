@@ -541,8 +541,7 @@ class DirectWriter(RecordWriter):
             return
         if admission is not None:
             admission.settle(total_tokens=usage.total_tokens)
-        else:
-            _unjournal_refused([usage.request_id])
+        # A refused request written here was never journaled (`usage_refused`): nothing to undo.
 
 
 class UsageWriter(RecordWriter):
