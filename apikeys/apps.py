@@ -7,4 +7,4 @@ class ApikeysConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apikeys import signals  # noqa: F401 - connects cache invalidation
+        from apikeys import receivers  # noqa: F401 - connects cache invalidation

@@ -42,6 +42,13 @@ class ApiKey(models.Model):
     secret_hash = models.CharField(max_length=64, editable=False)
     # Which APIKEY_HASH_SECRET made secret_hash: lets operators rotate it (see SECURITY.md).
     hash_version = models.CharField(max_length=16, editable=False, default="")
+    # Rotation: the secret before the last rotation keeps working until previous_valid_until
+    # (the grace), then answers 401. Only one previous secret is kept: rotating again within
+    # the grace ends the older one at once.
+    previous_secret_hash = models.CharField(max_length=64, editable=False, blank=True, default="")
+    previous_hash_version = models.CharField(max_length=16, editable=False, blank=True, default="")
+    previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -54,6 +61,12 @@ class ApiKey(models.Model):
     )
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # The key's own budgets per UTC day and month (empty: only the plan's quotas). Counted in
+    # the same admission as the plan's, under the key's counters; they can only narrow it.
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    requests_per_month = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     # The key the portal's playground runs under (its secret was never shown to anyone). A
     # flag, not the name: a user's own key named "Playground" is an ordinary key.
     playground = models.BooleanField(default=False, editable=False)
@@ -78,6 +91,15 @@ class ApiKey(models.Model):
         return f"{KEY_PREFIX}{self.public_id}…"
 
     @property
+    def in_rotation_grace(self) -> bool:
+        """The previous secret still works (a rotation's grace has not ended)."""
+        return bool(
+            self.previous_secret_hash
+            and self.previous_valid_until
+            and self.previous_valid_until > timezone.now()
+        )
+
+    @property
     def status(self) -> str:
         if self.revoked_at:
             return "revoked"
@@ -93,6 +115,7 @@ class ApiKeyEvent(models.Model):
         CREATED = "created", "created"
         REVOKED = "revoked", "revoked"
         UPDATED = "updated", "updated"
+        ROTATED = "rotated", "rotated"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -103,6 +126,8 @@ class ApiKeyEvent(models.Model):
         max_length=200, blank=True, help_text="Who, when not a user (the admin, a command)."
     )
     ip = models.GenericIPAddressField(null=True, blank=True)
+    # What changed: {field: [before, after]} for an update; a rotation's grace for a rotation.
+    changes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -110,3 +135,14 @@ class ApiKeyEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id} {self.kind}"
+
+    @property
+    def change_lines(self) -> list[tuple[str, object, object]]:
+        """(field, before, after) of an update, for the pages and the admin."""
+        if self.kind != self.Kind.UPDATED:
+            return []
+        return [
+            (name, pair[0], pair[1])
+            for name, pair in sorted(self.changes.items())
+            if isinstance(pair, list | tuple) and len(pair) == 2
+        ]

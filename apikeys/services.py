@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.cache import cache
 from django.db import transaction
@@ -24,6 +24,7 @@ from accounts.selectors import personal_org
 from apikeys import keyformat
 from apikeys.cache import ENTRY_TTL, MISSING_TTL, entry_get, entry_store, take_ticket
 from apikeys.models import ApiKey, ApiKeyEvent
+from apikeys.signals import key_revoked, key_rotated
 from core.bounds import column_range
 from core.db import release_connection
 from core.errors import InvalidApiKey, InvalidRequest, RateLimited
@@ -49,6 +50,11 @@ class KeyPrincipal:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     expires_at: float | None
+    # The key's own day and month budgets (None: only the plan's quotas).
+    requests_per_day: int | None = None
+    tokens_per_day: int | None = None
+    requests_per_month: int | None = None
+    tokens_per_month: int | None = None
 
     # DRF treats request.user as a user; these make it behave like an authenticated one.
     is_authenticated = True
@@ -84,6 +90,10 @@ def apikey_create(
     allowed_models=(),
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
+    requests_per_day: int | None = None,
+    tokens_per_day: int | None = None,
+    requests_per_month: int | None = None,
+    tokens_per_month: int | None = None,
     actor=None,
     actor_label: str = "",
     ip: str | None = None,
@@ -101,6 +111,15 @@ def apikey_create(
     requests_per_minute = _key_cap("requests_per_minute", requests_per_minute)
     tokens_per_minute = _key_cap("tokens_per_minute", tokens_per_minute)
     org = _creator_org(owner, org)
+    budgets = {
+        field: _key_budget(field, value, org)
+        for field, value in (
+            ("requests_per_day", requests_per_day),
+            ("tokens_per_day", tokens_per_day),
+            ("requests_per_month", requests_per_month),
+            ("tokens_per_month", tokens_per_month),
+        )
+    }
     public_id = keyformat.new_public_id()
     raw = keyformat.new_key(public_id)
     with transaction.atomic():
@@ -115,6 +134,7 @@ def apikey_create(
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             playground=playground,
+            **budgets,
         )
         if allowed_models:
             key.allowed_models.set(allowed_models)
@@ -141,6 +161,10 @@ def apikey_revoke(
             )
         public_id = key.public_id
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+        if updated:
+            transaction.on_commit(
+                lambda: key_revoked.send(sender=ApiKey, key=key, actor=actor), robust=True
+            )
     key.refresh_from_db()
     log.info("api key revoked", extra={"key_prefix": key.public_id})
     return key
@@ -162,6 +186,44 @@ def _key_cap(field: str, value: int | None) -> int | None:
     return value
 
 
+BUDGET_FIELDS = ("requests_per_day", "tokens_per_day", "requests_per_month", "tokens_per_month")
+CAP_FIELDS = ("requests_per_minute", "tokens_per_minute")
+EDITABLE_FIELDS = ("name", "expires_at", "allowed_models", *CAP_FIELDS, *BUDGET_FIELDS)
+
+
+def _key_budget(field: str, value: int | None, org) -> int | None:
+    """A key's own day or month budget: empty (the plan's quota only), or from 1 to what its
+    column holds and no more than the organization's plan allows (a key only narrows it)."""
+    if value is None:
+        return None
+    high = column_range(ApiKey, field)[1]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidRequest(
+            f"{field} must be an integer from 1 to {high} (or empty for no key budget).",
+            param=field,
+        )
+    plan = org.plan if org is not None else None
+    ceiling = getattr(plan, field, None)
+    if ceiling is not None and value > ceiling:
+        plan_name = getattr(plan, "name", "")
+        raise InvalidRequest(
+            f"{field} can only narrow the plan: the organization's plan '{plan_name}' allows "
+            f"{ceiling}. Give at most {ceiling}, or leave it empty.",
+            param=field,
+        )
+    return value
+
+
+def _snapshot(key: ApiKey) -> dict:
+    """What the audit trail compares before and after an update (JSON-ready)."""
+    return {
+        "name": key.name,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "allowed_models": sorted(m.public_id for m in key.allowed_models.all()),
+        **{field: getattr(key, field) for field in (*CAP_FIELDS, *BUDGET_FIELDS)},
+    }
+
+
 def apikey_update(
     *,
     key: ApiKey,
@@ -170,14 +232,20 @@ def apikey_update(
     allowed_models=_UNCHANGED,
     requests_per_minute=_UNCHANGED,
     tokens_per_minute=_UNCHANGED,
+    requests_per_day=_UNCHANGED,
+    tokens_per_day=_UNCHANGED,
+    requests_per_month=_UNCHANGED,
+    tokens_per_month=_UNCHANGED,
     actor=None,
     actor_label: str = "",
     ip: str | None = None,
 ) -> ApiKey:
-    """Change a key's name, expiry, model subset or caps; only the arguments given change.
+    """Change a key's name, expiry, model subset, caps or budgets; only the arguments given
+    change.
 
-    The secret never changes (revoke and create a new key instead); every change is an
-    `updated` event in the audit trail and rewrites the cached entry after commit.
+    The secret never changes here (`apikey_rotate` issues a new one). A change is an `updated`
+    event in the audit trail with its before/after diff, and rewrites the cached entry after
+    commit, so the next request in every process sees it. Nothing changed, nothing recorded.
     """
     fields: dict = {}
     if name is not _UNCHANGED:
@@ -188,6 +256,8 @@ def apikey_update(
             raise InvalidRequest("A key name has at most 100 characters.", param="name")
         fields["name"] = name
     if expires_at is not _UNCHANGED:
+        # A past expiry is allowed here: staff expire a key that way in the admin. The
+        # customer's page and API refuse one (their forms and serializers).
         fields["expires_at"] = expires_at
     for field, value in (
         ("requests_per_minute", requests_per_minute),
@@ -195,19 +265,111 @@ def apikey_update(
     ):
         if value is not _UNCHANGED:
             fields[field] = _key_cap(field, value)
+    for field, value in (
+        ("requests_per_day", requests_per_day),
+        ("tokens_per_day", tokens_per_day),
+        ("requests_per_month", requests_per_month),
+        ("tokens_per_month", tokens_per_month),
+    ):
+        if value is not _UNCHANGED:
+            fields[field] = _key_budget(field, value, key.org)
     with transaction.atomic():
+        # Locked: two edits at once each diff against what the other left.
+        locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+        before = _snapshot(locked)
         if fields:
             ApiKey.objects.filter(pk=key.pk).update(**fields)
         if allowed_models is not _UNCHANGED:
-            key.allowed_models.set(allowed_models)
+            locked.allowed_models.set(allowed_models)
+        locked.refresh_from_db()
+        after = _snapshot(locked)
+        diff = {
+            field: [before[field], after[field]]
+            for field in before
+            if before[field] != after[field]
+        }
+        if diff:
+            ApiKeyEvent.objects.create(
+                key=key,
+                kind=ApiKeyEvent.Kind.UPDATED,
+                actor=actor,
+                actor_label=actor_label,
+                ip=ip,
+                changes=diff,
+            )
+            public_id = key.public_id
+            transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+    key.refresh_from_db()
+    log.info("api key updated", extra={"key_prefix": key.public_id, "fields": sorted(diff)})
+    return key
+
+
+ROTATION_GRACE_DEFAULT = 86_400  # seconds the old secret keeps working after a rotation
+ROTATION_GRACE_MAX = 30 * 86_400
+
+
+def apikey_rotate(
+    *,
+    key: ApiKey,
+    grace_seconds: int = ROTATION_GRACE_DEFAULT,
+    actor=None,
+    actor_label: str = "",
+    ip: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Issue a new secret for the same key (same id, name, caps, budgets and usage history);
+    returns the key and the new raw secret, which exists nowhere else afterwards.
+
+    The old secret keeps working for `grace_seconds` (0: it stops at once), then answers 401.
+    Only one old secret is kept: rotating again within a grace ends the older one now.
+    Audited as a `rotated` event; `apikeys.signals.key_rotated` is sent after commit."""
+    if (
+        isinstance(grace_seconds, bool)
+        or not isinstance(grace_seconds, int)
+        or not 0 <= grace_seconds <= ROTATION_GRACE_MAX
+    ):
+        raise InvalidRequest(
+            f"grace_seconds must be an integer from 0 to {ROTATION_GRACE_MAX} (30 days).",
+            param="grace_seconds",
+        )
+    raw = keyformat.new_key(key.public_id)
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if locked.status != "active":
+            raise InvalidRequest(
+                f"This key is {locked.status}: only an active key can be rotated. "
+                "Create a new key instead.",
+                param="key",
+            )
+        now = timezone.now()
+        grace_until = now + timedelta(seconds=grace_seconds) if grace_seconds else None
+        ApiKey.objects.filter(pk=key.pk).update(
+            secret_hash=keyformat.hash_key(raw),
+            hash_version=keyformat.current_hash_version(),
+            previous_secret_hash=locked.secret_hash if grace_until else "",
+            previous_hash_version=locked.hash_version if grace_until else "",
+            previous_valid_until=grace_until,
+            rotated_at=now,
+        )
         ApiKeyEvent.objects.create(
-            key=key, kind=ApiKeyEvent.Kind.UPDATED, actor=actor, actor_label=actor_label, ip=ip
+            key=key,
+            kind=ApiKeyEvent.Kind.ROTATED,
+            actor=actor,
+            actor_label=actor_label,
+            ip=ip,
+            changes={
+                "grace_seconds": grace_seconds,
+                "previous_valid_until": grace_until.isoformat() if grace_until else None,
+            },
         )
         public_id = key.public_id
         transaction.on_commit(lambda: apikey_refresh_cache(public_id=public_id))
+        transaction.on_commit(
+            lambda: key_rotated.send(sender=ApiKey, key=key, actor=actor, grace_until=grace_until),
+            robust=True,
+        )
     key.refresh_from_db()
-    log.info("api key updated", extra={"key_prefix": key.public_id, "fields": sorted(fields)})
-    return key
+    log.info("api key rotated", extra={"key_prefix": key.public_id, "grace_seconds": grace_seconds})
+    return key, raw
 
 
 def apikey_refresh_cache(*, public_id: str) -> None:
@@ -308,9 +470,18 @@ def _load_entry(public_id: str) -> dict | str:
         "allowed_models": allowed or None,
         "rpm": key.requests_per_minute,
         "tpm": key.tokens_per_minute,
+        "rpd": key.requests_per_day,
+        "tpd": key.tokens_per_day,
+        "rpmo": key.requests_per_month,
+        "tpmo": key.tokens_per_month,
         "expires_at": key.expires_at.timestamp() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
         "revoked_at": key.revoked_at.timestamp() if key.revoked_at else None,
+        # The secret before the last rotation, and until when it works (its grace).
+        "prev_hash": key.previous_secret_hash or None,
+        "prev_hash_version": key.previous_hash_version,
+        "prev_until": key.previous_valid_until.timestamp() if key.previous_valid_until else None,
+        "rotated_at": key.rotated_at.timestamp() if key.rotated_at else None,
     }
 
 
@@ -331,16 +502,18 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         _count_failure(ip)
         raise InvalidApiKey()
     entry = _entry_for(public_id, ip)
-    if not isinstance(entry, dict) or not keyformat.key_matches(
-        raw_key, entry["hash"], entry["hash_version"]
-    ):
+    if not isinstance(entry, dict):
         _count_failure(ip)
         raise InvalidApiKey()
     now = time.time()
+    current = keyformat.key_matches(raw_key, entry["hash"], entry["hash_version"])
+    if not current and not _previous_secret_works(entry, raw_key, now):
+        _count_failure(ip)
+        raise InvalidApiKey()
     refusal = _refusal_for_known_key(entry, now)
     if refusal:
         raise InvalidApiKey(refusal)
-    if keyformat.needs_rehash(entry["hash_version"]):
+    if current and keyformat.needs_rehash(entry["hash_version"]):
         _rehash(entry["id"], raw_key)
     _touch_last_used(entry["id"], now)
     allowed = entry["allowed_models"]
@@ -355,6 +528,30 @@ def apikey_authenticate(*, raw_key: str | None, ip: str | None = None) -> KeyPri
         requests_per_minute=entry["rpm"],
         tokens_per_minute=entry["tpm"],
         expires_at=entry["expires_at"],
+        # .get: entries cached before budgets existed have none (they expire within ENTRY_TTL)
+        requests_per_day=entry.get("rpd"),
+        tokens_per_day=entry.get("tpd"),
+        requests_per_month=entry.get("rpmo"),
+        tokens_per_month=entry.get("tpmo"),
+    )
+
+
+def _previous_secret_works(entry: dict, raw_key: str, now: float) -> bool:
+    """The secret before the key's last rotation, within its grace. Once the grace has ended
+    its holder is told so (401), not counted as a guesser: they once held the key."""
+    previous = entry.get("prev_hash")
+    if not previous or not keyformat.key_matches(
+        raw_key, previous, entry.get("prev_hash_version", "")
+    ):
+        return False
+    until = entry.get("prev_until")
+    if until is not None and until > now:
+        return True
+    ended = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if until else ""
+    raise InvalidApiKey(
+        "This API key was rotated: its previous secret stopped working"
+        + (f" at {ended}" if ended else "")
+        + ". Use the new secret (shown once when the key was rotated), or rotate it again at /keys."
     )
 
 
@@ -536,4 +733,8 @@ def apikey_playground_principal(*, user, org=None) -> KeyPrincipal:
         requests_per_minute=key.requests_per_minute,
         tokens_per_minute=key.tokens_per_minute,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        requests_per_day=key.requests_per_day,
+        tokens_per_day=key.tokens_per_day,
+        requests_per_month=key.requests_per_month,
+        tokens_per_month=key.tokens_per_month,
     )

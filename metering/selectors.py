@@ -24,7 +24,7 @@ from accounts.models import User
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from core.redis import get_redis
-from metering.limits import BackendUnavailable, keys, limits_status
+from metering.limits import BackendUnavailable, keys, limits_key_usage, limits_status
 from metering.models import DailyUsage
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,59 @@ def usage_limits(
             for name, entry in status.items()
         }
     return quota_status(plan=plan, today=today, month=month)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    """One of a key's budgets: its limit (None: no budget), what the key used in the current
+    UTC day or month, what is left (None without a budget) and when the period resets."""
+
+    field: str  # requests_per_day, tokens_per_day, requests_per_month or tokens_per_month
+    limit: int | None
+    used: int
+    remaining: int | None
+    reset_at: datetime
+
+    @property
+    def share(self) -> float | None:
+        """How much of the budget is spent, 0.0 to 1.0 (None without a budget)."""
+        if not self.limit:
+            return None
+        return min(1.0, self.used / self.limit)
+
+
+def key_budget_usage(*, key: ApiKey) -> dict[str, BudgetUsage]:
+    """A key's budgets against its own live counters (the ones admission checks), by field
+    name (`requests_per_day`, `tokens_per_day`, `requests_per_month`, `tokens_per_month`).
+
+    When the counters are unreachable (Redis down) the key's usage comes from the ledgers
+    instead (which trail by up to an aggregation run): pages keep working."""
+    try:
+        counts = limits_key_usage(org_id=key.org_id, key_id=key.pk)
+        day_end, month_end = counts["day_resets_at"], counts["month_resets_at"]
+    except BackendUnavailable as exc:
+        log.warning("limits backend unavailable, key budgets from the ledgers: %s", exc)
+        usage = usage_for_key(org_id=key.org_id, key_id=key.pk)
+        counts = {
+            "requests_per_day": usage.key_today.requests,
+            "tokens_per_day": usage.key_today.total_tokens,
+            "requests_per_month": usage.key_month.requests,
+            "tokens_per_month": usage.key_month.total_tokens,
+        }
+        now_day = _utc_today()
+        day_end, month_end = _midnight(now_day + timedelta(days=1)), _midnight(_next_month(now_day))
+    budgets = {}
+    for name in QUOTA_FIELDS:
+        limit = getattr(key, name)
+        used = int(counts[name])
+        budgets[name] = BudgetUsage(
+            field=name,
+            limit=limit,
+            used=used,
+            remaining=None if limit is None else max(0, limit - used),
+            reset_at=day_end if name.endswith("_day") else month_end,
+        )
+    return budgets
 
 
 # --- the usage page -------------------------------------------------------------------------

@@ -226,11 +226,11 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
     """Rebuild the limit counters in Redis from the usage records; None without Redis.
 
     UsageRecord is the source of truth. Today's and this month's admitted requests and their
-    tokens per organization (a request refused by a limit or for bad input was never counted)
-    become the day and month counters; the last minute's records refill the per-minute windows
-    of organizations and keys. Safe to run any number of times: a counter is only raised to the
-    database's count, never lowered (it may hold requests admitted since Redis came back that
-    have no record yet), unless `force` (the command's --force).
+    tokens per organization and per key (a request refused by a limit or for bad input was
+    never counted) become the day and month counters; the last minute's records refill the
+    per-minute windows of organizations and keys. Safe to run any number of times: a counter
+    is only raised to the database's count, never lowered (it may hold requests admitted
+    since Redis came back that have no record yet), unless `force` (the command's --force).
     """
     client = get_redis()
     if client is None:
@@ -259,6 +259,23 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
         for row in rows:
             base = org_base(row["org_id"])
             orgs.add(row["org_id"])
+            names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
+            for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
+                set_at_least(
+                    keys=[keys.period(base, name, periods.day, periods.month)],
+                    args=[value, expire_at, "1" if force else "0"],
+                    client=pipe,
+                )
+        # Each key's own counters too (what its budgets are checked against).
+        key_rows = (
+            counted.filter(created_at__gte=since)
+            .order_by()
+            .filter(org_id__isnull=False)
+            .values("org_id", "key_id")
+            .annotate(n=Count("id"), tokens=Sum("total_tokens"))
+        )
+        for row in key_rows:
+            base = key_base(row["org_id"], row["key_id"])
             names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
             for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
                 set_at_least(

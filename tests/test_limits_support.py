@@ -41,9 +41,11 @@ def principal(
     rpm: int | None = None,
     tpm: int | None = None,
     org_id: int | None = None,
+    **budgets: int | None,
 ) -> KeyPrincipal:
     """A key's principal; its organization is the owner's personal one (the same number)
-    unless `org_id` says otherwise."""
+    unless `org_id` says otherwise. `budgets`: the key's requests_per_day, tokens_per_day,
+    requests_per_month, tokens_per_month."""
     return KeyPrincipal(
         key_id=key_id,
         public_id=f"k{key_id}",
@@ -55,6 +57,7 @@ def principal(
         requests_per_minute=rpm,
         tokens_per_minute=tpm,
         expires_at=None,
+        **budgets,
     )
 
 
@@ -161,7 +164,9 @@ def worker() -> None:
     for line in sys.stdin:
         phase = json.loads(line)
         plan = make_plan(**phase["plan"])
-        who = principal(phase.get("owner_id", 101), phase.get("key_id", 201))
+        who = principal(
+            phase.get("owner_id", 101), phase.get("key_id", 201), **phase.get("key", {})
+        )
         admitted, refused, intervals = 0, 0, []
         deadline = time.monotonic() + phase.get("seconds", 0)
         attempt = 0

@@ -52,6 +52,7 @@ __all__ = [
     "get_backend",
     "limits_admit",
     "limits_headers",
+    "limits_key_usage",
     "limits_settle_many",
     "limits_status",
 ]
@@ -315,6 +316,29 @@ def limits_status(
     return _status(limits, outcome, ticket.periods)
 
 
+def limits_key_usage(
+    *, org_id: int, key_id: int, backend: LimitsBackend | None = None, _now_ms: int | None = None
+) -> dict[str, Any]:
+    """A key's own counters (what its budgets are checked against): requests and tokens this
+    UTC day and month, and when each resets. One read-only backend call, admitting nothing;
+    raises BackendUnavailable when Redis is down."""
+    backend = backend or get_backend()
+    limits = Limits(plan_name=None)
+    clock_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
+    ticket = _ticket(org_id=org_id, key_id=key_id, member="", limits=limits, now_ms=clock_ms)
+    outcome = backend.admit(
+        ticket=ticket, limits=limits, reserve=0, lease_ms=0, now_ms=_now_ms, dry=True
+    )
+    return {
+        "requests_per_day": outcome.used["k_rpd"],
+        "tokens_per_day": outcome.used["k_tpd"],
+        "requests_per_month": outcome.used["k_rpmo"],
+        "tokens_per_month": outcome.used["k_tpmo"],
+        "day_resets_at": ticket.periods.day_end,
+        "month_resets_at": ticket.periods.month_end,
+    }
+
+
 def limits_headers(*, principal: KeyPrincipal, plan: PlanInfo | None) -> dict[str, str]:
     """The x-ratelimit-* headers for a response that admitted nothing (model lists, usage,
     refused input): one read-only backend call; {} if the backend is unreachable."""
@@ -357,13 +381,24 @@ def _status(limits: Limits, outcome: LimitsVerdict, periods: Periods) -> dict[st
             now + timedelta(milliseconds=outcome.reset_ms.get(name, 0)),
         )
 
+    def period(plan_name: str, key_name: str, reset_at: datetime) -> dict[str, Any]:
+        # The plan's quota (the organization's count) or the key's own budget (its count):
+        # whichever leaves fewer; with neither, the organization's count and no limit.
+        candidates = [
+            (max(0, getattr(limits, n) - outcome.used.get(n, 0)), getattr(limits, n), n)
+            for n in (plan_name, key_name)
+            if getattr(limits, n) is not None
+        ]
+        name = min(candidates)[2] if candidates else plan_name
+        return entry(getattr(limits, name), outcome.used.get(name, 0), reset_at)
+
     return {
         "requests_per_minute": window(("p_rpm", "k_rpm")),
         "tokens_per_minute": window(("p_tpm", "k_tpm")),
-        "requests_per_day": entry(limits.rpd, outcome.used["rpd"], periods.day_end),
-        "tokens_per_day": entry(limits.tpd, outcome.used["tpd"], periods.day_end),
-        "requests_per_month": entry(limits.rpmo, outcome.used["rpmo"], periods.month_end),
-        "tokens_per_month": entry(limits.tpmo, outcome.used["tpmo"], periods.month_end),
+        "requests_per_day": period("rpd", "k_rpd", periods.day_end),
+        "tokens_per_day": period("tpd", "k_tpd", periods.day_end),
+        "requests_per_month": period("rpmo", "k_rpmo", periods.month_end),
+        "tokens_per_month": period("tpmo", "k_tpmo", periods.month_end),
         "max_concurrent_requests": entry(
             limits.conc, outcome.inflight if limits.conc is not None else None, None
         ),

@@ -2,8 +2,9 @@
 --
 -- KEYS: every key it touches, named by metering.limits.keys.script_keys: 1 in-flight slots,
 --       2-5 the user's rpm log and tpm log, amounts, sum; 6-9 the same for the key;
---       10-13 rpd tpd rpmo tpmo counters; 14 the admission journal (hash), 15 its due times.
---       1-13 carry the user's hash tag (one Cluster slot).
+--       10-13 rpd tpd rpmo tpmo counters; 14 the admission journal (hash), 15 its due times;
+--       16-19 the key's own rpd tpd rpmo tpmo counters (its budgets).
+--       1-13 and 16-19 carry the organization's hash tag (one Cluster slot).
 -- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),
@@ -11,12 +12,13 @@
 --       19 dry ('1': read only, for the status page),
 --       20 journal: the usage record as known at admission ('' = none), kept until settle so
 --          a request whose process died is still recorded (metering.recording reconciles)
+--       21..24 the key's budgets k_rpd k_tpd k_rpmo k_tpmo (-1 = none)
 --
 -- Sliding logs: a request (or its token reservation) counts from its admission time t while
 -- t > now - window, so any window-long interval holds at most `limit` admissions.
 -- Returns {admitted, now_ms, inflight, failed (csv),
 --          then for each window p_rpm k_rpm p_tpm k_tpm: used, reset_ms, retry_ms,
---          then rpd tpd rpmo tpmo used}
+--          then rpd tpd rpmo tpmo used, then k_rpd k_tpd k_rpmo k_tpmo used}
 
 local K = {
   inflight = KEYS[1],
@@ -24,6 +26,7 @@ local K = {
   k_rpm = KEYS[6], k_tpm = KEYS[7], k_tpm_t = KEYS[8], k_tpm_s = KEYS[9],
   rpd = KEYS[10], tpd = KEYS[11], rpmo = KEYS[12], tpmo = KEYS[13],
   journal = KEYS[14], due = KEYS[15],
+  k_rpd = KEYS[16], k_tpd = KEYS[17], k_rpmo = KEYS[18], k_tpmo = KEYS[19],
 }
 local now = tonumber(ARGV[1])
 if not now then
@@ -40,6 +43,8 @@ local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
 local names = {'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm', 'rpd', 'tpd', 'rpmo', 'tpmo', 'conc'}
 local lim = {}
 for i, n in ipairs(names) do lim[n] = tonumber(ARGV[9 + i]) end
+local key_names = {'k_rpd', 'k_tpd', 'k_rpmo', 'k_tpmo'}
+for i, n in ipairs(key_names) do lim[n] = tonumber(ARGV[20 + i]) or -1 end
 local dry = ARGV[19] == '1'
 local cutoff = now - W
 local live = '(' .. cutoff
@@ -105,8 +110,16 @@ local function tokens_window(n)
   end
 end
 
-local periods = {rpd = K.rpd, tpd = K.tpd, rpmo = K.rpmo, tpmo = K.tpmo}
-local cost = {rpd = 1, tpd = reserve, rpmo = 1, tpmo = reserve}
+local periods = {
+  rpd = K.rpd, tpd = K.tpd, rpmo = K.rpmo, tpmo = K.tpmo,
+  k_rpd = K.k_rpd, k_tpd = K.k_tpd, k_rpmo = K.k_rpmo, k_tpmo = K.k_tpmo,
+}
+local cost = {
+  rpd = 1, tpd = reserve, rpmo = 1, tpmo = reserve,
+  k_rpd = 1, k_tpd = reserve, k_rpmo = 1, k_tpmo = reserve,
+}
+local period_names = {'rpd', 'tpd', 'rpmo', 'tpmo', 'k_rpd', 'k_tpd', 'k_rpmo', 'k_tpmo'}
+local is_day = {rpd = true, tpd = true, k_rpd = true, k_tpd = true}
 
 -- in-flight slots: a sorted set of admissions scored by a deadline, so a slot whose process
 -- died without settling frees itself when its lease ends
@@ -119,7 +132,7 @@ if lim.conc >= 0 then
 end
 for _, n in ipairs({'p_rpm', 'k_rpm'}) do if lim[n] >= 0 then requests_window(n) end end
 for _, n in ipairs({'p_tpm', 'k_tpm'}) do if lim[n] >= 0 then tokens_window(n) end end
-for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do
+for _, n in ipairs(period_names) do
   local v = math.max(0, tonumber(redis.call('GET', periods[n])) or 0)
   used[n] = v
   if lim[n] >= 0 and (v >= lim[n] or v + cost[n] > lim[n]) then failed[#failed + 1] = n end
@@ -153,10 +166,11 @@ if admitted then
     end
   end
   -- day and month counters move even when unlimited: a plan change mid-month then starts
-  -- from the true count, and the status page can show usage
-  for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do
+  -- from the true count, and the status page can show usage (the key's too: a budget set
+  -- mid-month counts what the key already used)
+  for _, n in ipairs(period_names) do
     redis.call('INCRBY', periods[n], cost[n])
-    redis.call('EXPIREAT', periods[n], (n == 'rpd' or n == 'tpd') and day_exp or month_exp)
+    redis.call('EXPIREAT', periods[n], is_day[n] and day_exp or month_exp)
     used[n] = used[n] + cost[n]
   end
 end
@@ -172,5 +186,5 @@ for _, n in ipairs({'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}) do
   out[#out + 1] = reset[n] or 0
   out[#out + 1] = retry[n] or 0
 end
-for _, n in ipairs({'rpd', 'tpd', 'rpmo', 'tpmo'}) do out[#out + 1] = used[n] end
+for _, n in ipairs(period_names) do out[#out + 1] = used[n] end
 return out

@@ -17,10 +17,15 @@ from metering.limits.keys import key_base, key_prefix, org_base  # noqa: F401 - 
 WINDOW_MS = 60_000  # RPM and TPM are sliding windows of one minute
 UNLIMITED = -1
 
-# The nine limits, in the order the Lua script receives them.
+# The nine limits, in the order the Lua script receives them (ARGV 10-18).
 LIMIT_NAMES = ("p_rpm", "k_rpm", "p_tpm", "k_tpm", "rpd", "tpd", "rpmo", "tpmo", "conc")
 WINDOW_NAMES = ("p_rpm", "k_rpm", "p_tpm", "k_tpm")
 PERIOD_NAMES = ("rpd", "tpd", "rpmo", "tpmo")
+# A key's own day and month budgets (ARGV 21-24, counted under the key's base, KEYS 16-19).
+KEY_PERIOD_NAMES = ("k_rpd", "k_tpd", "k_rpmo", "k_tpmo")
+ALL_PERIOD_NAMES = PERIOD_NAMES + KEY_PERIOD_NAMES
+DAY_NAMES = frozenset({"rpd", "tpd", "k_rpd", "k_tpd"})
+TOKEN_PERIOD_NAMES = frozenset({"tpd", "tpmo", "k_tpd", "k_tpmo"})
 
 
 class BackendUnavailable(Exception):
@@ -97,6 +102,10 @@ class Limits:
     rpmo: int | None = None
     tpmo: int | None = None
     conc: int | None = None
+    k_rpd: int | None = None
+    k_tpd: int | None = None
+    k_rpmo: int | None = None
+    k_tpmo: int | None = None
 
     @classmethod
     def of(cls, *, principal, plan) -> Limits:
@@ -114,11 +123,23 @@ class Limits:
             rpmo=get("requests_per_month"),
             tpmo=get("tokens_per_month"),
             conc=get("max_concurrent_requests"),
+            k_rpd=getattr(principal, "requests_per_day", None),
+            k_tpd=getattr(principal, "tokens_per_day", None),
+            k_rpmo=getattr(principal, "requests_per_month", None),
+            k_tpmo=getattr(principal, "tokens_per_month", None),
         )
 
     def as_args(self) -> list[int]:
+        """The nine plan and per-minute limits (ARGV 10-18)."""
         return [
             UNLIMITED if getattr(self, n) is None else int(getattr(self, n)) for n in LIMIT_NAMES
+        ]
+
+    def key_budget_args(self) -> list[int]:
+        """The key's day and month budgets (ARGV 21-24)."""
+        return [
+            UNLIMITED if getattr(self, n) is None else int(getattr(self, n))
+            for n in KEY_PERIOD_NAMES
         ]
 
 
@@ -192,17 +213,29 @@ def format_reset(ms: int) -> str:
     return f"{hours}h{minutes}m{seconds}s" if hours else f"{minutes}m{seconds}s"
 
 
+def period_reset_ms(name: str, now_ms: int) -> int:
+    """Milliseconds until the UTC day or month that a period counter counts ends."""
+    periods = Periods.at(now_ms)
+    end = periods.day_end if name in DAY_NAMES else periods.month_end
+    return max(0, int(end.timestamp() * 1000) - now_ms)
+
+
 def _binding(
-    limits: Limits, outcome: LimitsVerdict, names: tuple[str, str]
+    limits: Limits, outcome: LimitsVerdict, names: tuple[str, ...]
 ) -> tuple[int, int, int] | None:
-    """(limit, remaining, reset_ms) of whichever of the plan/key windows is tighter."""
+    """(limit, remaining, reset_ms) of whichever of the limits named binds: the fewest left."""
     best = None
     for name in names:
         limit = getattr(limits, name)
         if limit is None:
             continue
         remaining = max(0, limit - outcome.used.get(name, 0))
-        candidate = (remaining, limit, outcome.reset_ms.get(name, 0))
+        reset = (
+            period_reset_ms(name, outcome.now_ms)
+            if name in KEY_PERIOD_NAMES
+            else outcome.reset_ms.get(name, 0)
+        )
+        candidate = (remaining, limit, reset)
         if best is None or candidate[:2] < best[:2]:
             best = candidate
     if best is None:
@@ -211,11 +244,19 @@ def _binding(
     return limit, remaining, reset
 
 
+# The limits each x-ratelimit-* trio may speak for: the per-minute windows and the key's own
+# budgets, whichever binds (the fewest left).
+_HEADER_LIMITS = {
+    "requests": ("p_rpm", "k_rpm", "k_rpd", "k_rpmo"),
+    "tokens": ("p_tpm", "k_tpm", "k_tpd", "k_tpmo"),
+}
+
+
 def rate_headers(limits: Limits, outcome: LimitsVerdict) -> dict[str, str]:
-    """The x-ratelimit-* headers. A trio is left out when no per-minute limit of its kind applies:
-    there is nothing true to say about a limit that does not exist."""
+    """The x-ratelimit-* headers. A trio is left out when no limit of its kind applies: there is
+    nothing true to say about a limit that does not exist."""
     headers: dict[str, str] = {}
-    for kind, names in (("requests", ("p_rpm", "k_rpm")), ("tokens", ("p_tpm", "k_tpm"))):
+    for kind, names in _HEADER_LIMITS.items():
         bound = _binding(limits, outcome, names)
         if bound is None:
             continue
@@ -224,6 +265,14 @@ def rate_headers(limits: Limits, outcome: LimitsVerdict) -> dict[str, str]:
         headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
         headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
     return headers
+
+
+_KEY_BUDGET_FIELDS = {
+    "k_rpd": "requests_per_day",
+    "k_tpd": "tokens_per_day",
+    "k_rpmo": "requests_per_month",
+    "k_tpmo": "tokens_per_month",
+}
 
 
 def _whose(limits: Limits, name: str) -> str:
@@ -251,9 +300,9 @@ def _longest_wait(outcome: LimitsVerdict) -> tuple[str, int]:
         if name in outcome.retry_ms:
             retry = outcome.retry_ms[name]
             waits[name] = WINDOW_MS if retry < 0 else retry
-        elif name in ("rpd", "tpd"):
+        elif name in DAY_NAMES:
             waits[name] = int((periods.day_end - now).total_seconds() * 1000)
-        elif name in ("rpmo", "tpmo"):
+        elif name in ("rpmo", "tpmo", "k_rpmo", "k_tpmo"):
             waits[name] = int((periods.month_end - now).total_seconds() * 1000)
         else:  # concurrency: a slot frees when any request ends; nothing better to promise
             waits[name] = 1000
@@ -296,9 +345,28 @@ def _rejection(
             f"this request reserves {reserve}). Retry after {retry_after}s.",
             headers=headers,
         )
-    unit = "requests" if name in ("rpd", "rpmo") else "tokens"
-    span, end = ("day", periods.day_end) if name in ("rpd", "tpd") else ("month", periods.month_end)
+    unit = "requests" if name in ("rpd", "rpmo", "k_rpd", "k_rpmo") else "tokens"
+    span, end = ("day", periods.day_end) if name in DAY_NAMES else ("month", periods.month_end)
     resets = f"It resets at {end:%Y-%m-%d %H:%M} UTC (in {format_reset(wait_ms)})."
+    if name in KEY_PERIOD_NAMES:
+        # The key's own budget, not the plan's quota: its holder can raise it on the key's page
+        # (or use another key), so say whose it is and which.
+        daily = "daily" if span == "day" else "monthly"
+        unit_one = unit[:-1]
+        if unit == "tokens" and reserve > limit:
+            return QuotaExceeded(
+                f"Request too large: it reserves {reserve} tokens, more than this key's whole "
+                f"{daily} token budget of {limit}. Lower max_tokens or raise the key's budget.",
+                param=_KEY_BUDGET_FIELDS[name],
+                headers={**rate_headers(limits, outcome), "x-should-retry": "false"},
+            )
+        return QuotaExceeded(
+            f"Budget reached: this key's {daily} {unit_one} budget of {limit} {unit} is spent "
+            f"({used} used). {resets} The organization's plan is not exhausted: another key, "
+            "or a higher budget on this key's page, can go on.",
+            param=_KEY_BUDGET_FIELDS[name],
+            headers={**headers, "x-should-retry": "false"},
+        )
     if unit == "tokens" and reserve > limit:
         return QuotaExceeded(
             f"Request too large: it reserves {reserve} tokens, more than your whole quota of "

@@ -43,9 +43,15 @@ def inflight(org_base_: str) -> str:
 
 
 def period(org_base_: str, name: str, day: str, month: str) -> str:
-    """A day or month counter: rpd, tpd (requests, tokens per day), rpmo, tpmo (per month)."""
+    """A day or month counter: rpd, tpd (requests, tokens per day), rpmo, tpmo (per month).
+    Under a key's base (`key_base`) the same names are that key's own counters."""
     kind = {"rpd": "rd", "tpd": "td", "rpmo": "rm", "tpmo": "tm"}[name]
     return f"{org_base_}:{kind}:{day if name in ('rpd', 'tpd') else month}"
+
+
+def key_periods(key_base_: str, day: str, month: str) -> list[str]:
+    """A key's own day and month counters (its budgets): rpd tpd rpmo tpmo, KEYS 16-19."""
+    return [period(key_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")]
 
 
 def window_keys(base: str) -> list[str]:
@@ -56,7 +62,8 @@ def window_keys(base: str) -> list[str]:
 def script_keys(org_base_: str, key_base_: str, day: str, month: str) -> list[str]:
     """Every key admit.lua and settle.lua touch, in the order they read them from KEYS:
     1 in-flight slots, 2 plan rpm, 3-5 plan tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
-    10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times."""
+    10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times, 16-19 the key's own rpd tpd
+    rpmo tpmo (its budgets; under the key's base, so in the organization's slot)."""
     return [
         inflight(org_base_),
         *window_keys(org_base_),
@@ -64,6 +71,7 @@ def script_keys(org_base_: str, key_base_: str, day: str, month: str) -> list[st
         *(period(org_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
         journal(),
         journal_due(),
+        *key_periods(key_base_, day, month),
     ]
 
 

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 from metering.limits.base import (
-    PERIOD_NAMES,
+    ALL_PERIOD_NAMES,
+    DAY_NAMES,
+    TOKEN_PERIOD_NAMES,
     WINDOW_MS,
     WINDOW_NAMES,
     Limits,
@@ -63,13 +65,14 @@ class MemoryBackend(LimitsBackend):
 
     @staticmethod
     def _period_keys(ticket: Ticket) -> dict[str, str]:
-        ub, p = ticket.org_base, ticket.periods
-        return {
-            "rpd": f"{ub}:rd:{p.day}",
-            "tpd": f"{ub}:td:{p.day}",
-            "rpmo": f"{ub}:rm:{p.month}",
-            "tpmo": f"{ub}:tm:{p.month}",
-        }
+        p = ticket.periods
+        names = {}
+        for prefix, base in (("", ticket.org_base), ("k_", ticket.key_base)):
+            names[f"{prefix}rpd"] = f"{base}:rd:{p.day}"
+            names[f"{prefix}tpd"] = f"{base}:td:{p.day}"
+            names[f"{prefix}rpmo"] = f"{base}:rm:{p.month}"
+            names[f"{prefix}tpmo"] = f"{base}:tm:{p.month}"
+        return names
 
     # --- the backend ----------------------------------------------------------------------------
     def admit(
@@ -89,10 +92,12 @@ class MemoryBackend(LimitsBackend):
             now = int(time.time() * 1000) if now_ms is None else now_ms
             out = LimitsVerdict(admitted=False, now_ms=now)
             failed: list[str] = []
-            lim = {name: getattr(limits, name) for name in (*WINDOW_NAMES, *PERIOD_NAMES, "conc")}
+            lim = {
+                name: getattr(limits, name) for name in (*WINDOW_NAMES, *ALL_PERIOD_NAMES, "conc")
+            }
             slots = self._check_inflight(ticket, lim, now, out, failed)
             logs = self._check_windows(ticket, lim, reserve, now, out, failed)
-            cost = {"rpd": 1, "tpd": reserve, "rpmo": 1, "tpmo": reserve}
+            cost = {name: reserve if name in TOKEN_PERIOD_NAMES else 1 for name in ALL_PERIOD_NAMES}
             period_keys = self._check_periods(ticket, lim, cost, now, out, failed)
             out.failed = tuple(failed)
             out.admitted = not failed and not dry
@@ -163,9 +168,10 @@ class MemoryBackend(LimitsBackend):
         out: LimitsVerdict,
         failed: list[str],
     ) -> dict[str, str]:
-        """The day and month quotas: fail when this request's cost would pass one."""
+        """The day and month quotas (the plan's and the key's budgets): fail when this
+        request's cost would pass one."""
         period_keys = self._period_keys(ticket)
-        for name in PERIOD_NAMES:
+        for name in ALL_PERIOD_NAMES:
             used = out.used[name] = self._get(period_keys[name], now)
             if lim[name] is not None and (used >= lim[name] or used + cost[name] > lim[name]):
                 failed.append(name)
@@ -206,8 +212,8 @@ class MemoryBackend(LimitsBackend):
         out: LimitsVerdict,
     ) -> None:
         p = ticket.periods
-        for name in PERIOD_NAMES:
-            expire_at = p.day_expire_at if name in ("rpd", "tpd") else p.month_expire_at
+        for name in ALL_PERIOD_NAMES:
+            expire_at = p.day_expire_at if name in DAY_NAMES else p.month_expire_at
             self._incr(period_keys[name], cost[name], expire_at, now)
             out.used[name] += cost[name]
 
@@ -229,8 +235,10 @@ class MemoryBackend(LimitsBackend):
                 self._inflight.get(f"{ticket.org_base}:inflight", {}).pop(ticket.member, None)
             if delta:
                 keys, p = self._period_keys(ticket), ticket.periods
-                self._incr(keys["tpd"], delta, p.day_expire_at, now)
-                self._incr(keys["tpmo"], delta, p.month_expire_at, now)
+                for name in ("tpd", "k_tpd"):
+                    self._incr(keys[name], delta, p.day_expire_at, now)
+                for name in ("tpmo", "k_tpmo"):
+                    self._incr(keys[name], delta, p.month_expire_at, now)
             for letter, b in (("p", ticket.org_base), ("k", ticket.key_base)):
                 if letter not in ticket.tracks:
                     continue

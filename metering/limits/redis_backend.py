@@ -20,7 +20,7 @@ import redis
 
 from metering.limits import keys
 from metering.limits.base import (
-    PERIOD_NAMES,
+    ALL_PERIOD_NAMES,
     WINDOW_MS,
     WINDOW_NAMES,
     BackendUnavailable,
@@ -81,6 +81,7 @@ class RedisBackend(LimitsBackend):
             *limits.as_args(),
             "1" if dry else "0",
             journal,
+            *limits.key_budget_args(),
         ]
         raw = self._run(self._admit, self._keys(ticket), args)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
@@ -95,7 +96,7 @@ class RedisBackend(LimitsBackend):
             used, reset, retry = values[3 * i : 3 * i + 3]
             outcome.used[name], outcome.reset_ms[name] = int(used), int(reset)
             outcome.retry_ms[name] = int(retry)
-        for i, name in enumerate(PERIOD_NAMES):
+        for i, name in enumerate(ALL_PERIOD_NAMES):
             outcome.used[name] = int(values[12 + i])
         outcome.used["conc"] = outcome.inflight
         return outcome

@@ -1,6 +1,6 @@
 -- Settle: release the in-flight slot and replace the token reservation by the real count.
 --
--- KEYS: as admit.lua's (metering.limits.keys.script_keys).
+-- KEYS: as admit.lua's (metering.limits.keys.script_keys), 16-19 the key's own counters.
 -- ARGV: 1 now_ms ('' = server TIME), 2 member, 3 reserved, 4 actual, 5 window_ms, 6 day,
 --       7 month, 8 day expire-at (s), 9 month expire-at (s), 10 tracks (c, p, k letters)
 
@@ -28,6 +28,9 @@ end
 -- the day and month the request was admitted in, even if it ends after midnight
 adjust(KEYS[11], day_exp)
 adjust(KEYS[13], month_exp)
+-- and the key's own day and month token counters (its budgets)
+adjust(KEYS[17], day_exp)
+adjust(KEYS[19], month_exp)
 
 local function tokens_window(z, h, s)
   if redis.call('HEXISTS', h, member) == 1 then
