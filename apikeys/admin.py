@@ -2,7 +2,7 @@
 
 Keys are revoked here, never deleted: usage records and ledgers point at them, and the audit
 trail keeps who revoked what. (Deleting a key's owner still takes their keys with them; the
-cache forgets deleted keys after commit, see signals.py.)
+cache forgets deleted keys after commit, see receivers.py.)
 
 Adding a key here is disabled on purpose: the secret would have to travel back through a
 message (stored in a cookie or the session) to be shown. Keys are made by their owner on
@@ -11,17 +11,25 @@ message (stored in a cookie or the session) to be shown. Keys are made by their 
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
 from apikeys.authentication import client_ip
 from apikeys.models import ApiKey, ApiKeyEvent
-from apikeys.services import apikey_revoke, apikey_update
+from apikeys.services import (
+    BUDGET_FIELDS,
+    EDITABLE_FIELDS,
+    apikey_check_budgets,
+    apikey_revoke,
+    apikey_update,
+)
 from audit.confirm import confirm_bulk
 from audit.services import staff_action_record
 from core.bounds import BoundedIntegersAdminMixin
+from core.errors import InvalidRequest
 
-_EDITABLE = ("name", "expires_at", "allowed_models", "requests_per_minute", "tokens_per_minute")
+_EDITABLE = EDITABLE_FIELDS
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -44,7 +52,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 class ApiKeyEventInline(admin.TabularInline):
     model = ApiKeyEvent
-    fields = ("created_at", "kind", "actor", "actor_label", "ip")
+    fields = ("created_at", "kind", "actor", "actor_label", "ip", "changes")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -60,8 +68,24 @@ class ApiKeyEventInline(admin.TabularInline):
         return False
 
 
+class ApiKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = EDITABLE_FIELDS
+
+    def clean(self):
+        cleaned = super().clean()
+        budgets = {name: cleaned.get(name) for name in BUDGET_FIELDS if name in cleaned}
+        try:
+            apikey_check_budgets(org=self.instance.org, budgets=budgets)
+        except InvalidRequest as exc:
+            self.add_error(exc.param if exc.param in self.fields else None, exc.message)
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
+    form = ApiKeyAdminForm
     list_display = ("display_prefix", "name", "org", "owner", "status_label", "created_at",
                     "last_used_at", "expires_at")  # fmt: skip
     list_filter = (StatusFilter, "created_at")
@@ -73,11 +97,13 @@ class ApiKeyAdmin(BoundedIntegersAdminMixin, admin.ModelAdmin):
     actions = ("revoke_selected",)
     inlines = (ApiKeyEventInline,)
     fields = ("org", "owner", "display_prefix", "name", "expires_at", "allowed_models",
-              "requests_per_minute", "tokens_per_minute", "created_at", "last_used_at",
-              "revoked_at")  # fmt: skip
-    readonly_fields = ("org", "owner", "display_prefix", "created_at", "last_used_at", "revoked_at")
-    # The hash, its version and the public id are not editable; the hash is never listed.
-    exclude = ("secret_hash", "hash_version")
+              "requests_per_minute", "tokens_per_minute", "requests_per_day", "tokens_per_day",
+              "requests_per_month", "tokens_per_month", "created_at", "last_used_at",
+              "rotated_at", "previous_valid_until", "revoked_at")  # fmt: skip
+    readonly_fields = ("org", "owner", "display_prefix", "created_at", "last_used_at",
+                       "rotated_at", "previous_valid_until", "revoked_at")  # fmt: skip
+    # The hashes, their versions and the public id are not editable; a hash is never listed.
+    exclude = ("secret_hash", "hash_version", "previous_secret_hash", "previous_hash_version")
 
     def lookup_allowed(self, lookup, value, request=None):
         # The organization page links here with ?org__id__exact=N (no filter sidebar: there

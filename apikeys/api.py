@@ -1,4 +1,5 @@
-"""The key management API for the logged-in user (session + CSRF): list, create, revoke.
+"""The key management API for the logged-in user (session + CSRF): list, create, change,
+rotate, revoke.
 
 `/api/keys` acts for the user's current organization, `/api/orgs/<slug>/keys` for the one
 named (where the user must be a member: anything else is a 404). Each view validates, calls
@@ -23,8 +24,18 @@ from apikeys.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateInputSerializer,
     ApiKeyOutputSerializer,
+    ApiKeyRotateInputSerializer,
+    ApiKeyUpdateInputSerializer,
 )
-from apikeys.services import apikey_create, apikey_get_for_member, apikey_revoke
+from apikeys.services import (
+    BUDGET_FIELDS,
+    CAP_FIELDS,
+    apikey_create,
+    apikey_get_for_member,
+    apikey_revoke,
+    apikey_rotate,
+    apikey_update,
+)
 
 
 def _no_store(response: Response) -> Response:
@@ -68,10 +79,9 @@ class ApiKeyListCreateApi(APIView):
             name=data["name"],
             expires_at=data.get("expires_at"),
             allowed_models=data.get("models") or (),
-            requests_per_minute=data.get("requests_per_minute"),
-            tokens_per_minute=data.get("tokens_per_minute"),
             actor=request.user,
             ip=client_ip(request),
+            **{field: data.get(field) for field in (*CAP_FIELDS, *BUDGET_FIELDS)},
         )
         body = ApiKeyCreatedSerializer(key, context={"secret": secret}).data
         return _no_store(Response(body, status=status.HTTP_201_CREATED))
@@ -83,9 +93,46 @@ class ApiKeyDetailApi(APIView):
         key = apikey_get_for_member(membership=_membership(request, slug), key_id=key_id)
         return _no_store(Response(ApiKeyOutputSerializer(key).data))
 
+    @extend_schema(
+        operation_id="keys_update",
+        request=ApiKeyUpdateInputSerializer,
+        responses=ApiKeyOutputSerializer,
+    )
+    @method_decorator(ratelimit(key="user", rate="60/m", method="PATCH", block=True))
+    def patch(self, request, key_id: int, slug: str | None = None):
+        key = apikey_get_for_member(membership=_membership(request, slug), key_id=key_id)
+        payload = ApiKeyUpdateInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        changes = dict(payload.validated_data)
+        if "models" in changes:
+            changes["allowed_models"] = changes.pop("models")
+        key = apikey_update(key=key, actor=request.user, ip=client_ip(request), **changes)
+        return _no_store(Response(ApiKeyOutputSerializer(key).data))
+
     @extend_schema(operation_id="keys_delete", responses=ApiKeyOutputSerializer)
     def delete(self, request, key_id: int, slug: str | None = None):
         return _revoke(request, key_id, slug)
+
+
+class ApiKeyRotateApi(APIView):
+    @extend_schema(
+        operation_id="keys_rotate",
+        request=ApiKeyRotateInputSerializer,
+        responses={200: ApiKeyCreatedSerializer},
+    )
+    @method_decorator(ratelimit(key="user", rate="20/m", method="POST", block=True))
+    def post(self, request, key_id: int, slug: str | None = None):
+        key = apikey_get_for_member(membership=_membership(request, slug), key_id=key_id)
+        payload = ApiKeyRotateInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        key, secret = apikey_rotate(
+            key=key,
+            grace_seconds=payload.validated_data["grace_seconds"],
+            actor=request.user,
+            ip=client_ip(request),
+        )
+        body = ApiKeyCreatedSerializer(key, context={"secret": secret}).data
+        return _no_store(Response(body))
 
 
 class ApiKeyRevokeApi(APIView):
@@ -110,9 +157,15 @@ class OrgApiKeyListCreateApi(ApiKeyListCreateApi):
 
 @extend_schema_view(
     get=extend_schema(operation_id="org_keys_retrieve"),
+    patch=extend_schema(operation_id="org_keys_update"),
     delete=extend_schema(operation_id="org_keys_delete"),
 )
 class OrgApiKeyDetailApi(ApiKeyDetailApi):
+    pass
+
+
+@extend_schema_view(post=extend_schema(operation_id="org_keys_rotate"))
+class OrgApiKeyRotateApi(ApiKeyRotateApi):
     pass
 
 

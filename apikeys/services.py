@@ -214,6 +214,14 @@ def _key_budget(field: str, value: int | None, org) -> int | None:
     return value
 
 
+def apikey_check_budgets(*, org, budgets: dict) -> None:
+    """Raise InvalidRequest (naming the field) unless each budget given is allowed for a key
+    of `org`: for forms that check before calling `apikey_update` (the admin's)."""
+    for field in BUDGET_FIELDS:
+        if field in budgets:
+            _key_budget(field, budgets[field], org)
+
+
 def _snapshot(key: ApiKey) -> dict:
     """What the audit trail compares before and after an update (JSON-ready)."""
     return {

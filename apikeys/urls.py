@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/keys", api.ApiKeyListCreateApi.as_view(), name="api-keys"),
     path("api/keys/<int:key_id>", api.ApiKeyDetailApi.as_view(), name="api-key"),
     path("api/keys/<int:key_id>/revoke", api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
+    path("api/keys/<int:key_id>/rotate", api.ApiKeyRotateApi.as_view(), name="api-key-rotate"),
     # The same, for a named organization of the user's (anything else is a 404).
     path("api/orgs/<slug:slug>/keys", api.OrgApiKeyListCreateApi.as_view(), name="api-org-keys"),
     path(
@@ -21,5 +22,10 @@ urlpatterns = [
         "api/orgs/<slug:slug>/keys/<int:key_id>/revoke",
         api.OrgApiKeyRevokeApi.as_view(),
         name="api-org-key-revoke",
+    ),
+    path(
+        "api/orgs/<slug:slug>/keys/<int:key_id>/rotate",
+        api.OrgApiKeyRotateApi.as_view(),
+        name="api-org-key-rotate",
     ),
 ]

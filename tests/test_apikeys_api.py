@@ -39,6 +39,8 @@ def test_list_answers_the_callers_keys_newest_first(as_alice, alice, make_key):
     assert set(item) == {
         "id", "object", "name", "prefix", "public_id", "status", "created_at", "last_used_at",
         "expires_at", "revoked_at", "models", "requests_per_minute", "tokens_per_minute",
+        "requests_per_day", "tokens_per_day", "requests_per_month", "tokens_per_month",
+        "rotated_at", "previous_secret_valid_until",
     }  # fmt: skip
     assert item["object"] == "api_key"
     assert item["prefix"] == f"ctsk_{second.public_id}…"

@@ -26,6 +26,15 @@ def test_page_confirm_step_is_404(as_bob, alice_key):
     assert key.public_id not in response.content.decode()
 
 
+@pytest.mark.parametrize("path", ["/keys/{pk}", "/keys/{pk}/rotate"])
+def test_key_page_and_rotate_step_are_404(as_bob, alice_key, path):
+    key, _ = alice_key
+    assert as_bob.get(path.format(pk=key.pk)).status_code == 404
+    assert as_bob.post(path.format(pk=key.pk), {"name": "x", "grace": "0"}).status_code == 404
+    key.refresh_from_db()
+    assert (key.name, key.rotated_at) == ("alice's key", None)
+
+
 def test_page_revoke_is_404(as_bob, alice_key):
     key, _ = alice_key
     assert as_bob.post(f"/keys/{key.pk}/revoke", {"confirm": "on"}).status_code == 404
@@ -34,12 +43,20 @@ def test_page_revoke_is_404(as_bob, alice_key):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", "/api/keys/{pk}"), ("delete", "/api/keys/{pk}"), ("post", "/api/keys/{pk}/revoke")],
+    [
+        ("get", "/api/keys/{pk}"),
+        ("delete", "/api/keys/{pk}"),
+        ("post", "/api/keys/{pk}/revoke"),
+        ("patch", "/api/keys/{pk}"),
+        ("post", "/api/keys/{pk}/rotate"),
+    ],
 )
 def test_api_routes_are_404_in_the_error_shape(as_bob, alice_key, method, path):
     key, _ = alice_key
 
-    response = getattr(as_bob, method)(path.format(pk=key.pk))
+    response = getattr(as_bob, method)(
+        path.format(pk=key.pk), {"name": "mine now"}, content_type="application/json"
+    )
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
