@@ -42,6 +42,16 @@ def apikey_events_for_member(*, membership: Membership, limit: int = EVENTS_SHOW
     )
 
 
+def apikey_events_for_key(*, key: ApiKey, limit: int = EVENTS_SHOWN) -> list[ApiKeyEvent]:
+    """One key's audit trail, newest first (bounded); the key was fetched scoped to its
+    caller (apikey_get_for_member)."""
+    return list(
+        ApiKeyEvent.objects.filter(key=key)
+        .select_related("key", "actor")
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
 def apikey_model_choices() -> QuerySet[CatalogModel]:
     """The models a key may be narrowed to: every enabled catalog model."""
     return CatalogModel.objects.filter(enabled=True).order_by("sort_order", "public_id")

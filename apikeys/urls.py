@@ -6,6 +6,8 @@ app_name = "apikeys"
 
 urlpatterns = [
     path("keys", views.keys_page, name="keys"),
+    path("keys/<int:key_id>", views.key_page, name="key"),
+    path("keys/<int:key_id>/rotate", views.key_rotate, name="rotate"),
     path("keys/<int:key_id>/revoke", views.key_revoke, name="revoke"),
     path("api/keys", api.ApiKeyListCreateApi.as_view(), name="api-keys"),
     path("api/keys/<int:key_id>", api.ApiKeyDetailApi.as_view(), name="api-key"),

@@ -1,4 +1,5 @@
-"""The /keys pages: list, create (secret shown once), revoke with a confirmation step.
+"""The /keys pages: list, create (secret shown once), a key's page (edit its settings, rotate
+its secret, its audit trail), revoke with a confirmation step.
 
 The pages act for the user's current organization (the switcher): an admin or owner sees and
 revokes all its keys, a member only their own. Every route fetches keys through
@@ -9,6 +10,7 @@ session, a message or a cache, and the page is sent with `Cache-Control: no-stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -21,13 +23,32 @@ from django_ratelimit.decorators import ratelimit
 
 from accounts.selectors import acting_membership
 from apikeys.authentication import client_ip
-from apikeys.forms import ApiKeyCreateForm, ApiKeyRevokeForm
+from apikeys.forms import ApiKeyCreateForm, ApiKeyEditForm, ApiKeyRevokeForm, ApiKeyRotateForm
 from apikeys.models import ApiKey, ApiKeyEvent
-from apikeys.selectors import apikey_events_for_member, apikey_list_for_member
-from apikeys.services import apikey_create, apikey_get_for_member, apikey_revoke
+from apikeys.selectors import (
+    apikey_events_for_key,
+    apikey_events_for_member,
+    apikey_list_for_member,
+)
+from apikeys.services import (
+    apikey_create,
+    apikey_get_for_member,
+    apikey_revoke,
+    apikey_rotate,
+    apikey_update,
+)
 from core.errors import InvalidRequest
 
 NONCE_TTL = 24 * 3600
+
+# What apps above this one add to a key's page (metering: how much of each budget is used).
+# Each provider takes the key and returns template context; they register in their ready().
+_key_page_context: list[Callable[[ApiKey], dict]] = []
+
+
+def register_key_page_context(provider: Callable[[ApiKey], dict]) -> None:
+    if provider not in _key_page_context:
+        _key_page_context.append(provider)
 
 
 @dataclass(frozen=True)
@@ -138,3 +159,70 @@ def key_revoke(request, key_id: int):
         return redirect("apikeys:keys")
     status = 400 if form.is_bound else 200
     return render(request, "apikeys/revoke.html", {"key": key, "form": form}, status=status)
+
+
+def _key_page(request, key: ApiKey, *, form: ApiKeyEditForm | None = None, status: int = 200):
+    membership = acting_membership(request)
+    context = {
+        "key": key,
+        "org": membership.org,
+        "form": form or ApiKeyEditForm(key=key),
+        "rotate_form": ApiKeyRotateForm(),
+        "events": _event_rows(membership, apikey_events_for_key(key=key)),
+    }
+    for provider in _key_page_context:
+        context.update(provider(key))
+    return render(request, "apikeys/key.html", context, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+@ratelimit(key="user", rate="30/m", method="POST", block=True)
+def key_page(request, key_id: int):
+    """A key's settings (the same use case as PATCH /api/keys/<id>), budgets and trail."""
+    key = apikey_get_for_member(membership=acting_membership(request), key_id=key_id)
+    if request.method == "GET":
+        return _key_page(request, key)
+    form = ApiKeyEditForm(request.POST, key=key)
+    if key.revoked_at is not None:
+        messages.info(request, "This key is revoked: its settings no longer matter.")
+        return redirect("apikeys:key", key.pk)
+    if not form.is_valid():
+        return _key_page(request, key, form=form, status=400)
+    try:
+        apikey_update(key=key, actor=request.user, ip=client_ip(request), **form.changes())
+    except InvalidRequest as exc:
+        field = exc.param if exc.param in form.fields else None
+        form.add_error(field, exc.message)
+        return _key_page(request, key, form=form, status=400)
+    messages.success(
+        request, f"Saved. The key “{key.name}” uses these settings from its next request."
+    )
+    return redirect("apikeys:key", key.pk)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+@ratelimit(key="user", rate="20/m", method="POST", block=True)
+def key_rotate(request, key_id: int):
+    """A new secret for the key (POST /api/keys/<id>/rotate's use case), shown once."""
+    key = apikey_get_for_member(membership=acting_membership(request), key_id=key_id)
+    form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key, secret = apikey_rotate(
+                key=key,
+                grace_seconds=form.cleaned_data["grace"],
+                actor=request.user,
+                ip=client_ip(request),
+            )
+        except InvalidRequest as exc:
+            messages.error(request, exc.message)
+            return redirect("apikeys:key", key.pk)
+        response = render(request, "apikeys/rotated.html", {"key": key, "secret": secret})
+        response["Cache-Control"] = "no-store"
+        return response
+    status = 400 if form.is_bound else 200
+    return render(request, "apikeys/rotate.html", {"key": key, "form": form}, status=status)

@@ -212,6 +212,10 @@ class BudgetUsage:
     reset_at: datetime
 
     @property
+    def label(self) -> str:
+        return self.field.replace("_", " ").capitalize()
+
+    @property
     def share(self) -> float | None:
         """How much of the budget is spent, 0.0 to 1.0 (None without a budget)."""
         if not self.limit:
