@@ -68,6 +68,18 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="usage_user_recent"),
             models.Index(fields=["org", "-created_at"], name="usage_org_recent"),
+            # The request log's filters (metering.selectors.request_log_queryset): each one
+            # an index that starts with it and ends in created_at, so a filtered page is a
+            # range scan in the order it is shown.
+            models.Index(fields=["key", "-created_at"], name="usage_log_key"),
+            models.Index(fields=["org", "model", "-created_at"], name="usage_log_model"),
+            models.Index(fields=["org", "outcome", "-created_at"], name="usage_log_outcome"),
+            models.Index(
+                models.F("org"),
+                models.F("http_status") / 100,
+                models.F("created_at").desc(),
+                name="usage_log_status",
+            ),
         ]
 
     def __str__(self) -> str:

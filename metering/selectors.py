@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -25,7 +26,7 @@ from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from core.redis import get_redis
 from metering.limits import BackendUnavailable, keys, limits_key_usage, limits_status
-from metering.models import DailyUsage
+from metering.models import DailyUsage, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -455,3 +456,224 @@ def usage_backlogs() -> UsageBacklogs:
     spool_dir = Path(settings.USAGE_SPOOL_DIR)
     files = sum(1 for _ in spool_dir.glob("*.jsonl*")) if spool_dir.exists() else 0
     return UsageBacklogs(pending, spooled, files, journal)
+
+
+# --- the request log (/requests, its detail page and CSV) ---------------------------------
+#
+# The request log: an organization's usage records, filtered and paged for /requests, its
+# detail page and its CSV export (one reader for all three).
+#
+# The table is the biggest there is, so the reads are shaped for its indexes:
+# - keyset pagination on (created_at, id), newest first: a page is one indexed range scan of
+#   LIMIT n+1 rows, whatever its depth; no OFFSET and no COUNT(*);
+# - every filter has an index that starts with it (migration 0008): the organization's recent
+#   records (`usage_org_recent`), a key's (`usage_log_key`), a model's, an outcome's and a status
+#   class's (`usage_log_model`, `usage_log_outcome`, `usage_log_status`, the last on the
+#   expression http_status / 100); a date range narrows the created_at part of any of them; a
+#   request id is the unique index itself.
+# No prompt or completion text exists to read: a record holds counts and timings only.
+
+PAGE_SIZE = 50
+CSV_BATCH = 2000
+STATUS_CLASSES = {"2xx": 2, "4xx": 4, "5xx": 5}
+LOG_FIELDS = (
+    "id", "request_id", "created_at", "key_id", "model", "endpoint", "streamed", "outcome",
+    "http_status", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
+    "estimated", "latency_ms", "ttfb_ms",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilters:
+    """What the log is narrowed to; every field optional. Built from a query string by
+    `LogFilters.parse`, which never raises: what it cannot read it drops, and says so."""
+
+    key_id: int | None = None
+    model: str = ""
+    outcome: str = ""
+    status_class: str = ""  # 2xx, 4xx or 5xx
+    since: date | None = None  # from this UTC day on
+    until: date | None = None  # up to and including this UTC day
+    request_id: str = ""
+
+    @classmethod
+    def parse(cls, params) -> tuple[LogFilters, list[str]]:
+        problems: list[str] = []
+
+        def day(name: str) -> date | None:
+            raw = (params.get(name) or "").strip()
+            if not raw:
+                return None
+            try:
+                return date.fromisoformat(raw)
+            except ValueError:
+                problems.append(f"“{raw}” is not a date (YYYY-MM-DD); {name} ignored.")
+                return None
+
+        key_raw = (params.get("key") or "").strip()
+        key_id = int(key_raw) if key_raw.isdigit() and len(key_raw) < 19 else None
+        if key_raw and key_id is None:
+            problems.append("Unknown key; the key filter is ignored.")
+        outcome = (params.get("outcome") or "").strip()
+        if outcome and outcome not in UsageRecord.Outcome.values:
+            problems.append(f"Unknown outcome “{outcome[:40]}”; ignored.")
+            outcome = ""
+        status_class = (params.get("status") or "").strip()
+        if status_class and status_class not in STATUS_CLASSES:
+            problems.append("The status filter is 2xx, 4xx or 5xx; ignored.")
+            status_class = ""
+        return (
+            cls(
+                key_id=key_id,
+                model=(params.get("model") or "").strip()[:128],
+                outcome=outcome,
+                status_class=status_class,
+                since=day("from"),
+                until=day("to"),
+                request_id=(params.get("q") or "").strip()[:64],
+            ),
+            problems,
+        )
+
+    def as_query(self) -> dict[str, str]:
+        """The filters as query parameters (for links to the next page and the CSV)."""
+        query = {
+            "key": str(self.key_id) if self.key_id is not None else "",
+            "model": self.model,
+            "outcome": self.outcome,
+            "status": self.status_class,
+            "from": self.since.isoformat() if self.since else "",
+            "to": self.until.isoformat() if self.until else "",
+            "q": self.request_id,
+        }
+        return {name: value for name, value in query.items() if value}
+
+
+def retention_start() -> datetime:
+    """Records older than this are pruned (USAGE_RETENTION_DAYS): the log starts here."""
+    return timezone.now() - timedelta(days=settings.USAGE_RETENTION_DAYS)
+
+
+def request_log_queryset(*, org_id: int, filters: LogFilters) -> QuerySet[UsageRecord]:
+    """The organization's records matching `filters`, newest first by (created_at, id)."""
+    records = UsageRecord.objects.filter(org_id=org_id)
+    if filters.request_id:
+        records = records.filter(request_id=filters.request_id)
+    if filters.key_id is not None:
+        records = records.filter(key_id=filters.key_id)
+    if filters.model:
+        records = records.filter(model=filters.model)
+    if filters.outcome:
+        records = records.filter(outcome=filters.outcome)
+    if filters.status_class:
+        # The same expression as the index usage_log_status, so the planner can use it.
+        records = records.alias(status_class=F("http_status") / 100).filter(
+            status_class=STATUS_CLASSES[filters.status_class]
+        )
+    if filters.since:
+        records = records.filter(created_at__gte=_midnight(filters.since))
+    if filters.until:
+        records = records.filter(created_at__lt=_midnight(filters.until + timedelta(days=1)))
+    return records.order_by("-created_at", "-id")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    created_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        delta = self.created_at - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return f"{micros}.{self.id}"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> Cursor | None:
+        """None for anything that is not a cursor this module made (a bad link: page one)."""
+        micros, _, pk = (raw or "").partition(".")
+        if not (micros.isdigit() and pk.isdigit()) or len(micros) > 18 or len(pk) > 18:
+            return None
+        try:
+            at = _EPOCH + timedelta(microseconds=int(micros))
+        except OverflowError:
+            return None
+        return cls(created_at=at, id=int(pk))
+
+
+def _after(records: QuerySet[UsageRecord], cursor: Cursor | None) -> QuerySet[UsageRecord]:
+    if cursor is None:
+        return records
+    return records.filter(
+        Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    records: list[UsageRecord]
+    next_cursor: str | None  # None: this is the last page
+
+
+def request_log_page(
+    *, org_id: int, filters: LogFilters, cursor: str | None = None, size: int = PAGE_SIZE
+) -> LogPage:
+    """One page of the log: `size` records after `cursor` (one query, LIMIT size + 1)."""
+    records = _after(request_log_queryset(org_id=org_id, filters=filters), Cursor.decode(cursor))
+    rows = list(records.only(*LOG_FIELDS)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = Cursor(rows[-1].created_at, rows[-1].pk).encode() if more and rows else None
+    return LogPage(records=rows, next_cursor=next_cursor)
+
+
+def request_log_record(*, org_id: int, request_id: str) -> UsageRecord | None:
+    """One record of the organization's by its request id (None: not theirs, or not kept)."""
+    if not request_id or len(request_id) > 64:
+        return None
+    return UsageRecord.objects.filter(org_id=org_id, request_id=request_id).first()
+
+
+CSV_COLUMNS = (
+    "created_at", "request_id", "key", "model", "endpoint", "streamed", "outcome",
+    "http_status", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
+    "estimated", "latency_ms", "ttfb_ms",
+)  # fmt: skip
+
+
+def request_log_csv_lines(
+    *, org_id: int, filters: LogFilters, key_labels: dict[int, str]
+) -> Iterator[str]:
+    """Exactly the filtered records as CSV lines, newest first, produced lazily (for a
+    streamed response) in keyset batches: bounded memory, no cursor held open between them."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    records = request_log_queryset(org_id=org_id, filters=filters).only(*LOG_FIELDS)
+    cursor: Cursor | None = None
+    while True:
+        batch = list(_after(records, cursor)[:CSV_BATCH])
+        for r in batch:
+            yield writer.writerow(
+                [
+                    r.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    r.request_id,
+                    key_labels.get(r.key_id, ""),
+                    r.model,
+                    r.endpoint,
+                    "true" if r.streamed else "false",
+                    r.outcome,
+                    r.http_status,
+                    r.public_error_code,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.total_tokens,
+                    "true" if r.estimated else "false",
+                    r.latency_ms,
+                    "" if r.ttfb_ms is None else r.ttfb_ms,
+                ]
+            )
+        if len(batch) < CSV_BATCH:
+            return
+        cursor = Cursor(batch[-1].created_at, batch[-1].pk)

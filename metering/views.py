@@ -1,20 +1,36 @@
 """Portal pages for usage: the current organization's charts, quotas and CSV export of its
-ledgers. Every member of an organization sees its usage."""
+ledgers, and its request log (/requests: every call, filtered, a detail page, CSV). Every
+member of an organization sees its usage and its whole log."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_ratelimit.decorators import ratelimit
 
 from accounts.models import Plan
 from accounts.selectors import acting_membership
+from apikeys.models import ApiKey
+from catalog.models import CatalogModel
+from metering.models import UsageRecord
 from metering.selectors import (
     CHART_DAYS,
+    STATUS_CLASSES,
+    LogFilters,
     daily_usage_csv_lines,
     daily_usage_for_org,
+    key_label,
+    request_log_csv_lines,
+    request_log_page,
+    request_log_record,
+    retention_start,
     usage_limits,
     usage_overview,
 )
@@ -74,4 +90,80 @@ def usage_export_csv(request):
     stamp = timezone.now().strftime("%Y%m%d")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'
+    return response
+
+
+def _key_labels(org_id: int) -> dict[int, str]:
+    return {
+        pk: key_label(name, public_id)
+        for pk, name, public_id in ApiKey.objects.filter(org_id=org_id)
+        .order_by("name", "pk")
+        .values_list("pk", "name", "public_id")
+    }
+
+
+@never_cache
+@require_GET
+@login_required
+def requests_page(request):
+    """The organization's calls, newest first: filters, search by request id, keyset pages."""
+    org = acting_membership(request).org
+    filters, problems = LogFilters.parse(request.GET)
+    page = request_log_page(org_id=org.pk, filters=filters, cursor=request.GET.get("after"))
+    labels = _key_labels(org.pk)
+    query = filters.as_query()
+    return render(
+        request,
+        "metering/requests.html",
+        {
+            "org": org,
+            "records": [(record, labels.get(record.key_id, "")) for record in page.records],
+            "filters": filters,
+            "problems": problems,
+            "keys": labels,
+            "models": list(
+                CatalogModel.objects.order_by("public_id").values_list("public_id", flat=True)
+            ),
+            "outcomes": UsageRecord.Outcome.choices,
+            "status_classes": list(STATUS_CLASSES),
+            "next_url": (
+                f"?{urlencode({**query, 'after': page.next_cursor})}" if page.next_cursor else None
+            ),
+            "first_url": f"?{urlencode(query)}" if query else "?",
+            "paged": bool(request.GET.get("after")),
+            "csv_url": f"/requests/export.csv?{urlencode(query)}",
+            "retention_days": settings.USAGE_RETENTION_DAYS,
+            "retention_start": retention_start(),
+        },
+    )
+
+
+@never_cache
+@require_GET
+@login_required
+def request_detail(request, request_id: str):
+    org = acting_membership(request).org
+    record = request_log_record(org_id=org.pk, request_id=request_id)
+    if record is None:
+        raise Http404("No such request in this organization's log")
+    labels = _key_labels(org.pk)
+    return render(
+        request,
+        "metering/request.html",
+        {"record": record, "key_label": labels.get(record.key_id, ""), "org": org},
+    )
+
+
+@require_GET
+@login_required
+@ratelimit(key="user", rate="10/m", method="GET", block=True)
+def requests_export_csv(request):
+    """Exactly the rows the same filters show on /requests, streamed."""
+    org = acting_membership(request).org
+    filters, _ = LogFilters.parse(request.GET)
+    lines = request_log_csv_lines(org_id=org.pk, filters=filters, key_labels=_key_labels(org.pk))
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
+    response["Cache-Control"] = "no-store"
     return response
