@@ -52,7 +52,7 @@ def log(alice, bob, make_key):
 
 
 def ids(response) -> list[str]:
-    return [r.request_id for r, _ in response.context["records"]]
+    return [row.request_id for row in response.context["records"]]
 
 
 def test_the_log_lists_the_organizations_calls_newest_first_and_says_what_it_keeps(
