@@ -3,8 +3,9 @@
 
     .venv/bin/python bench/run.py [--quick] [--profile] [--out BENCHMARKS.md]
 
-1. the aggregation figure (bench/aggregate.py, 1,000,000 usage records) and the status and
-   insights pages' (bench/ops_pages.py, a year of history, 5,000,000 records);
+1. the aggregation figure (bench/aggregate.py, 1,000,000 usage records), the status and
+   insights pages' (bench/ops_pages.py, a year of history, 5,000,000 records) and the request
+   log's (bench/request_log.py, 5,000,000 records);
 2. a fresh PostgreSQL database `portal_bench` (BENCH_DATABASE_URL) and Redis db 9
    (BENCH_REDIS_URL) set up like an operator does: migrate, `apply_config`, `apikey_create`;
 3. two router simulators (`python -m inference.simulator`, TCP_NODELAY like nginx in front
@@ -279,6 +280,22 @@ def run_aggregate(records: int) -> dict:
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
+        return {"error": result.stderr.strip()[-500:]}
+
+
+def run_request_log(records: int) -> dict:
+    log(f"request log pages (bench/request_log.py, {records:,} records)")
+    result = subprocess.run(
+        [sys.executable, "bench/request_log.py", "--records", str(records)],
+        cwd=ROOT,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return json.loads(result.stdout[result.stdout.index("{") :])
+    except ValueError:
         return {"error": result.stderr.strip()[-500:]}
 
 
@@ -753,6 +770,17 @@ def write_report(path: Path, data: dict, command: str) -> None:
         json.dumps(data.get("ops_pages", {}), indent=2),
         "```",
         "",
+        "## Request log (bench/request_log.py)",
+        "",
+        "5,000,000 usage records over 30 days, a fifth of them one organization's; `/requests` "
+        "timed as its owner through Django's test client (the whole page): the first page, "
+        "each filter, two combined, the 20th keyset page and a filtered CSV, with the index "
+        "each query's plan used (target: first and filtered pages < 100 ms, p50).",
+        "",
+        "```json",
+        json.dumps(data.get("request_log", {}), indent=2),
+        "```",
+        "",
     ]
     if data.get("notes"):
         lines += ["## Notes", "", *data["notes"], ""]
@@ -816,6 +844,7 @@ def main() -> int:
         if not (args.nonstream_only or args.streams_only):
             data["aggregate"] = run_aggregate(100_000 if args.quick else args.records)
             data["ops_pages"] = run_ops_pages(200_000 if args.quick else 5_000_000)
+            data["request_log"] = run_request_log(200_000 if args.quick else 5_000_000)
         data["versions"] = versions()
 
         fast_port, stream_port, web_port = free_port(), free_port(), free_port()
