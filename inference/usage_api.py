@@ -9,7 +9,7 @@ from accounts.models import Organization, Plan
 from apikeys.models import ApiKey
 from catalog.routing import routing_table
 from inference.views import V1View
-from metering.selectors import usage_for_key, usage_limits
+from metering.selectors import key_budget_usage, usage_for_key, usage_limits
 
 
 class UsageApi(V1View):
@@ -31,6 +31,12 @@ class UsageApi(V1View):
                     "name": name,
                     "today": usage.key_today.brief(),
                     "month": usage.key_month.brief(),
+                    # The key's own day and month budgets against its own counters (limit
+                    # null: no key budget); `limits` below shows whichever binds.
+                    "budgets": {
+                        name: budget.as_dict()
+                        for name, budget in key_budget_usage(key=principal).items()
+                    },
                 },
                 "organization": {
                     "id": org["slug"] if org else None,

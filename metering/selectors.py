@@ -223,19 +223,30 @@ class BudgetUsage:
             return None
         return min(1.0, self.used / self.limit)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The shape of /v1/usage's limits: limit, used, remaining, reset_at (ISO, UTC)."""
+        return {
+            "limit": self.limit,
+            "used": self.used,
+            "remaining": self.remaining,
+            "reset_at": _iso(self.reset_at),
+        }
 
-def key_budget_usage(*, key: ApiKey) -> dict[str, BudgetUsage]:
+
+def key_budget_usage(*, key: Any) -> dict[str, BudgetUsage]:
     """A key's budgets against its own live counters (the ones admission checks), by field
     name (`requests_per_day`, `tokens_per_day`, `requests_per_month`, `tokens_per_month`).
+    `key`: an ApiKey, or the KeyPrincipal of a /v1/ call (both carry the four budgets).
 
     When the counters are unreachable (Redis down) the key's usage comes from the ledgers
     instead (which trail by up to an aggregation run): pages keep working."""
+    key_id = key.key_id if hasattr(key, "key_id") else key.pk
     try:
-        counts = limits_key_usage(org_id=key.org_id, key_id=key.pk)
+        counts = limits_key_usage(org_id=key.org_id, key_id=key_id)
         day_end, month_end = counts["day_resets_at"], counts["month_resets_at"]
     except BackendUnavailable as exc:
         log.warning("limits backend unavailable, key budgets from the ledgers: %s", exc)
-        usage = usage_for_key(org_id=key.org_id, key_id=key.pk)
+        usage = usage_for_key(org_id=key.org_id, key_id=key_id)
         counts = {
             "requests_per_day": usage.key_today.requests,
             "tokens_per_day": usage.key_today.total_tokens,

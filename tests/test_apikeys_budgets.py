@@ -190,3 +190,56 @@ def test_a_key_budget_of_25_admits_exactly_25_of_100_concurrent_calls(workers, s
         "remaining": 0,
         "reset_at": status["requests_per_day"]["reset_at"],
     }
+
+
+# --- through the API ------------------------------------------------------------------------
+
+
+def _chat(client, raw):
+    import json
+
+    return client.post(
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                "model": "cortensor/llama-3.1-8b",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+            }
+        ),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_the_key_past_its_budget_and_v1_usage_shows_it(
+    client, catalog, alice, make_key
+):
+    _, raw = make_key(alice, "capped", requests_per_day=2)
+    _, other = make_key(alice, "uncapped")
+    first = _chat(client, raw)
+    assert first.status_code == 200
+    assert first["x-ratelimit-limit-requests"] == "2"  # the budget binds, not the plan's 1000
+    assert first["x-ratelimit-remaining-requests"] == "1"
+    assert _chat(client, raw).status_code == 200
+    refused = _chat(client, raw)
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == (
+        "insufficient_quota",
+        "insufficient_quota",
+        "requests_per_day",
+    )
+    assert "this key's daily request budget of 2" in error["message"]
+    assert _chat(client, other).status_code == 200
+
+    body = client.get("/v1/usage", HTTP_AUTHORIZATION=f"Bearer {raw}").json()
+    assert body["key"]["budgets"]["requests_per_day"]["limit"] == 2
+    assert body["key"]["budgets"]["requests_per_day"]["used"] == 2
+    assert body["key"]["budgets"]["requests_per_day"]["remaining"] == 0
+    assert body["key"]["budgets"]["tokens_per_month"]["limit"] is None
+    assert body["limits"]["requests_per_day"]["limit"] == 2  # whichever binds
+    assert body["limits"]["requests_per_day"]["remaining"] == 0
+    plain = client.get("/v1/usage", HTTP_AUTHORIZATION=f"Bearer {other}").json()
+    assert plain["limits"]["requests_per_day"]["limit"] is None
