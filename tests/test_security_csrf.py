@@ -52,6 +52,7 @@ def values(alice, alice_key):
         "pk": 1,
         "action": "drain",
         "name": "requests",
+        "request_id": "req_not_there",
     }
 
 
@@ -73,6 +74,7 @@ def test_every_post_without_a_token_is_refused(browser, alice_key, values):
     assert not ApiKey.objects.filter(name="forged").exists()
     key.refresh_from_db()
     assert key.revoked_at is None
+    assert key.rotated_at is None
 
 
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])

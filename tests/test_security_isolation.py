@@ -18,9 +18,13 @@ from tests.security_routes import all_routes
 
 # pattern -> the requests bob makes with alice's ids (each must be a 404).
 CASES: dict[str, list[tuple[str, dict | None]]] = {
+    "keys/<int:key_id>": [("get", None), ("post", {"name": "bob's now", "expires": "keep"})],
+    "keys/<int:key_id>/rotate": [("get", None), ("post", {"grace": "0"})],
     "keys/<int:key_id>/revoke": [("get", None), ("post", {"confirm": "on"})],
-    "api/keys/<int:key_id>": [("get", None), ("delete", None)],
+    "api/keys/<int:key_id>": [("get", None), ("patch", None), ("delete", None)],
     "api/keys/<int:key_id>/revoke": [("post", None)],
+    "api/keys/<int:key_id>/rotate": [("post", None)],
+    "requests/<str:request_id>": [("get", None)],
     "org/invitations/<int:invitation_id>/revoke": [("post", None)],
     "org/members/<int:member_id>/role": [("post", {"role": "member"})],
     "org/members/<int:member_id>/remove": [("get", None), ("post", {"confirm": "on"})],
@@ -29,8 +33,9 @@ CASES: dict[str, list[tuple[str, dict | None]]] = {
     "api/orgs/<slug:slug>/invitations": [("get", None), ("post", {"email": "x@example.com"})],
     "api/orgs/<slug:slug>/invitations/<int:invitation_id>": [("delete", None)],
     "api/orgs/<slug:slug>/keys": [("get", None), ("post", {"name": "intruder"})],
-    "api/orgs/<slug:slug>/keys/<int:key_id>": [("get", None), ("delete", None)],
+    "api/orgs/<slug:slug>/keys/<int:key_id>": [("get", None), ("patch", None), ("delete", None)],
     "api/orgs/<slug:slug>/keys/<int:key_id>/revoke": [("post", None)],
+    "api/orgs/<slug:slug>/keys/<int:key_id>/rotate": [("post", None)],
 }
 # Captured, but not an object id of a customer.
 NOT_OBJECT_IDS = {
@@ -83,6 +88,7 @@ def alices(alice, make_key):
             "slug": org.slug,
             "member_id": Membership.objects.get(org=org, user=alice).pk,
             "invitation_id": invitation.pk,
+            "request_id": "req_alice_only_0001",
         },
         "invitation": invitation,
         "marks": [
@@ -139,6 +145,8 @@ def test_bob_gets_404_for_alices_ids(as_bob, client, alice, alices, pattern):
             assert mark not in body, (method, path, mark)
     alices["key"].refresh_from_db()
     assert alices["key"].revoked_at is None
+    assert alices["key"].rotated_at is None
+    assert alices["key"].name == "alice-private-project"
     alices["invitation"].refresh_from_db()
     assert alices["invitation"].revoked_at is None
     from accounts.models import Membership
