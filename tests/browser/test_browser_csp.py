@@ -22,6 +22,7 @@ CUSTOMER_PAGES = [
     "/keys",
     "/models",
     "/usage",
+    "/requests",
     "/docs",
     "/playground",
     "/accounts/2fa/",
