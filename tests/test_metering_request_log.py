@@ -46,7 +46,7 @@ def log(alice, bob, make_key):
             http_status=502, error_code="upstream_error",
         ),
         "old": usage_record(alice, prod, at=now - timedelta(days=2), model=QWEN),
-        "bobs": usage_record(bob, bobs, at=now),
+        "bobs_call": usage_record(bob, bobs, at=now),
     }  # fmt: skip
     return {"prod": prod, "ci": ci, "bobs": bobs, **records}
 
@@ -63,7 +63,7 @@ def test_the_log_lists_the_organizations_calls_newest_first_and_says_what_it_kee
     newest_first = ("ok", "stream", "limited", "upstream", "old")
     assert ids(response) == [log[n].request_id for n in newest_first]
     page = response.content.decode()
-    assert log["bobs"].request_id not in page
+    assert log["bobs_call"].request_id not in page
     assert f"for the last {settings.USAGE_RETENTION_DAYS} days" in page
     assert "No prompt or completion text is stored or shown" in page
     assert "rate_limit_exceeded" in page and "rate_limit_exceeded:p_rpm" not in page
@@ -98,9 +98,9 @@ def test_each_filter(as_alice, log, query, expected):
 
 
 def test_another_organizations_request_id_or_key_finds_nothing(as_alice, log):
-    assert ids(as_alice.get("/requests", {"q": log["bobs"].request_id})) == []
+    assert ids(as_alice.get("/requests", {"q": log["bobs_call"].request_id})) == []
     assert ids(as_alice.get("/requests", {"key": log["bobs"].pk})) == []
-    assert as_alice.get(f"/requests/{log['bobs'].request_id}").status_code == 404
+    assert as_alice.get(f"/requests/{log['bobs_call'].request_id}").status_code == 404
 
 
 @pytest.mark.parametrize(
