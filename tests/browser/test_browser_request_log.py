@@ -88,3 +88,10 @@ def test_a_customer_finds_a_failed_call_by_the_request_id_of_its_error(
     page.goto("/requests")
     expect(page.locator("#log-scope")).to_contain_text("No prompt or completion text")
     screenshot(page, "requests")
+
+    # The key's page: its daily budget is spent (the refusal above), and it can be edited.
+    page.goto("/keys")
+    page.get_by_role("link", name="nightly job", exact=True).click()
+    expect(page.locator("#budgets")).to_contain_text("Requests per day")
+    expect(page.locator("#budgets tbody tr").first).to_contain_text("1")
+    screenshot(page, "key")
