@@ -314,11 +314,23 @@ class LimitEntrySerializer(serializers.Serializer):
     reset_at = serializers.DateTimeField(allow_null=True)
 
 
+class UsageKeyBudgetsSerializer(serializers.Serializer):
+    """The key's own budgets against its own counters (limit null: no budget of that kind)."""
+
+    requests_per_day = LimitEntrySerializer()
+    tokens_per_day = LimitEntrySerializer()
+    requests_per_month = LimitEntrySerializer()
+    tokens_per_month = LimitEntrySerializer()
+
+
 class UsageKeySerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The key's public id.")
     name = serializers.CharField(allow_null=True)
     today = PeriodSerializer()
     month = PeriodSerializer()
+    budgets = UsageKeyBudgetsSerializer(
+        help_text="This key's own day and month budgets; `limits` shows whichever binds."
+    )
 
 
 class UsageUserSerializer(serializers.Serializer):
