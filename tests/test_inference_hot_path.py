@@ -97,3 +97,28 @@ def test_forwarded_request_carries_session_prompt_and_reference(
     assert body["temperature"] == 0.5
     assert body["max_tokens"] == 2
     assert body["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
+
+
+def test_key_budgets_and_a_rotated_secret_in_its_grace_add_no_query(
+    client, catalog, alice, make_key, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apikeys.services import apikey_rotate
+
+    key, old = make_key(alice, "budgeted", requests_per_day=100, tokens_per_month=10**6)
+    with django_capture_on_commit_callbacks(execute=True):
+        apikey_rotate(key=key, grace_seconds=3600)
+    assert _chat(client, old).status_code == 200  # warm-up, with the previous secret
+
+    seen = {}
+    real_open = upstream.open_completion
+
+    def observed_open(**kwargs):
+        seen["queries_before_upstream"] = len(ctx.captured_queries)
+        return real_open(**kwargs)
+
+    monkeypatch.setattr(upstream, "open_completion", observed_open)
+    with CaptureQueriesContext(connection) as ctx:
+        response = _chat(client, old)
+    assert response.status_code == 200
+    assert response["x-ratelimit-limit-requests"] == "100"  # the budget binds the headers
+    assert seen["queries_before_upstream"] == 0
