@@ -152,3 +152,25 @@ def test_the_command_rotates_and_prints_only_the_secret(
         apikey_authenticate(raw_key=old)
     assert "stopped working now" in err
     assert ApiKeyEvent.objects.get(key=key, kind="rotated").actor_label == "manage.py apikey_rotate"
+
+
+def test_revoking_sends_key_revoked_after_commit(
+    as_alice, alice, alice_key, django_capture_on_commit_callbacks
+):
+    from apikeys.signals import key_revoked
+
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append((sender, kwargs["key"].pk, kwargs["actor"]))
+
+    key_revoked.connect(receiver)
+    try:
+        key, _ = alice_key
+        with django_capture_on_commit_callbacks(execute=True):
+            as_alice.post(f"/api/keys/{key.pk}/revoke")
+        with django_capture_on_commit_callbacks(execute=True):
+            as_alice.post(f"/api/keys/{key.pk}/revoke")  # already revoked: nothing new
+    finally:
+        key_revoked.disconnect(receiver)
+    assert received == [(ApiKey, key.pk, alice)]

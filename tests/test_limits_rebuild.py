@@ -164,3 +164,21 @@ def test_without_redis_there_is_nothing_to_rebuild(settings, db):
         assert "nothing to rebuild" in rebuild()
     finally:
         get_redis.cache_clear()
+
+
+def test_rebuild_restores_each_keys_own_counters(alice, alice_usage, redis_backend):
+    from metering.limits import limits_key_usage
+
+    key = alice_usage["key"]
+    delete_prefix(redis_backend.client, key_prefix())
+    rebuild()
+    rebuild()
+    usage = limits_key_usage(org_id=key.org_id, key_id=key.pk, backend=redis_backend)
+    assert (usage["requests_per_day"], usage["tokens_per_day"]) == (
+        alice_usage["day_requests"],
+        alice_usage["day_tokens"],
+    )
+    assert (usage["requests_per_month"], usage["tokens_per_month"]) == (
+        alice_usage["month_requests"],
+        alice_usage["month_tokens"],
+    )
