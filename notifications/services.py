@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -51,6 +52,7 @@ from notifications.models import (
     SubjectKind,
     WebhookDelivery,
     WebhookEndpoint,
+    new_event_id,
     new_webhook_secret,
 )
 
@@ -71,12 +73,77 @@ class Subject:
 # --- recording and fan-out ------------------------------------------------------------------
 
 
-def _admins_of(org_id: int) -> list[int]:
-    return list(
-        Membership.objects.filter(org_id=org_id, role__in=[Role.OWNER, Role.ADMIN])
-        .order_by("pk")
-        .values_list("user_id", flat=True)
-    )
+@dataclass(frozen=True, slots=True)
+class NotificationSpec:
+    """An event to record once: its identity (organization, event, subject, metric,
+    threshold, period), what it says, and who else hears of it besides the owners and admins."""
+
+    org_id: int
+    event: str
+    subject: Subject
+    title: str
+    data: dict[str, Any]
+    metric: str = ""
+    threshold: int = 0
+    period: str = ""
+    also_notify: tuple[int, ...] = ()
+    # False: recorded (so never sent later) but not delivered (a higher threshold was).
+    deliver: bool = True
+
+
+RECORD_BATCH = 1000
+
+
+def notifications_record(specs: list[NotificationSpec]) -> list[Notification]:
+    """Record events once each and deliver the new ones; returns the ones this call recorded.
+
+    One INSERT ... ON CONFLICT DO NOTHING per batch: a row the unique constraint already holds
+    (recorded earlier, or by a concurrent run a moment ago) is skipped. Each row carries an
+    event id made here, so reading the ids back tells exactly which rows this call inserted:
+    those, and only those, are delivered (inbox rows now, mail and webhooks after commit)."""
+    recorded: list[Notification] = []
+    for start in range(0, len(specs), RECORD_BATCH):
+        recorded += _record_batch(specs[start : start + RECORD_BATCH])
+    return recorded
+
+
+def _record_batch(specs: list[NotificationSpec]) -> list[Notification]:
+    rows = [
+        Notification(
+            event_id=new_event_id(),
+            org_id=spec.org_id,
+            event=spec.event,
+            subject_kind=spec.subject.kind,
+            subject_id=spec.subject.id,
+            metric=spec.metric,
+            threshold=spec.threshold,
+            period=spec.period,
+            title=spec.title[:200],
+            data=spec.data,
+            delivered=spec.deliver,
+        )
+        for spec in specs
+    ]
+    with transaction.atomic():
+        Notification.objects.bulk_create(rows, ignore_conflicts=True)
+        inserted = {
+            n.event_id: n
+            for n in Notification.objects.filter(
+                event_id__in=[r.event_id for r in rows]
+            ).select_related("org")
+        }
+        mine = [
+            (spec, inserted[row.event_id])
+            for spec, row in zip(specs, rows, strict=True)
+            if row.event_id in inserted
+        ]
+        _fan_out([(spec, n) for spec, n in mine if spec.deliver])
+    for _spec, n in mine:
+        log.info(
+            "notification recorded",
+            extra={"org_id": n.org_id, "event": n.event, "event_id": n.event_id},
+        )
+    return [n for _spec, n in mine]
 
 
 def notification_record(
@@ -92,62 +159,70 @@ def notification_record(
     also_notify: Iterable[int] = (),
     deliver: bool = True,
 ) -> Notification | None:
-    """Record an event once and deliver it: the organization's owners and admins (and
+    """Record one event once and deliver it: the organization's owners and admins (and
     `also_notify`, e.g. a key's creator) get it in the portal and by email unless they muted
     it; every enabled webhook endpoint gets a signed delivery. None: it was recorded before."""
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                notification = Notification.objects.create(
-                    org_id=org_id,
-                    event=event,
-                    subject_kind=subject.kind,
-                    subject_id=subject.id,
-                    metric=metric,
-                    threshold=threshold,
-                    period=period,
-                    title=title[:200],
-                    data=data,
-                    delivered=deliver,
+    spec = NotificationSpec(
+        org_id=org_id,
+        event=event,
+        subject=subject,
+        title=title,
+        data=data,
+        metric=metric,
+        threshold=threshold,
+        period=period,
+        also_notify=tuple(also_notify),
+        deliver=deliver,
+    )
+    recorded = notifications_record([spec])
+    return recorded[0] if recorded else None
+
+
+def _fan_out(items: list[tuple[NotificationSpec, Notification]]) -> None:
+    """Inbox rows and webhook deliveries for new notifications, in their transaction (a few
+    queries for the whole batch); mail and webhook tasks after commit."""
+    if not items:
+        return
+    org_ids = {n.org_id for _spec, n in items}
+    admins: dict[int, list[int]] = defaultdict(list)
+    for org_id, user_id in (
+        Membership.objects.filter(org_id__in=org_ids, role__in=[Role.OWNER, Role.ADMIN])
+        .order_by("pk")
+        .values_list("org_id", "user_id")
+    ):
+        admins[org_id].append(user_id)
+    endpoints: dict[int, list[WebhookEndpoint]] = defaultdict(list)
+    for endpoint in WebhookEndpoint.objects.filter(org_id__in=org_ids, disabled_at__isnull=True):
+        endpoints[endpoint.org_id].append(endpoint)
+    inbox: list[InboxItem] = []
+    deliveries: list[WebhookDelivery] = []
+    now = timezone.now()
+    for spec, notification in items:
+        recipients = list(dict.fromkeys([*admins[notification.org_id], *spec.also_notify]))
+        inbox += [InboxItem(user_id=uid, notification=notification) for uid in recipients if uid]
+        if endpoints[notification.org_id]:
+            body = webhook_event_body(notification)
+            deliveries += [
+                WebhookDelivery(
+                    endpoint=endpoint,
+                    notification=notification,
+                    event_id=notification.event_id,
+                    event=notification.event,
+                    body=body,
+                    next_attempt_at=now,
                 )
-        except IntegrityError:
-            return None
-        if deliver:
-            _fan_out(notification, also_notify=also_notify)
-    log.info(
-        "notification recorded",
-        extra={"org_id": org_id, "event": event, "event_id": notification.event_id},
-    )
-    return notification
-
-
-def _fan_out(notification: Notification, *, also_notify: Iterable[int]) -> None:
-    recipients = _admins_of(notification.org_id)
-    recipients += [uid for uid in dict.fromkeys(also_notify) if uid and uid not in recipients]
-    InboxItem.objects.bulk_create(
-        [InboxItem(user_id=uid, notification=notification) for uid in recipients]
-    )
-    deliveries = WebhookDelivery.objects.bulk_create(
-        [
-            WebhookDelivery(
-                endpoint=endpoint,
-                notification=notification,
-                event_id=notification.event_id,
-                event=notification.event,
-                body=webhook_event_body(notification),
-                next_attempt_at=timezone.now(),
-            )
-            for endpoint in WebhookEndpoint.objects.filter(
-                org_id=notification.org_id, disabled_at__isnull=True
-            )
-        ]
-    )
-    notification_id = notification.pk
-    delivery_ids = [d.pk for d in deliveries]
+                for endpoint in endpoints[notification.org_id]
+            ]
+    InboxItem.objects.bulk_create(inbox, batch_size=2000)
+    created = WebhookDelivery.objects.bulk_create(deliveries, batch_size=1000)
+    user_ids = sorted({item.user_id for item in inbox})
+    notification_ids = [n.pk for _spec, n in items]
+    delivery_ids = [d.pk for d in created]
 
     def after_commit() -> None:
-        unread_refresh(user_ids=recipients)
-        tasks.send_notification_emails.delay(notification_id)
+        unread_refresh(user_ids=user_ids)
+        for notification_id in notification_ids:
+            tasks.send_notification_emails.delay(notification_id)
         for delivery_id in delivery_ids:
             tasks.deliver_webhook.delay(delivery_id)
 
@@ -250,7 +325,7 @@ def _quota_words(metric: str) -> tuple[str, str]:
     return what, span  # ("requests", "day")
 
 
-def _record_quota(reading: QuotaReading, threshold: int, *, deliver: bool) -> bool:
+def _quota_spec(reading: QuotaReading, threshold: int, *, deliver: bool) -> NotificationSpec:
     what, span = _quota_words(reading.metric)
     pct = reading.used * 100 // reading.limit if reading.limit else 0
     reached = threshold >= 100
@@ -277,20 +352,17 @@ def _record_quota(reading: QuotaReading, threshold: int, *, deliver: bool) -> bo
         "action_url": "/usage",
         "subject": {"kind": reading.subject.kind, "id": reading.subject.id},
     }
-    return (
-        notification_record(
-            org_id=reading.org_id,
-            event=Event.QUOTA,
-            subject=reading.subject,
-            title=title,
-            data=data,
-            metric=reading.metric,
-            threshold=threshold,
-            period=reading.period,
-            also_notify=reading.also_notify,
-            deliver=deliver,
-        )
-        is not None
+    return NotificationSpec(
+        org_id=reading.org_id,
+        event=Event.QUOTA,
+        subject=reading.subject,
+        title=title,
+        data=data,
+        metric=reading.metric,
+        threshold=threshold,
+        period=reading.period,
+        also_notify=reading.also_notify,
+        deliver=deliver,
     )
 
 
@@ -336,6 +408,7 @@ def _detect_quotas(now: datetime, result: DetectResult) -> None:
             "org_id", "subject_kind", "subject_id", "metric", "threshold", "period"
         )
     )
+    specs: list[NotificationSpec] = []
     for reading in readings:
         if reading.limit <= 0:
             continue
@@ -360,11 +433,10 @@ def _detect_quotas(now: datetime, result: DetectResult) -> None:
         if not new:
             continue
         top = max(new)
-        for threshold in sorted(new):
-            # Lower thresholds crossed in the same minute are recorded (never sent later) but
-            # only the highest is delivered: 0 → 100 % is one message.
-            if _record_quota(reading, threshold, deliver=threshold == top) and threshold == top:
-                result.quota += 1
+        # Lower thresholds crossed in the same minute are recorded (never sent later) but only
+        # the highest is delivered: 0 → 100 % is one message.
+        specs += [_quota_spec(reading, t, deliver=t == top) for t in sorted(new)]
+    result.quota = sum(1 for n in notifications_record(specs) if n.delivered)
 
 
 EXPIRY_DAYS = (7, 1)
@@ -387,45 +459,39 @@ def _detect_expiring(now: datetime) -> int:
             subject_id__in=[k["pk"] for k in keys],
         ).values_list("subject_id", "threshold", "period")
     )
-    count = 0
+    specs: list[NotificationSpec] = []
     for key in keys:
         period = key["expires_at"].astimezone(UTC).isoformat()
         due = [d for d in EXPIRY_DAYS if key["expires_at"] - now <= timedelta(days=d)]
         new = [d for d in due if (key["pk"], d, period) not in sent]
-        if not new:
-            continue
-        nearest = min(new)
-        for days in sorted(new, reverse=True):
-            if _record_expiring(key, days, period, deliver=days == nearest) and days == nearest:
-                count += 1
-    return count
+        if new:
+            nearest = min(new)
+            specs += [_expiring_spec(key, d, period, deliver=d == nearest) for d in new]
+    return sum(1 for n in notifications_record(specs) if n.delivered)
 
 
-def _record_expiring(key: dict, days: int, period: str, *, deliver: bool) -> bool:
+def _expiring_spec(key: dict, days: int, period: str, *, deliver: bool) -> NotificationSpec:
     when = key["expires_at"].astimezone(UTC)
     label = f"{key['name']} (ctsk_{key['public_id']}…)"
-    return (
-        notification_record(
-            org_id=key["org_id"],
-            event=Event.KEY_EXPIRING,
-            subject=Subject(SubjectKind.KEY, key["pk"]),
-            title=f"API key {label} expires in {'1 day' if days == 1 else f'{days} days'}",
-            data={
-                "key": {"id": key["pk"], "name": key["name"], "prefix": key["public_id"]},
-                "days": days,
-                "figure": f"Expires at {when:%Y-%m-%d %H:%M} UTC",
-                "expires_at": when.isoformat(),
-                "resets_at": None,
-                "action": "Create a new key, move your applications to it, then revoke this "
-                "one; requests with an expired key answer 401.",
-                "action_url": "/keys",
-            },
-            threshold=days,
-            period=period,
-            also_notify=[key["owner_id"]],
-            deliver=deliver,
-        )
-        is not None
+    return NotificationSpec(
+        org_id=key["org_id"],
+        event=Event.KEY_EXPIRING,
+        subject=Subject(SubjectKind.KEY, key["pk"]),
+        title=f"API key {label} expires in {'1 day' if days == 1 else f'{days} days'}",
+        data={
+            "key": {"id": key["pk"], "name": key["name"], "prefix": key["public_id"]},
+            "days": days,
+            "figure": f"Expires at {when:%Y-%m-%d %H:%M} UTC",
+            "expires_at": when.isoformat(),
+            "resets_at": None,
+            "action": "Create a new key, move your applications to it, then revoke this "
+            "one; requests with an expired key answer 401.",
+            "action_url": "/keys",
+        },
+        threshold=days,
+        period=period,
+        also_notify=(key["owner_id"],),
+        deliver=deliver,
     )
 
 
@@ -451,26 +517,27 @@ def _detect_first_calls(now: datetime) -> int:
         .filter(~Exists(noted), Exists(succeeded))
         .values("pk", "org_id", "owner_id", "name", "public_id")[:1000]
     )
-    count = 0
+    specs = []
     for key in keys:
         label = f"{key['name']} (ctsk_{key['public_id']}…)"
-        if notification_record(
-            org_id=key["org_id"],
-            event=Event.KEY_LIVE,
-            subject=Subject(SubjectKind.KEY, key["pk"]),
-            title=f"You're live: API key {label} made its first successful call",
-            data={
-                "key": {"id": key["pk"], "name": key["name"], "prefix": key["public_id"]},
-                "figure": "First successful call",
-                "resets_at": None,
-                "action": "Watch requests, tokens and limits on the usage page; set up "
-                "notifications and webhooks so you hear about limits before your users do.",
-                "action_url": "/usage",
-            },
-            also_notify=[key["owner_id"]],
-        ):
-            count += 1
-    return count
+        specs.append(
+            NotificationSpec(
+                org_id=key["org_id"],
+                event=Event.KEY_LIVE,
+                subject=Subject(SubjectKind.KEY, key["pk"]),
+                title=f"You're live: API key {label} made its first successful call",
+                data={
+                    "key": {"id": key["pk"], "name": key["name"], "prefix": key["public_id"]},
+                    "figure": "First successful call",
+                    "resets_at": None,
+                    "action": "Watch requests, tokens and limits on the usage page; set up "
+                    "notifications and webhooks so you hear about limits before your users do.",
+                    "action_url": "/usage",
+                },
+                also_notify=(key["owner_id"],),
+            )
+        )
+    return len(notifications_record(specs))
 
 
 # --- keys and members (called by receivers) -------------------------------------------------
