@@ -543,10 +543,14 @@ def _detect_first_calls(now: datetime) -> int:
 # --- keys and members (called by receivers) -------------------------------------------------
 
 
-def _who(actor: User | None, label: str = "") -> str:
-    if actor is not None:
-        return actor.email
-    return label or "an operator"
+def _who(actor: User | None, label: str = "", *, org_id: int | None = None) -> str:
+    """Who did it, as the organization may read it: a member by email; staff (not members)
+    and commands as the operator they are, never a staff member's address."""
+    if actor is None:
+        return label or "an operator"
+    if actor.is_staff and not Membership.objects.filter(org_id=org_id, user=actor).exists():
+        return "Cortensor support"
+    return actor.email
 
 
 def notify_key_revoked(*, key: ApiKey, actor: User | None, actor_label: str = "") -> None:
@@ -559,10 +563,10 @@ def notify_key_revoked(*, key: ApiKey, actor: User | None, actor_label: str = ""
         org_id=key.org_id,
         event=Event.KEY_REVOKED,
         subject=Subject(SubjectKind.KEY, key.pk),
-        title=f"API key {label} was revoked by {_who(actor, actor_label)}",
+        title=f"API key {label} was revoked by {_who(actor, actor_label, org_id=key.org_id)}",
         data={
             "key": {"id": key.pk, "name": key.name, "prefix": key.public_id},
-            "actor": _who(actor, actor_label),
+            "actor": _who(actor, actor_label, org_id=key.org_id),
             "figure": f"Revoked at {timezone.now():%Y-%m-%d %H:%M} UTC",
             "resets_at": None,
             "action": "Requests with this key now answer 401. Create a new key if you still "
@@ -585,10 +589,10 @@ def notify_key_rotated(*, key: ApiKey, actor: User | None, **_: Any) -> None:
         org_id=key.org_id,
         event=Event.KEY_ROTATED,
         subject=Subject(SubjectKind.KEY, key.pk),
-        title=f"API key {label} was rotated by {_who(actor)}",
+        title=f"API key {label} was rotated by {_who(actor, org_id=key.org_id)}",
         data={
             "key": {"id": key.pk, "name": key.name, "prefix": key.public_id},
-            "actor": _who(actor),
+            "actor": _who(actor, org_id=key.org_id),
             "figure": f"Rotated at {now:%Y-%m-%d %H:%M} UTC",
             "resets_at": None,
             "action": "Applications using the old secret must switch to the new one; ask "
@@ -642,7 +646,8 @@ def notify_member_joined(*, membership: Membership) -> None:
 def notify_member_removed(*, org_id: int, user_id: int, actor: User | None) -> None:
     email = User.objects.filter(pk=user_id).values_list("email", flat=True).first()
     left = actor is not None and actor.pk == user_id
-    title = f"{email} left the organization" if left else f"{email} was removed by {_who(actor)}"
+    who = _who(actor, org_id=org_id)
+    title = f"{email} left the organization" if left else f"{email} was removed by {who}"
     notification_record(
         org_id=org_id,
         event=Event.MEMBER_REMOVED,
@@ -650,7 +655,7 @@ def notify_member_removed(*, org_id: int, user_id: int, actor: User | None) -> N
         title=title,
         data={
             "email": email,
-            "actor": _who(actor),
+            "actor": who,
             "figure": "The keys they created in the organization were revoked",
             "resets_at": None,
             "action": "Replace any of their keys your applications still used.",

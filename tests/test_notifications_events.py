@@ -148,3 +148,10 @@ def test_a_keys_first_successful_call_says_youre_live(client, alice, alice_key, 
     assert _to("You're live") == [alice.email]
     notifications_detect()
     assert len(_events(Event.KEY_LIVE)) == 1 and len(mail.outbox) == 1
+
+
+def test_staff_revoking_a_key_is_named_as_support_not_by_address(alice, alice_key, staff):
+    apikey_revoke(key=alice_key[0], actor=staff, actor_label="admin")
+    [event] = _events(Event.KEY_REVOKED)
+    assert event.title.endswith("was revoked by Cortensor support")
+    assert all(staff.email not in m.body for m in mail.outbox)
