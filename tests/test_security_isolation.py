@@ -31,6 +31,10 @@ CASES: dict[str, list[tuple[str, dict | None]]] = {
     "api/orgs/<slug:slug>/keys": [("get", None), ("post", {"name": "intruder"})],
     "api/orgs/<slug:slug>/keys/<int:key_id>": [("get", None), ("delete", None)],
     "api/orgs/<slug:slug>/keys/<int:key_id>/revoke": [("post", None)],
+    "notifications/<int:item_id>": [("get", None)],
+    "notifications/<int:item_id>/read": [("post", None)],
+    "notifications/webhooks/<int:endpoint_id>": [("get", None)],
+    "notifications/webhooks/<int:endpoint_id>/<str:action>": [("post", None)],
 }
 # Captured, but not an object id of a customer.
 NOT_OBJECT_IDS = {
@@ -45,6 +49,9 @@ NOT_OBJECT_IDS = {
         "an invitation's one-time token (only its hash is stored; tests/test_orgs_invitations.py)"
     ),
     "staff/insights/<slug:name>.csv": "a chart's name; staff only (tests/test_ops_insights.py)",
+    "notifications/unsubscribe/<str:token>": (
+        "a signed token naming its user and event (tests/test_notifications_pages.py)"
+    ),
     "dev/mail/<str:msg_id>/": (
         "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
     ),
@@ -76,6 +83,13 @@ def alices(alice, make_key):
         total_tokens=12,
         created_at=timezone.now(),
     )
+    from notifications.models import InboxItem, Notification, WebhookEndpoint
+
+    notification = Notification.objects.create(
+        org=org, event="key.rotated", subject_kind="key", subject_id=key.pk, title="alice-private"
+    )
+    item = InboxItem.objects.create(user=alice, notification=notification)
+    endpoint = WebhookEndpoint.objects.create(org=org, url="https://alice-private.example/hook")
     return {
         "key": key,
         "values": {
@@ -83,6 +97,9 @@ def alices(alice, make_key):
             "slug": org.slug,
             "member_id": Membership.objects.get(org=org, user=alice).pk,
             "invitation_id": invitation.pk,
+            "item_id": item.pk,
+            "endpoint_id": endpoint.pk,
+            "action": "delete",
         },
         "invitation": invitation,
         "marks": [
@@ -91,6 +108,7 @@ def alices(alice, make_key):
             "alice-private-project",
             "req_alice_only_0001",
             "alice-invitee@example.com",
+            "alice-private",
         ],
     }
 
