@@ -1038,6 +1038,7 @@ def _post(target: Target, body: bytes, headers: dict[str, str]) -> int:
             server_hostname=target.host,
             assert_hostname=target.host,
             cert_reqs="CERT_REQUIRED",
+            ca_certs=settings.WEBHOOK_CA_BUNDLE or None,  # None: the system's CAs
             maxsize=1,
         )
     else:

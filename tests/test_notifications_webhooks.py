@@ -200,3 +200,56 @@ def test_members_cannot_register_endpoints(bob, alice, make_user, local_ok, rece
     member = member_add(org=org, user=bob, role="member")
     with pytest.raises(PermissionDeniedError):
         webhook_endpoint_create(actor=member, url=receiver.url)
+
+
+# --- TLS: the checked address, the URL's host name verified ---------------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, settings):
+    """An HTTPS receiver on 127.0.0.1 with a certificate for `localhost` from a CA of our own
+    (openssl), which WEBHOOK_CA_BUNDLE trusts."""
+    import ssl
+    import subprocess
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=test CA")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+        "-subj", "/CN=localhost")  # fmt: skip
+    (tmp_path / "ext.cnf").write_text("subjectAltName=DNS:localhost\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "srv.pem", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    settings.WEBHOOK_CA_BUNDLE = str(tmp_path / "ca.pem")
+    receiver = Receiver()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "srv.pem", tmp_path / "srv.key")
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    yield receiver
+    receiver.close()
+
+
+def test_https_delivery_verifies_the_urls_host_on_the_checked_address(
+    owner, tls_receiver, local_ok, alice_key, plan
+):
+    port = tls_receiver.server.server_address[1]
+    endpoint, secret = webhook_endpoint_create(actor=owner, url=f"https://localhost:{port}/h")
+    tls_receiver.secret = secret
+    _trigger(alice_key, plan)
+    [got] = wait_until(lambda: tls_receiver.received, what="an HTTPS delivery")
+    assert got["verified"] and got["headers"]["Host"] == f"localhost:{port}"
+    assert WebhookDelivery.objects.get(endpoint=endpoint).status == "succeeded"
+
+
+def test_https_to_a_name_the_certificate_does_not_carry_fails(
+    owner, tls_receiver, local_ok, alice_key, plan
+):
+    port = tls_receiver.server.server_address[1]
+    endpoint, _ = webhook_endpoint_create(actor=owner, url=f"https://127.0.0.1:{port}/h")
+    _trigger(alice_key, plan)
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert delivery.status == "pending" and delivery.response_code is None
+    assert "SSL" in delivery.last_error or "certificate" in delivery.last_error.lower()
+    assert tls_receiver.received == []
