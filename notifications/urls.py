@@ -1,6 +1,6 @@
 from django.urls import path
 
-from notifications import views
+from notifications import api, views
 
 app_name = "notifications"
 
@@ -19,4 +19,6 @@ urlpatterns = [
         name="webhook-action",
     ),
     path("notifications/unsubscribe/<str:token>", views.unsubscribe, name="unsubscribe"),
+    path("api/notifications", api.NotificationListApi.as_view(), name="api-list"),
+    path("api/notifications/read", api.NotificationMarkReadApi.as_view(), name="api-read"),
 ]

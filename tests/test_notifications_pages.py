@@ -211,3 +211,46 @@ def test_members_see_no_webhook_pages(client, alice, bob):
     client.post("/org/switch", {"org": org.slug})
     assert client.get("/notifications/webhooks").status_code == 404
     assert Membership.objects.filter(org=org, user=bob).exists()
+
+
+# --- the API (session + CSRF) ---------------------------------------------------------------
+
+
+def test_the_api_lists_and_marks_read(client, alice, bob, alice_key, crossed):
+    notify_key_rotated(key=alice_key[0], actor=None)
+    client.force_login(alice)
+    listing = client.get("/api/notifications").json()
+    assert listing["object"] == "list" and listing["unread"] == 2
+    assert {i["type"] for i in listing["data"]} == {Event.QUOTA, Event.KEY_ROTATED}
+    assert all(i["event_id"].startswith("evt_") and not i["read"] for i in listing["data"])
+
+    client.force_login(bob)  # another user's ids: nothing marked
+    assert client.post(
+        "/api/notifications/read", {"ids": [crossed.pk]}, content_type="application/json"
+    ).json() == {"marked": 0}
+
+    client.force_login(alice)
+    marked = client.post(
+        "/api/notifications/read", {"ids": [crossed.pk]}, content_type="application/json"
+    )
+    assert marked.json() == {"marked": 1}
+    assert client.get("/api/notifications").json()["unread"] == 1
+    assert client.post("/api/notifications/read", {}, content_type="application/json").json() == {
+        "marked": 1
+    }
+
+
+@pytest.mark.parametrize(
+    "body", [{"ids": "all"}, {"ids": [0]}, {"ids": ["x"]}, {"ids": list(range(1, 1200))}]
+)
+def test_the_api_refuses_bad_input_in_the_error_shape(client, alice, body):
+    client.force_login(alice)
+    response = client.post("/api/notifications/read", body, content_type="application/json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_the_api_needs_a_login(client):
+    response = client.get("/api/notifications")
+    assert response.status_code in (401, 403) and "error" in response.json()
