@@ -17,7 +17,7 @@ class InboxItemSerializer(serializers.Serializer):
     event_id = serializers.CharField(source="notification.event_id")
     type = serializers.CharField(source="notification.event")
     title = serializers.CharField(source="notification.title")
-    data = serializers.JSONField(source="notification.data")
+    details = serializers.JSONField(source="notification.data")
     organization = serializers.CharField(source="notification.org.slug")
     created_at = serializers.DateTimeField()
     read = serializers.SerializerMethodField()

@@ -223,6 +223,8 @@ def test_the_api_lists_and_marks_read(client, alice, bob, alice_key, crossed):
     assert listing["object"] == "list" and listing["unread"] == 2
     assert {i["type"] for i in listing["data"]} == {Event.QUOTA, Event.KEY_ROTATED}
     assert all(i["event_id"].startswith("evt_") and not i["read"] for i in listing["data"])
+    quota = next(i for i in listing["data"] if i["type"] == Event.QUOTA)
+    assert quota["details"]["used"] == 8 and quota["details"]["limit"] == 10
 
     client.force_login(bob)  # another user's ids: nothing marked
     assert client.post(
