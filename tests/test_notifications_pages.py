@@ -256,3 +256,23 @@ def test_the_api_refuses_bad_input_in_the_error_shape(client, alice, body):
 def test_the_api_needs_a_login(client):
     response = client.get("/api/notifications")
     assert response.status_code in (401, 403) and "error" in response.json()
+
+
+def test_make_run_without_beat_catches_up_when_a_page_shows_the_bell(
+    client, alice, alice_key, plan, settings
+):
+    settings.DEBUG, settings.CELERY_TASK_ALWAYS_EAGER = True, True  # `make run`
+    plan.requests_per_day = 10
+    plan.save()
+    use(alice_key[1], plan, 8)
+    client.force_login(alice)
+    assert _unread_badge(client.get("/dashboard").content.decode()) == "1"
+
+
+def test_production_pages_never_run_the_detector(client, alice, alice_key, plan):
+    plan.requests_per_day = 10
+    plan.save()
+    use(alice_key[1], plan, 8)
+    client.force_login(alice)
+    assert _unread_badge(client.get("/dashboard").content.decode()) is None
+    assert not InboxItem.objects.exists()
