@@ -66,6 +66,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     def resend(self, request, queryset):
         count = 0
         for delivery in queryset.select_related("endpoint"):
-            webhook_resend(delivery=delivery)
+            webhook_resend(delivery=delivery, actor=request.user)
             count += 1
         self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role, User
 from apikeys.models import ApiKey
+from audit.services import staff_actions_record
 from core.errors import InvalidRequest, PermissionDeniedError
 from metering.limits import BackendUnavailable, limits_period_usage_many
 from metering.models import UsageRecord
@@ -1207,9 +1208,15 @@ def webhook_deliveries_due(*, limit: int = 500) -> list[int]:
     )
 
 
-def webhook_resend(*, delivery: WebhookDelivery) -> WebhookDelivery:
+def webhook_resend(*, delivery: WebhookDelivery, actor: User | None = None) -> WebhookDelivery:
     """Send a delivery's event again (same id and body: receivers deduplicate on the id), as a
-    new delivery with its own log line."""
+    new delivery with its own log line. With an `actor` (staff), it is on record."""
+    if actor is not None:
+        staff_actions_record(
+            actor=actor,
+            action="webhook.resend",
+            changes=[(delivery, {"status": delivery.status}, {"status": "pending"})],
+        )
     copy = WebhookDelivery.objects.create(
         endpoint_id=delivery.endpoint_id,
         notification_id=delivery.notification_id,

@@ -199,6 +199,9 @@ def test_the_admin_lists_notifications_and_resends_deliveries(
     )
     assert resend.status_code == 302
     assert WebhookDelivery.objects.filter(event_id=delivery.event_id).count() == 2
+    from audit.models import StaffAction
+
+    assert StaffAction.objects.get(action="webhook.resend").actor == staff  # on record
     assert client.get("/admin/notifications/webhookendpoint/").status_code == 200
 
 
