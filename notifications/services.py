@@ -336,7 +336,7 @@ def _quota_spec(reading: QuotaReading, threshold: int, *, deliver: bool) -> Noti
     resets = reading.resets_at.astimezone(UTC)
     action = (
         f"Requests beyond the quota answer 429 insufficient_quota until {resets:%Y-%m-%d %H:%M} "
-        "UTC. Ask the organization's owner about a larger plan, or spread the load."
+        "UTC. Move the organization to a larger plan, or spread the load over time."
         if reached
         else "Check which keys use the most on the usage page, and consider a larger plan "
         "before the quota runs out."
@@ -347,7 +347,8 @@ def _quota_spec(reading: QuotaReading, threshold: int, *, deliver: bool) -> Noti
         "used": reading.used,
         "limit": reading.limit,
         "percent": pct,
-        "figure": f"{_fmt(reading.used)} of {_fmt(reading.limit)} {what} this {span} ({pct}%)",
+        "figure": f"{_fmt(reading.used)} of {_fmt(reading.limit)} {what} "
+        f"{'today' if span == 'day' else 'this month'} ({pct}%)",
         "resets_at": resets.isoformat(),
         "action": action,
         "action_url": "/usage",

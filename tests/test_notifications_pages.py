@@ -43,7 +43,7 @@ def test_the_bell_counts_unread_and_opening_marks_read(client, alice, crossed):
     assert crossed.notification.title in listing
     opened = client.get(f"/notifications/{crossed.pk}")
     assert opened.status_code == 200
-    assert "8 of 10 requests this day (80%)" in opened.content.decode()
+    assert "8 of 10 requests today (80%)" in opened.content.decode()
     crossed.refresh_from_db()
     assert crossed.read_at is not None
     assert _unread_badge(client.get("/dashboard").content.decode()) is None

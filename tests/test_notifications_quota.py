@@ -42,13 +42,13 @@ def test_crossing_80_then_100_percent_notifies_each_once(alice, alice_key, quota
     assert message.to == [alice.email]
     assert "80% of its requests per day" in message.subject
     body = message.body
-    assert "8 of 10 requests this day (80%)" in body  # the figure
+    assert "8 of 10 requests today (80%)" in body  # the figure
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert f"The limit resets at {tomorrow} 00:00 UTC." in body  # when it resets
     assert "What to do next:" in body and "/usage" in body  # what to do
     assert "/notifications/unsubscribe/" in body
     html = message.alternatives[0][0]
-    assert "8 of 10 requests this day (80%)" in html and "Cortensor Portal" in html
+    assert "8 of 10 requests today (80%)" in html and "Cortensor Portal" in html
     assert InboxItem.objects.filter(user=alice, read_at__isnull=True).count() == 1
 
     detect()  # the beat task: nothing new, nothing sent again

@@ -56,7 +56,7 @@ def test_the_bell_shows_a_quota_crossing_and_opening_it_marks_it_read(
     screenshot(page, "notifications")
 
     quota.get_by_role("link").click()
-    expect(page.locator("#notification-figure")).to_have_text("4 of 5 requests this day (80%)")
+    expect(page.locator("#notification-figure")).to_have_text("4 of 5 requests today (80%)")
     expect(page.locator("#nav-unread")).to_have_text("1 unread")  # opened: read
     screenshot(page, "notification")
     page.goto("/notifications")
