@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "metering",
     "ops",
     "audit",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -120,6 +121,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
+                "notifications.context_processors.notifications",
             ],
         },
     },
@@ -216,7 +218,21 @@ CELERY_BEAT_SCHEDULE = {
     "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
     "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},
     "prune-status-history": {"task": "ops.tasks.prune_health", "schedule": 3600.0},
+    "notifications-detect": {"task": "notifications.tasks.detect", "schedule": 60.0},
+    "webhooks-retry": {"task": "notifications.tasks.retry_webhooks", "schedule": 60.0},
 }
+
+# --- notifications and webhooks -------------------------------------------------------------
+# Each webhook attempt's whole budget (connect, send, answer).
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# Retries: BASE, 2*BASE, 4*BASE ... (at most MAX apart) for WINDOW after the event.
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 60, minimum=0)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 4 * 3600, minimum=0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=0)
+# CA bundle webhook TLS is verified against; empty: the system's.
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
+# An endpoint whose deliveries have all failed for this long is disabled; its owners are mailed.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 86400, minimum=1)
 
 # --- limits ---------------------------------------------------------------------------------
 # When Redis is unreachable the API fails closed (503) unless this is on; pages keep working.

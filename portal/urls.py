@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("metering.urls")),
     path("", include("inference.urls")),
     path("", include("ops.urls")),
+    path("", include("notifications.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("dev/mail/", devmail.dev_mailbox, name="dev-mailbox"),

@@ -17,6 +17,9 @@ from apikeys.models import ApiKey
 from tests.security_routes import all_routes
 
 API_KEY_ONLY = "v1/"
+# Unsubscribe links authenticate by their signature, not the session, and mail clients POST to
+# them without a page (RFC 8058 one-click): a forged POST needs the signed token it forges.
+SIGNED_LINK_ONLY = "notifications/unsubscribe/"
 
 
 @pytest.fixture
@@ -53,6 +56,8 @@ def values(alice, alice_key):
         "action": "drain",
         "name": "requests",
         "request_id": "req_not_there",
+        "item_id": 1,
+        "endpoint_id": 1,
     }
 
 
@@ -60,7 +65,7 @@ def test_every_post_without_a_token_is_refused(browser, alice_key, values):
     key, _ = alice_key
     refused, not_refused = [], []
     for route in all_routes():
-        if route.pattern.lstrip("^").startswith(API_KEY_ONLY):
+        if route.pattern.lstrip("^").startswith((API_KEY_ONLY, SIGNED_LINK_ONLY)):
             continue
         path = route.path(values)
         response = browser.post(path, {"name": "forged", "confirm": "on"})
@@ -75,6 +80,14 @@ def test_every_post_without_a_token_is_refused(browser, alice_key, values):
     key.refresh_from_db()
     assert key.revoked_at is None
     assert key.rotated_at is None
+
+
+def test_unsubscribe_needs_its_signed_token_not_a_csrf_token(browser, alice):
+    from notifications.models import EmailPreference
+
+    response = browser.post("/notifications/unsubscribe/forged-token")
+    assert response.status_code == 400
+    assert not EmailPreference.objects.filter(user=alice).exists()
 
 
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])

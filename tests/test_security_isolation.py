@@ -36,6 +36,10 @@ CASES: dict[str, list[tuple[str, dict | None]]] = {
     "api/orgs/<slug:slug>/keys/<int:key_id>": [("get", None), ("patch", None), ("delete", None)],
     "api/orgs/<slug:slug>/keys/<int:key_id>/revoke": [("post", None)],
     "api/orgs/<slug:slug>/keys/<int:key_id>/rotate": [("post", None)],
+    "notifications/<int:item_id>": [("get", None)],
+    "notifications/<int:item_id>/read": [("post", None)],
+    "notifications/webhooks/<int:endpoint_id>": [("get", None)],
+    "notifications/webhooks/<int:endpoint_id>/<str:action>": [("post", None)],
 }
 # Captured, but not an object id of a customer.
 NOT_OBJECT_IDS = {
@@ -50,6 +54,9 @@ NOT_OBJECT_IDS = {
         "an invitation's one-time token (only its hash is stored; tests/test_orgs_invitations.py)"
     ),
     "staff/insights/<slug:name>.csv": "a chart's name; staff only (tests/test_ops_insights.py)",
+    "notifications/unsubscribe/<str:token>": (
+        "a signed token naming its user and event (tests/test_notifications_pages.py)"
+    ),
     "dev/mail/<str:msg_id>/": (
         "the dev mailbox (DEBUG or staff only, 404 otherwise: tests/test_pages_dev_mailbox.py)"
     ),
@@ -81,6 +88,13 @@ def alices(alice, make_key):
         total_tokens=12,
         created_at=timezone.now(),
     )
+    from notifications.models import InboxItem, Notification, WebhookEndpoint
+
+    notification = Notification.objects.create(
+        org=org, event="key.rotated", subject_kind="key", subject_id=key.pk, title="alice-private"
+    )
+    item = InboxItem.objects.create(user=alice, notification=notification)
+    endpoint = WebhookEndpoint.objects.create(org=org, url="https://alice-private.example/hook")
     return {
         "key": key,
         "values": {
@@ -89,6 +103,9 @@ def alices(alice, make_key):
             "member_id": Membership.objects.get(org=org, user=alice).pk,
             "invitation_id": invitation.pk,
             "request_id": "req_alice_only_0001",
+            "item_id": item.pk,
+            "endpoint_id": endpoint.pk,
+            "action": "delete",
         },
         "invitation": invitation,
         "marks": [
@@ -97,6 +114,7 @@ def alices(alice, make_key):
             "alice-private-project",
             "req_alice_only_0001",
             "alice-invitee@example.com",
+            "alice-private",
         ],
     }
 

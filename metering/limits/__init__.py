@@ -28,7 +28,9 @@ from apikeys.services import KeyPrincipal
 from catalog.routing import PlanInfo
 from core.errors import ServiceUnavailable
 from core.redis import get_redis
+from metering.limits import keys
 from metering.limits.base import (
+    PERIOD_NAMES,
     BackendUnavailable,
     Limits,
     LimitsBackend,
@@ -53,6 +55,7 @@ __all__ = [
     "limits_admit",
     "limits_headers",
     "limits_key_usage",
+    "limits_period_usage_many",
     "limits_settle_many",
     "limits_status",
 ]
@@ -336,6 +339,32 @@ def limits_key_usage(
         "tokens_per_month": outcome.used["k_tpmo"],
         "day_resets_at": ticket.periods.day_end,
         "month_resets_at": ticket.periods.month_end,
+    }
+
+
+def limits_period_usage_many(
+    *,
+    org_ids: list[int],
+    backend: LimitsBackend | None = None,
+    _now_ms: int | None = None,
+) -> tuple[Periods, dict[int, dict[str, int]]]:
+    """This day's and month's plan counters (`rpd`, `tpd`, `rpmo`, `tpmo`) of many
+    organizations, read without admitting anything in one batched read (MGET, not a round trip
+    per organization). Tokens include reservations of requests still in flight, as admission
+    sees them. Raises BackendUnavailable when Redis is down."""
+    backend = backend or get_backend()
+    now_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
+    periods = Periods.at(now_ms)
+    names = [
+        keys.period(org_base(org_id), name, periods.day, periods.month)
+        for org_id in org_ids
+        for name in PERIOD_NAMES
+    ]
+    values = backend.read_counters(names, now_ms=now_ms)
+    width = len(PERIOD_NAMES)
+    return periods, {
+        org_id: dict(zip(PERIOD_NAMES, values[i * width : (i + 1) * width], strict=True))
+        for i, org_id in enumerate(org_ids)
     }
 
 

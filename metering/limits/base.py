@@ -78,6 +78,12 @@ class LimitsBackend:
         into the admission journal in the same round trip."""
         raise NotImplementedError
 
+    def read_counters(self, names: list[str], *, now_ms: int) -> list[int]:
+        """The values of day and month counters by key name (0 for a missing one), in as few
+        round trips as the backend allows: readers off the request path (the notifications
+        detector) read thousands of organizations at once."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, slots=True)
 class JournalLine:

@@ -267,6 +267,10 @@ class MemoryBackend(LimitsBackend):
             self._counters[name] = (self._get(name, now_ms) + 1, expire_at)
             return self._counters[name][0] <= limit
 
+    def read_counters(self, names: list[str], *, now_ms: int) -> list[int]:
+        with self._lock:
+            return [self._get(name, now_ms) for name in names]
+
     def clear(self) -> None:
         with self._lock:
             self._logs.clear()
