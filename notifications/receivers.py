@@ -10,8 +10,10 @@ from django.dispatch import receiver
 from accounts.models import Invitation, Membership
 from accounts.signals import member_removed
 from apikeys.models import ApiKeyEvent
+from apikeys.signals import key_rotated
 from notifications.services import (
     notify_key_revoked,
+    notify_key_rotated,
     notify_member_invited,
     notify_member_joined,
     notify_member_removed,
@@ -24,6 +26,12 @@ def _key_event(sender, instance: ApiKeyEvent, created: bool, raw: bool = False, 
     # every path (the page, the API, the admin, a member's removal) goes through it.
     if created and not raw and instance.kind == ApiKeyEvent.Kind.REVOKED:
         notify_key_revoked(key=instance.key, actor=instance.actor, actor_label=instance.actor_label)
+
+
+@receiver(key_rotated)
+def _key_rotated(sender, key, actor=None, **kwargs):
+    # Sent by apikey_rotate after its commit (every path: the page, the API, the command).
+    notify_key_rotated(key=key, actor=actor)
 
 
 @receiver(post_save, sender=Invitation)

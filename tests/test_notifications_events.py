@@ -95,6 +95,17 @@ def test_a_rotation_by_someone_else_notifies_and_ones_own_does_not(alice, bob, t
     assert _to("API key rotated") == [alice.email, bob.email]
 
 
+def test_rotating_a_key_through_its_service_notifies_through_the_signal(alice, bob, team, make_key):
+    from apikeys.services import apikey_rotate
+
+    key, _ = make_key(bob, "bob's key", org=team)
+    apikey_rotate(key=key, grace_seconds=0, actor=bob)  # one's own: nobody
+    assert _events(Event.KEY_ROTATED) == []
+    apikey_rotate(key=key, grace_seconds=0, actor=alice)
+    [event] = _events(Event.KEY_ROTATED)
+    assert "rotated by alice@example.com" in event.title
+
+
 def test_members_invited_joining_and_removed(alice, bob, team, make_user, make_key):
     owner = Membership.objects.get(org=team, user=alice)
     invitation_create(actor=owner, email="carol@example.com", role="admin")
