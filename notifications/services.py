@@ -36,10 +36,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role, User
+from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
 from audit.services import staff_actions_record
 from core.errors import InvalidRequest, PermissionDeniedError
-from metering.limits import BackendUnavailable, limits_period_usage_many
+from metering.limits import (
+    BackendUnavailable,
+    limits_key_period_usage_many,
+    limits_period_usage_many,
+)
 from metering.models import UsageRecord
 from notifications import tasks  # tasks call back into this module by attribute, at run time
 from notifications.models import (
@@ -298,8 +303,56 @@ def plan_quota_readings(now_ms: int) -> Iterator[QuotaReading]:
                 )
 
 
-# Key budgets (apikeys' requests/tokens per day/month on a key) register a source here.
-QUOTA_SOURCES: list[QuotaSource] = [plan_quota_readings]
+def key_budget_readings(now_ms: int) -> Iterator[QuotaReading]:
+    """Each active key's own budgets (requests/tokens per day/month on the key), read from
+    the key's counters in batches like the plan's; the key's creator hears of it too."""
+    budget = (
+        Q(requests_per_day__isnull=False)
+        | Q(tokens_per_day__isnull=False)
+        | Q(requests_per_month__isnull=False)
+        | Q(tokens_per_month__isnull=False)
+    )
+    rows = list(
+        ApiKey.objects.active()
+        .filter(budget, org__suspended_at__isnull=True)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "org_id",
+            "owner_id",
+            "name",
+            "public_id",
+            "requests_per_day",
+            "tokens_per_day",
+            "requests_per_month",
+            "tokens_per_month",
+        )
+    )
+    for start in range(0, len(rows), READ_BATCH):
+        chunk = rows[start : start + READ_BATCH]
+        periods, used = limits_key_period_usage_many(
+            keys_of=[(r[1], r[0]) for r in chunk], _now_ms=now_ms
+        )
+        for key_id, org_id, owner_id, name, public_id, *limits in chunk:
+            for (short, metric), limit in zip(_PLAN_METRICS, limits, strict=True):
+                if not limit:
+                    continue
+                daily = short in ("rpd", "tpd")
+                yield QuotaReading(
+                    org_id=org_id,
+                    subject=Subject(SubjectKind.KEY, key_id),
+                    metric=metric,
+                    used=used[key_id][short],
+                    limit=limit,
+                    period=f"d{periods.day}" if daily else f"m{periods.month}",
+                    resets_at=periods.day_end if daily else periods.month_end,
+                    label=f"The key {name} ({KEY_PREFIX}{public_id}…)",
+                    also_notify=(owner_id,),
+                )
+
+
+# Other quota sources (beside the plan's and the keys' budgets) register here.
+QUOTA_SOURCES: list[QuotaSource] = [plan_quota_readings, key_budget_readings]
 
 
 def quota_source_register(source: QuotaSource) -> None:

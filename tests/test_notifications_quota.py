@@ -111,3 +111,24 @@ def test_other_organizations_never_hear_of_it(alice, alice_key, bob, quota_plan)
     notifications_detect()
     assert all(bob.email not in m.to for m in mail.outbox)
     assert not InboxItem.objects.filter(user=bob).exists()
+
+
+def test_a_keys_own_budget_notifies_its_creator_and_the_admins(alice, bob, plan, make_key):
+    from accounts.services import member_add, org_create
+
+    org = org_create(name="Acme", owner=alice)
+    member_add(org=org, user=bob, role="member")
+    key, raw = make_key(bob, "nightly", org=org, requests_per_day=10)
+    mail.outbox.clear()
+    use(raw, plan, 8)
+    result = notifications_detect()
+    assert result.quota == 1
+    # The organization's owner and the key's creator (a plain member) both hear of it.
+    assert sorted(addr for m in _quota_mails() for addr in m.to) == [alice.email, bob.email]
+    [event] = Notification.objects.filter(event=Event.QUOTA)
+    assert f"The key nightly (ctsk_{key.public_id}…) has used 80% of its requests per day" in (
+        event.title
+    )
+    assert InboxItem.objects.filter(user=bob, notification=event).exists()
+    notifications_detect()
+    assert Notification.objects.filter(event=Event.QUOTA).count() == 1  # once per period

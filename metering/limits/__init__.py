@@ -54,6 +54,7 @@ __all__ = [
     "get_backend",
     "limits_admit",
     "limits_headers",
+    "limits_key_period_usage_many",
     "limits_key_usage",
     "limits_period_usage_many",
     "limits_settle_many",
@@ -365,6 +366,31 @@ def limits_period_usage_many(
     return periods, {
         org_id: dict(zip(PERIOD_NAMES, values[i * width : (i + 1) * width], strict=True))
         for i, org_id in enumerate(org_ids)
+    }
+
+
+def limits_key_period_usage_many(
+    *,
+    keys_of: list[tuple[int, int]],
+    backend: LimitsBackend | None = None,
+    _now_ms: int | None = None,
+) -> tuple[Periods, dict[int, dict[str, int]]]:
+    """The day's and month's own counters of many keys (what their budgets are checked
+    against), by key id: `keys_of` is (org_id, key_id) pairs. One batched read, admitting
+    nothing; raises BackendUnavailable when Redis is down."""
+    backend = backend or get_backend()
+    now_ms = _now_ms if _now_ms is not None else int(time.time() * 1000)
+    periods = Periods.at(now_ms)
+    names = [
+        keys.period(key_base(org_id, key_id), name, periods.day, periods.month)
+        for org_id, key_id in keys_of
+        for name in PERIOD_NAMES
+    ]
+    values = backend.read_counters(names, now_ms=now_ms)
+    width = len(PERIOD_NAMES)
+    return periods, {
+        key_id: dict(zip(PERIOD_NAMES, values[i * width : (i + 1) * width], strict=True))
+        for i, (_, key_id) in enumerate(keys_of)
     }
 
 
