@@ -212,6 +212,7 @@ CELERY_BEAT_SCHEDULE = {
     "aggregate-usage": {"task": "metering.tasks.aggregate_usage", "schedule": 60.0},
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
+    "usage-partitions": {"task": "metering.tasks.usage_partitions", "schedule": 86400.0},
     "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
     "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
     "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},
