@@ -161,9 +161,7 @@ def records_insert(rows: list[dict], *, source: str, journal: bool = False) -> i
     written = 0
     try:
         with transaction.atomic():
-            UsageRecord.objects.bulk_create(
-                [UsageRecord(**row) for row in new], ignore_conflicts=True
-            )
+            _insert_many(new)
         written = len(new)
     except _BAD_RECORD:
         # One row failed the whole statement: find it, and let the others through.
@@ -173,6 +171,57 @@ def records_insert(rows: list[dict], *, source: str, journal: bool = False) -> i
         # insert made ours a conflict, and is visible now.
         _replace_journal_records(list(unique.values()), source=source)
     return written
+
+
+# The record's columns but its id, in the model's order: what a batch copies in.
+_COPY_FIELDS = [field for field in UsageRecord._meta.concrete_fields if not field.primary_key]
+_COPY_COLUMNS = ", ".join(str(field.column) for field in _COPY_FIELDS)
+_STAGE = "usage_stage"
+
+
+def _insert_many(rows: list[dict]) -> None:
+    """Insert records, skipping any whose (request_id, created_at) is there already.
+
+    On PostgreSQL: COPY into a temporary staging table, then one INSERT ... SELECT ... ON
+    CONFLICT DO NOTHING into the (partitioned) table. COPY cannot skip a conflict itself (a
+    replayed record would fail the batch), the INSERT from the stage can; together they took
+    a 500-record batch at ~3.5x the records/s of a multi-row INSERT with its 10,500 bound
+    parameters (docs/scaling.md). Elsewhere, a multi-row INSERT ... ON CONFLICT DO NOTHING.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        UsageRecord.objects.bulk_create([UsageRecord(**row) for row in rows], ignore_conflicts=True)
+        return
+    for row in rows:
+        unknown = set(row) - _ROW_KEYS
+        if unknown:  # what bulk_create would refuse: quarantined, not silently dropped
+            raise TypeError(f"unknown usage record fields: {sorted(unknown)}")
+    with connection.cursor() as cursor:
+        # Once per connection (a temporary table lives as long as the session).
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+            "(LIKE metering_usagerecord INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        stage = f"COPY {_STAGE} ({_COPY_COLUMNS}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(stage) as copy:
+            for row in rows:
+                copy.write_row([_copy_value(field, row) for field in _COPY_FIELDS])
+        cursor.execute(
+            f"INSERT INTO metering_usagerecord ({_COPY_COLUMNS}) "  # noqa: S608 - constants
+            f"SELECT {_COPY_COLUMNS} FROM {_STAGE} ON CONFLICT DO NOTHING"
+        )
+        # Inside someone's transaction (a savepoint) the stage is not emptied by a commit.
+        cursor.execute(f"DELETE FROM {_STAGE}")  # noqa: S608 - a constant
+
+
+_ROW_KEYS = {field.attname for field in _COPY_FIELDS}
+
+
+def _copy_value(field, row: dict):
+    if field.attname in row:
+        return row[field.attname]
+    return field.get_default()
 
 
 def _replace_journal_records(rows: list[dict], *, source: str) -> None:

@@ -214,3 +214,26 @@ def test_the_beat_task_and_the_command_make_months_ahead(capsys):
     call_command("usage_partitions", "--months-ahead", "5")
     out = capsys.readouterr().out
     assert f"created {Month.of(timezone.now()).plus(5).name}" in out
+
+
+@pytest.mark.django_db
+def test_a_batch_holding_a_record_already_written_writes_the_others(alice_key):
+    """The batch insert itself (COPY to a stage, INSERT ... ON CONFLICT DO NOTHING on
+    PostgreSQL) skips a replayed record: another writer may have written it after the
+    existence check."""
+    from metering import recording
+
+    there, new, later = (_usage(alice_key[0]) for _ in range(3))
+    UsageRecord.objects.create(**there.row())
+    with CaptureQueriesContext(connection) as ctx:
+        recording._insert_many([there.row(), new.row()])
+        recording._insert_many([later.row()])  # the same transaction: nothing staged twice
+    rows = UsageRecord.objects.filter(
+        request_id__in=[there.request_id, new.request_id, later.request_id]
+    )
+    assert sorted(rows.values_list("request_id", flat=True)) == sorted(
+        [there.request_id, new.request_id, later.request_id]
+    )
+    assert rows.count() == 3
+    if connection.vendor == "postgresql":
+        assert any("ON CONFLICT DO NOTHING" in q["sql"] for q in ctx.captured_queries)
