@@ -466,8 +466,9 @@ def _writer_rate(write, keys, total: int, batch: int) -> float:
     return round(total / (time.perf_counter() - started))
 
 
-def db(records: int, writer_records: int) -> dict:
-    fresh_database(DATABASE_URL)
+def db(records: int, writer_records: int, *, reuse_seed: bool = False) -> dict:
+    if not reuse_seed:
+        fresh_database(DATABASE_URL)
     os.environ.update(
         DJANGO_SETTINGS_MODULE="portal.settings",
         DATABASE_URL=DATABASE_URL,
@@ -492,7 +493,7 @@ def db(records: int, writer_records: int) -> dict:
     from metering.services import usage_aggregate
 
     call_command("migrate", verbosity=0, interactive=False)
-    users = [User.objects.create_user(email=f"cap-{i}@bench.invalid") for i in range(10)]
+    users = [User.objects.get_or_create(email=f"cap-{i}@bench.invalid")[0] for i in range(10)]
     keys = [apikey_create(owner=u, name=f"k{j}")[0] for u in users for j in range(2)]
     figures: dict = {}
 
@@ -514,15 +515,31 @@ def db(records: int, writer_records: int) -> dict:
         ),
     }
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE metering_usagerecord, metering_usagepending")
-
-    now = timezone.now()
-    usage_partitions_ensure(now=now - timedelta(days=SEED_DAYS), months_ahead=6)
-    log(f"seeding {records:,} records over {SEED_DAYS} days (generate_series)")
+        cursor.execute("DELETE FROM metering_usagerecord WHERE request_id NOT LIKE 'cap-%%'")
+        cursor.execute("SELECT count(*), max(created_at) FROM metering_usagerecord")
+        seeded, newest = cursor.fetchone()
+    if reuse_seed and seeded != records:
+        raise SystemExit(
+            f"--reuse-seed: the table holds {seeded:,} seeded records, not {records:,}"
+        )
+    if reuse_seed:
+        # The previous run's records, all pending again and no ledger: aggregation from zero.
+        log(f"reusing the {records:,} seeded records: all pending again, ledgers emptied")
+        now = newest
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE metering_usagepending, metering_dailyusage")
+            cursor.execute("INSERT INTO metering_usagepending SELECT id FROM metering_usagerecord")
+            cursor.execute("VACUUM ANALYZE metering_usagepending")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE metering_usagerecord, metering_usagepending")
+        now = timezone.now()
+        usage_partitions_ensure(now=now - timedelta(days=SEED_DAYS), months_ahead=6)
+        log(f"seeding {records:,} records over {SEED_DAYS} days (generate_series)")
     started = time.perf_counter()
     step = 1_000_000
     with connection.cursor() as cursor:
-        for first in range(1, records + 1, step):
+        for first in range(1, 0 if reuse_seed else records + 1, step):
             cursor.execute(
                 SEED,
                 {
@@ -540,7 +557,8 @@ def db(records: int, writer_records: int) -> dict:
             )
         cursor.execute("ANALYZE metering_usagerecord")
         figures["seed_records"] = records
-        figures["seed_seconds"] = round(time.perf_counter() - started, 1)
+        if not reuse_seed:
+            figures["seed_seconds"] = round(time.perf_counter() - started, 1)
         cursor.execute(
             "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
             "WHERE inhparent = 'metering_usagerecord'::regclass"
@@ -598,6 +616,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--writer-records", type=int, default=50_000)
+    parser.add_argument(
+        "--reuse-seed",
+        action="store_true",
+        help="db: keep the records an earlier run seeded (same --records), re-aggregate them",
+    )
     args = parser.parse_args()
     # A stopped benchmark stops what it started (the `finally` below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -609,7 +632,7 @@ def main() -> int:
         if args.part in ("served", "all"):
             figures["served"] = served(args.requests)
         if args.part in ("db", "all"):
-            figures["db"] = db(args.records, args.writer_records)
+            figures["db"] = db(args.records, args.writer_records, reuse_seed=args.reuse_seed)
     finally:
         stop_all()
     figures["machine"]["load_after"] = os.getloadavg()

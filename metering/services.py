@@ -68,6 +68,10 @@ WITH claimed AS (
     SELECT r.created_at, r.org_id, r.user_id, r.key_id, r.model, r.outcome,
            r.prompt_tokens, r.completion_tokens, r.total_tokens, r.estimated
     FROM metering_usagerecord r JOIN claimed c ON r.id = c.record_id
+    -- The claimed ids' range, known once the claim ran: each month partition reads that range
+    -- of its primary key (id, created_at) instead of the planner hashing every partition
+    -- whole (10,000,000 records: minutes per batch without it).
+    WHERE r.id BETWEEN (SELECT min(record_id) FROM claimed) AND (SELECT max(record_id) FROM claimed)
 ), folded AS (
     INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
     SELECT (created_at AT TIME ZONE 'UTC')::date, org_id, user_id, key_id, model,
