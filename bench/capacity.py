@@ -499,7 +499,7 @@ def db(records: int, writer_records: int, *, reuse_seed: bool = False) -> dict:
 
     log(f"batch writer: {writer_records:,} records in batches of 500, three ways")
     figures["writer_records_per_s"] = {
-        "records_insert (the writer: existence check + multi-row INSERT ON CONFLICT)": _writer_rate(
+        "records_insert (the writer: bounded id look-up, COPY, INSERT ... RETURNING)": _writer_rate(
             lambda rows: records_insert(rows, source="writer"), keys, writer_records, 500
         ),
         "multi-row INSERT ON CONFLICT only (bulk_create ignore_conflicts)": _writer_rate(
