@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import Plan
 from accounts.selectors import acting_membership
+from core.db import read_replica
 from metering.selectors import (
     CHART_DAYS,
     daily_usage_csv_lines,
@@ -32,6 +33,7 @@ QUOTA_LABELS = {
 
 @require_GET
 @login_required
+@read_replica()
 def usage_page(request):
     org = acting_membership(request).org
     overview = usage_overview(org_id=org.pk)
@@ -67,8 +69,10 @@ def _totals(groups: dict[str, dict[str, list[int]]]) -> list[tuple[str, int, int
 
 @require_GET
 @login_required
+@read_replica()
 def usage_export_csv(request):
-    # Only the current organization's ledger rows; streamed, as a long-lived one has many.
+    # Only the current organization's ledger rows; streamed, as a long-lived one has many (the
+    # queryset is bound to the replica here: it is read after the view returns).
     org = acting_membership(request).org
     lines = daily_usage_csv_lines(queryset=daily_usage_for_org(org_id=org.pk))
     stamp = timezone.now().strftime("%Y%m%d")
