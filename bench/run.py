@@ -5,8 +5,9 @@
 
 1. the aggregation figure (bench/aggregate.py, 1,000,000 usage records), the status and
    insights pages' (bench/ops_pages.py, a year of history, 5,000,000 records), the request
-   log's (bench/request_log.py, 5,000,000 records) and the notifications detector's
-   (bench/notify_soak.py, 10,000 organizations and keys);
+   log's (bench/request_log.py, 5,000,000 records), the notifications detector's
+   (bench/notify_soak.py, 10,000 organizations and keys) and the capacity model's
+   (bench/capacity.py, 10,000,000 records: docs/scaling.md);
 2. a fresh PostgreSQL database `portal_bench` (BENCH_DATABASE_URL) and Redis db 9
    (BENCH_REDIS_URL) set up like an operator does: migrate, `apply_config`, `apikey_create`;
 3. two router simulators (`python -m inference.simulator`, TCP_NODELAY like nginx in front
@@ -322,6 +323,24 @@ def run_ops_pages(records: int) -> dict:
         [sys.executable, "bench/ops_pages.py", "--records", str(records)],
         cwd=ROOT,
         env=base_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return json.loads(result.stdout[result.stdout.index("{") :])
+    except ValueError:
+        return {"error": result.stderr.strip()[-500:]}
+
+
+def run_capacity(records: int) -> dict:
+    """The capacity model's figures (bench/capacity.py, docs/scaling.md): its own database
+    (`<bench database>_capacity`) and its own Redis server."""
+    log(f"capacity figures (bench/capacity.py, {records:,} records)")
+    result = subprocess.run(
+        [sys.executable, "bench/capacity.py", "--records", str(records)],
+        cwd=ROOT,
+        env={**base_env(), "CAPACITY_DATABASE_URL": f"{DATABASE_URL}_capacity"},
         capture_output=True,
         text=True,
         check=False,
@@ -809,6 +828,17 @@ def write_report(path: Path, data: dict, command: str) -> None:
         json.dumps(data.get("notify_soak", {}), indent=2),
         "```",
         "",
+        "## Capacity figures (bench/capacity.py)",
+        "",
+        "Per request through one gevent worker (CPU, Redis commands and bytes, PostgreSQL rows "
+        "and bytes), the batch writer's records/s (multi-row INSERT against COPY), aggregation "
+        "over 10,000,000 records, and a month's DELETE against its partition's DROP. What they "
+        "mean for 1k/10k/100k requests/s: docs/scaling.md.",
+        "",
+        "```json",
+        json.dumps(data.get("capacity", {}), indent=2),
+        "```",
+        "",
     ]
     if data.get("notes"):
         lines += ["## Notes", "", *data["notes"], ""]
@@ -874,6 +904,7 @@ def main() -> int:
             data["ops_pages"] = run_ops_pages(200_000 if args.quick else 5_000_000)
             data["request_log"] = run_request_log(200_000 if args.quick else 5_000_000)
             data["notify_soak"] = run_notify_soak(1_000 if args.quick else 10_000)
+            data["capacity"] = run_capacity(200_000 if args.quick else 10_000_000)
         data["versions"] = versions()
 
         fast_port, stream_port, web_port = free_port(), free_port(), free_port()

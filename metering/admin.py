@@ -6,14 +6,28 @@ from typing import cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from core.db import read_replica, reads_alias
 from metering.models import DailyUsage, QuarantinedUsage, UsageRecord
 from metering.selectors import daily_usage_csv_lines
+
+
+class ReplicaListAdmin(admin.ModelAdmin):
+    """The list (and its actions, such as the CSV export) reads from the read replica when there
+    is one; an object's own page reads from the primary. The queryset is bound when made, as
+    the list is read while its template renders, after the view returned."""
+
+    def changelist_view(self, request, extra_context=None):
+        with read_replica():
+            return super().changelist_view(request, extra_context)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).using(reads_alias())
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -30,7 +44,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(DailyUsage)
-class DailyUsageAdmin(ReadOnlyAdmin):
+class DailyUsageAdmin(ReplicaListAdmin, ReadOnlyAdmin):
     list_display = (
         "day",
         "org",
@@ -82,11 +96,15 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         records = cast(QuerySet, self.object_list)  # the admin pages a queryset
         query = records.query
+        connection = connections[records.db]
         if connection.vendor == "postgresql" and not query.where:
             with connection.cursor() as cursor:
+                # The table's estimate, or its partitions' (a partitioned table has none).
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                    [UsageRecord._meta.db_table],
+                    "SELECT coalesce((SELECT sum(greatest(c.reltuples, 0)) FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass), "
+                    "(SELECT reltuples FROM pg_class WHERE oid = %s::regclass))::bigint",
+                    [UsageRecord._meta.db_table] * 2,
                 )
                 row = cursor.fetchone()
             if row and row[0] > COUNT_CAP:  # -1 (never analysed) or small: count exactly below
@@ -95,7 +113,7 @@ class EstimatedCountPaginator(Paginator):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
+class UsageRecordAdmin(ReplicaListAdmin, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "request_id",

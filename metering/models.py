@@ -20,7 +20,10 @@ class UsageRecord(models.Model):
         COMPLETIONS = "completions", "completions (legacy)"
         MESSAGES = "messages", "messages (Anthropic)"
 
-    request_id = models.CharField(max_length=64, unique=True)
+    # Unique together with created_at (below): on PostgreSQL the table is partitioned by month
+    # on created_at, and a unique index must hold the partition key. Every writer uses the
+    # admission's timestamp, so the same request's record is the same key whoever writes it.
+    request_id = models.CharField(max_length=64)
     # The organization that owns the key (billed); `user` is the member who created the key.
     # Null only for records older than organizations whose key and user were both gone.
     org = models.ForeignKey(
@@ -80,6 +83,9 @@ class UsageRecord(models.Model):
                 models.F("created_at").desc(),
                 name="usage_log_status",
             ),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "created_at"], name="usage_request_once")
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,11 @@ Totals are the ledgers plus the records not folded into them yet, read in ONE st
 (`UNION ALL`): one snapshot, so a record is counted either in its ledger or as pending, never
 both and never neither, even while aggregation commits. Pending records are at most a minute
 or two of traffic and are found through the small UsagePending table.
+
+With a read replica (DATABASE_REPLICA_URL) these reads go there inside `core.db.read_replica()`
+(the usage page, the CSV export, the admin's lists); `GET /v1/usage` stays on the primary, as a
+program may read it right after its own request. `usage_reads()` is the records' queryset on
+whichever database a heavy read goes to now.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
 from apikeys.keyformat import KEY_PREFIX
 from apikeys.models import ApiKey
+from core.db import reads_alias
 from core.redis import get_redis
 from metering.limits import BackendUnavailable, keys, limits_key_usage, limits_status
 from metering.models import DailyUsage, UsageRecord
@@ -108,6 +114,7 @@ def _midnight(day: date) -> datetime:
 def usage_rows(*, org_id: int, since: date) -> list[UsageRow]:
     """The organization's ledger rows from `since` (UTC day) plus pending records, as one
     consistent read."""
+    connection = connections[reads_alias()]
     day_expr = (
         "(created_at AT TIME ZONE 'UTC')::date"
         if connection.vendor == "postgresql"
@@ -380,8 +387,20 @@ def usage_for_key(*, org_id: int, key_id: int) -> KeyUsage:
 # --- CSV (the customer's export and the admin action) ---------------------------------------
 
 
-def daily_usage_for_org(*, org_id: int):
-    return DailyUsage.objects.filter(org_id=org_id).order_by("day", "key_id", "model")
+def usage_reads() -> QuerySet[UsageRecord]:
+    """The usage records, on the replica inside `read_replica()` (see the module's docstring),
+    fixed now: safe to evaluate later (a template, a streamed response)."""
+    return UsageRecord.objects.using(reads_alias())
+
+
+def daily_usage_for_org(*, org_id: int) -> QuerySet[DailyUsage]:
+    """The organization's ledger rows, on the database heavy reads go to now (fixed now, for
+    a response that streams them after the view returned)."""
+    return (
+        DailyUsage.objects.using(reads_alias())
+        .filter(org_id=org_id)
+        .order_by("day", "key_id", "model")
+    )
 
 
 class _Echo:
@@ -447,8 +466,9 @@ class UsageBacklogs:
 
 
 def usage_backlogs() -> UsageBacklogs:
-    """What waits between the API and the ledgers: one bounded count, two Redis calls."""
-    with connection.cursor() as cursor:
+    """What waits between the API and the ledgers: one bounded count, two Redis calls. On the
+    primary: a replica's lag would hide a backlog."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM (SELECT 1 FROM metering_usagepending LIMIT %s) AS capped",
             [BACKLOG_COUNT_CAP],
@@ -477,7 +497,7 @@ def usage_backlogs() -> UsageBacklogs:
 # The table is the biggest there is, so the reads are shaped for its indexes:
 # - keyset pagination on (created_at, id), newest first: a page is one indexed range scan of
 #   LIMIT n+1 rows, whatever its depth; no OFFSET and no COUNT(*);
-# - every filter has an index that starts with it (migration 0008): the organization's recent
+# - every filter has an index that starts with it (migration 0009): the organization's recent
 #   records (`usage_org_recent`), a key's (`usage_log_key`), a model's, an outcome's and a status
 #   class's (`usage_log_model`, `usage_log_outcome`, `usage_log_status`, the last on the
 #   expression http_status / 100); a date range narrows the created_at part of any of them; a
@@ -566,8 +586,10 @@ def retention_start() -> datetime:
 
 
 def request_log_queryset(*, org_id: int, filters: LogFilters) -> QuerySet[UsageRecord]:
-    """The organization's records matching `filters`, newest first by (created_at, id)."""
-    records = UsageRecord.objects.filter(org_id=org_id)
+    """The organization's records matching `filters`, newest first by (created_at, id); on the
+    database heavy reads go to now (the replica inside `read_replica()`), fixed now, so a
+    streamed CSV reads where its page did."""
+    records = usage_reads().filter(org_id=org_id)
     if filters.request_id:
         records = records.filter(request_id=filters.request_id)
     if filters.key_id is not None:

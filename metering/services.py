@@ -28,6 +28,7 @@ from core.redis import get_redis
 from metering.limits import keys
 from metering.limits.base import WINDOW_MS, Periods, key_base, org_base
 from metering.models import UsagePending, UsageRecord
+from metering.partitions import usage_partitions, usage_partitions_drop
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ WITH claimed AS (
     SELECT r.created_at, r.org_id, r.user_id, r.key_id, r.model, r.outcome,
            r.prompt_tokens, r.completion_tokens, r.total_tokens, r.estimated
     FROM metering_usagerecord r JOIN claimed c ON r.id = c.record_id
+    -- The claimed ids' range, known once the claim ran: each month partition reads that range
+    -- of its primary key (id, created_at) instead of the planner hashing every partition
+    -- whole (10,000,000 records: minutes per batch without it).
+    WHERE r.id BETWEEN (SELECT min(record_id) FROM claimed) AND (SELECT max(record_id) FROM claimed)
 ), folded AS (
     INSERT INTO metering_dailyusage ({_LEDGER_COLUMNS})
     SELECT (created_at AT TIME ZONE 'UTC')::date, org_id, user_id, key_id, model,
@@ -158,16 +163,26 @@ def usage_aggregate(*, batch_size: int = AGGREGATE_BATCH, max_seconds: float | N
 
 
 def usage_prune(*, older_than_days: int, batch_size: int = PRUNE_BATCH) -> int:
-    """Delete records older than the cut-off, in bounded batches; ledgers are kept.
+    """Remove records older than the cut-off; ledgers are kept. Returns how many went.
 
-    Only records already folded into a ledger are deleted, so pruning never loses usage even
-    if aggregation has fallen behind.
+    On a partitioned table (PostgreSQL) a month goes whole, by dropping its partition, once
+    all of it is older than the cut-off: records are kept for the retention rounded up to the
+    month's end, so between `older_than_days` and a month more. The count of a dropped month is
+    the planner's estimate. What lies outside the month partitions (the default partition; the
+    whole table on SQLite) is deleted at the cut-off in bounded batches.
+
+    Only records already folded into a ledger are removed, so pruning never loses usage even
+    if aggregation has fallen behind (a month with a pending record is kept whole).
     """
     if older_than_days < 1:
         raise ValueError("older_than_days must be at least 1")
     cutoff = timezone.now() - timedelta(days=older_than_days)
+    dropped = usage_partitions_drop(before=cutoff)
+    months = usage_partitions()
+    # Rows older than the oldest month partition left can only be in the default partition.
+    delete_before = min(cutoff, months[0].start) if months else cutoff
     old = (
-        UsageRecord.objects.filter(created_at__lt=cutoff)
+        UsageRecord.objects.filter(created_at__lt=delete_before)
         .exclude(pk__in=UsagePending.objects.values("record_id"))
         .order_by("id")
     )
@@ -179,9 +194,14 @@ def usage_prune(*, older_than_days: int, batch_size: int = PRUNE_BATCH) -> int:
         total += deleted
         if deleted < batch_size:
             break
-    if total:
-        log.info("usage_prune: deleted %d records older than %d days", total, older_than_days)
-    return total
+    if total or dropped:
+        log.info(
+            "usage_prune: deleted %d records and dropped %d month partitions older than %d days",
+            total,
+            len(dropped),
+            older_than_days,
+        )
+    return total + sum(partition.rows for partition in dropped)
 
 
 # --- rebuilding the limit counters ---------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from metering.partitions import usage_partitions_ensure
 from metering.recording import usage_journal_reconcile, usage_spool_drain
 from metering.services import usage_aggregate, usage_prune
 
@@ -35,3 +36,11 @@ def drain_usage_spool() -> int:
     """Records spooled while the database was unavailable go into the table, and requests whose
     process died before they ended get their record from the admission journal."""
     return usage_spool_drain() + usage_journal_reconcile()
+
+
+@shared_task(
+    name="metering.tasks.usage_partitions", ignore_result=True, soft_time_limit=110, time_limit=120
+)
+def usage_partitions() -> int:
+    """The usage table's monthly partitions for this month and the next three (PostgreSQL)."""
+    return len(usage_partitions_ensure())

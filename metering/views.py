@@ -21,6 +21,7 @@ from accounts.models import Plan
 from accounts.selectors import acting_membership
 from apikeys.models import ApiKey
 from catalog.models import CatalogModel
+from core.db import read_replica
 from metering.models import UsageRecord
 from metering.selectors import (
     CHART_DAYS,
@@ -50,6 +51,7 @@ QUOTA_LABELS = {
 
 @require_GET
 @login_required
+@read_replica()
 def usage_page(request):
     org = acting_membership(request).org
     overview = usage_overview(org_id=org.pk)
@@ -85,8 +87,10 @@ def _totals(groups: dict[str, dict[str, list[int]]]) -> list[tuple[str, int, int
 
 @require_GET
 @login_required
+@read_replica()
 def usage_export_csv(request):
-    # Only the current organization's ledger rows; streamed, as a long-lived one has many.
+    # Only the current organization's ledger rows; streamed, as a long-lived one has many (the
+    # queryset is bound to the replica here: it is read after the view returns).
     org = acting_membership(request).org
     lines = daily_usage_csv_lines(queryset=daily_usage_for_org(org_id=org.pk))
     stamp = timezone.now().strftime("%Y%m%d")
@@ -150,6 +154,7 @@ def _key_labels(org_id: int) -> dict[int, str]:
 @never_cache
 @require_GET
 @login_required
+@read_replica()
 def requests_page(request):
     """The organization's calls, newest first: filters, search by request id, keyset pages."""
     org = acting_membership(request).org
@@ -187,6 +192,8 @@ def requests_page(request):
 @require_GET
 @login_required
 def request_detail(request, request_id: str):
+    # On the primary: a customer opens a request seconds after its error, before a replica
+    # may have it (one indexed row: no load worth moving).
     org = acting_membership(request).org
     record = request_log_record(org_id=org.pk, request_id=request_id)
     if record is None:
@@ -202,6 +209,7 @@ def request_detail(request, request_id: str):
 @require_GET
 @login_required
 @ratelimit(key="user", rate="10/m", method="GET", block=True)
+@read_replica()
 def requests_export_csv(request):
     """Exactly the rows the same filters show on /requests, streamed."""
     org = acting_membership(request).org

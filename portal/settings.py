@@ -154,6 +154,25 @@ else:
         "init_command": "PRAGMA journal_mode=WAL;",
     }
 DATABASES = {"default": _db}
+# A streaming replica of the primary (optional): the heavy reads (usage pages, CSV exports, the
+# request log, the admin's usage lists) go there, and only inside `core.db.read_replica()` or
+# through `core.db.reads_alias()`; writes, and reads inside a transaction, stay on the primary.
+READ_REPLICA: str | None = None
+if env_str("DATABASE_REPLICA_URL"):
+    _replica = database_from_env("DATABASE_REPLICA_URL", default="", base_dir=str(BASE_DIR))
+    if _replica["ENGINE"] != _db["ENGINE"]:
+        raise ConfigError("DATABASE_REPLICA_URL must be the same engine as DATABASE_URL")
+    _replica["CONN_MAX_AGE"] = _db["CONN_MAX_AGE"]
+    _replica["OPTIONS"] = {**_replica["OPTIONS"], **_db["OPTIONS"]}
+    DATABASES["replica"] = _replica
+    READ_REPLICA = "replica"
+DATABASE_ROUTERS = ["core.db.ReplicaRouter"]
+# The models whose reads `read_replica()` sends to the replica (model labels, lower case). Other
+# models (users, keys, memberships) stay on the primary, where a page right after a change
+# finds them.
+READ_REPLICA_MODELS = frozenset(
+    {"metering.usagerecord", "metering.dailyusage", "metering.usagepending"}
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache, Redis, Celery -------------------------------------------------------------------
@@ -214,6 +233,7 @@ CELERY_BEAT_SCHEDULE = {
     "aggregate-usage": {"task": "metering.tasks.aggregate_usage", "schedule": 60.0},
     "probe-routers": {"task": "inference.tasks.probe_routers", "schedule": 30.0},
     "prune-usage": {"task": "metering.tasks.prune_usage", "schedule": 3600.0},
+    "usage-partitions": {"task": "metering.tasks.usage_partitions", "schedule": 86400.0},
     "drain-usage-spool": {"task": "metering.tasks.drain_usage_spool", "schedule": 30.0},
     "status-history": {"task": "ops.tasks.roll_up_health", "schedule": 60.0},
     "insights": {"task": "ops.tasks.build_insights", "schedule": 600.0},

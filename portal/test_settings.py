@@ -45,3 +45,14 @@ WHITENOISE_USE_FINDERS = True
 # pytest-django's test database, named for this run (dropped by pytest-django at the end).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{RUN_ID}"}  # noqa: F405
+
+# A "replica" alias that mirrors the test database (Django's TEST MIRROR), so the replica router
+# can be tested everywhere; it stays off (READ_REPLICA None) unless a test switches it on.
+# No pool of its own: its connections close with it, so the test database can be dropped.
+if "replica" not in DATABASES:  # noqa: F405
+    _primary = DATABASES["default"]  # noqa: F405
+    DATABASES["replica"] = {  # noqa: F405
+        **_primary,
+        "OPTIONS": {k: v for k, v in _primary["OPTIONS"].items() if k != "pool"},
+        "TEST": {"MIRROR": "default"},
+    }

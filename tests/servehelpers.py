@@ -361,3 +361,107 @@ def db_query(database_url: str, query: str, params: tuple | list = ()) -> list[d
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         return conn.execute(query, params).fetchall()
+
+
+NGINX_CONFIG = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream portal {{
+{servers}
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://portal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            # A request that reached a host is never sent to the other one: it may have run.
+            proxy_next_upstream off;
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx in front of `upstreams` (round-robin), as a load balancer in front of
+    several hosts: a generated config in a temporary folder, in the foreground, dying with
+    the test process. Each answer names the host that served it (`X-Upstream`)."""
+
+    def __init__(self, upstreams: list[str]) -> None:
+        binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+        if binary is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx)")
+        self.tmp = tempfile.mkdtemp(prefix=f"nginx-{RUN_ID}-")
+        servers = "\n".join(f"        server {urlparse(u).netloc};" for u in upstreams)
+        for _attempt in range(5):  # the port may be taken between probing and binding
+            self.port = free_port()
+            config = Path(self.tmp) / "nginx.conf"
+            config.write_text(NGINX_CONFIG.format(tmp=self.tmp, servers=servers, port=self.port))
+            self.process = subprocess.Popen(
+                [
+                    *DIE_WITH_PARENT,
+                    binary,
+                    "-p",
+                    self.tmp,
+                    "-e",
+                    f"{self.tmp}/error.log",
+                    "-c",
+                    str(config),
+                    "-g",
+                    "daemon off;",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if self._wait_ready():
+                return
+            if "Address already in use" not in self.output():
+                break
+        self.stop()
+        raise RuntimeError(f"nginx did not start:\n{self.output()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def output(self) -> str:
+        path = Path(self.tmp) / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
