@@ -680,10 +680,16 @@ def request_log_csv_lines(
     *, org_id: int, filters: LogFilters, key_labels: dict[int, str]
 ) -> Iterator[str]:
     """Exactly the filtered records as CSV lines, newest first, produced lazily (for a
-    streamed response) in keyset batches: bounded memory, no cursor held open between them."""
+    streamed response) in keyset batches: bounded memory, no cursor held open between them.
+    The queryset (and so its database: the replica inside `read_replica()`) is fixed here, in
+    the view, not when the response is streamed after it returned."""
+    records = request_log_queryset(org_id=org_id, filters=filters).only(*LOG_FIELDS)
+    return _request_log_csv_rows(records, key_labels)
+
+
+def _request_log_csv_rows(records: QuerySet[UsageRecord], key_labels: dict[int, str]):
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    records = request_log_queryset(org_id=org_id, filters=filters).only(*LOG_FIELDS)
     cursor: Cursor | None = None
     while True:
         batch = list(_after(records, cursor)[:CSV_BATCH])

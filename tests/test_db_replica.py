@@ -182,3 +182,21 @@ def test_a_replica_of_another_engine_stops_start_up():
     )
     assert result.returncode != 0
     assert "DATABASE_REPLICA_URL must be the same engine" in result.stderr
+
+
+def test_the_request_log_and_its_csv_read_the_replica_and_a_requests_page_the_primary(
+    replica, usage, client, alice
+):
+    record = UsageRecord.objects.filter(user=alice).first()
+    client.force_login(alice)
+    with Queries() as queries:
+        page = client.get("/requests")
+        csv_body = b"".join(client.get("/requests/export.csv").streaming_content).decode()
+    assert page.status_code == 200 and record.request_id in page.content.decode()
+    assert len(csv_body.strip().splitlines()) == 6  # the header and the five records
+    assert any("metering_usagerecord" in sql for sql in queries.usage("replica"))
+    assert queries.usage("default") == []
+    with Queries() as queries:
+        assert client.get(f"/requests/{record.request_id}").status_code == 200
+    assert queries.usage("replica") == []
+    assert queries.usage("default")
