@@ -687,7 +687,9 @@ def request_log_csv_lines(
     return _request_log_csv_rows(records, key_labels)
 
 
-def _request_log_csv_rows(records: QuerySet[UsageRecord], key_labels: dict[int, str]):
+def _request_log_csv_rows(
+    records: QuerySet[UsageRecord], key_labels: dict[int, str]
+) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
     cursor: Cursor | None = None
