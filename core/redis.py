@@ -1,39 +1,85 @@
-"""The shared Redis client (limits, key cache invalidation), or None on the embedded default."""
+"""The shared Redis client (limits, journal, spool, key cache invalidation), or None on the
+embedded default; and the one factory every Redis client of the portal is made by.
+
+`REDIS_CLUSTER=1` makes every client a `redis.cluster.RedisCluster` with `REDIS_URL` as its
+startup node (docs/redis-cluster.md). Code that works on both keeps to what a cluster allows:
+a script's or a transaction's keys share one hash tag (metering/limits/keys.py), multi-key
+commands go through the cluster client's splitting variants, and SCAN runs on every primary
+(`scan_all`).
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 from django.conf import settings
 
 
 def get_redis():
     """The client for settings.REDIS_URL (one per URL and process), or None without Redis."""
-    return _client_for(settings.REDIS_URL) if settings.REDIS_URL else None
+    return _client_for(settings.REDIS_URL, cluster_mode()) if settings.REDIS_URL else None
 
 
-@functools.cache
-def _client_for(url: str):
+def cluster_mode() -> bool:
+    return bool(getattr(settings, "REDIS_CLUSTER", False))
+
+
+def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: int = 256, **kwargs):
+    """A new client for `url`: a cluster client (url = a startup node) when `cluster` (default:
+    settings.REDIS_CLUSTER), else a plain one. Both block for a free connection rather than
+    fail, and never retry a command: a limits script that timed out after Redis ran it must not
+    run twice (it would admit the request twice), and an outage should fail fast into a 503."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    # No retries: a limits script that timed out after Redis ran it must not run twice (it
-    # would admit the request twice), and a Redis outage should fail fast into a clear 503.
+    if cluster is None:
+        cluster = cluster_mode()
+    options = {
+        "max_connections": max_connections,
+        "timeout": 2,  # the blocking pool's wait for a free connection
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        **kwargs,
+    }
     no_retry = Retry(NoBackoff(), 0)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        # Per node, a blocking pool; MOVED and ASK redirections are followed all the same.
+        return RedisCluster.from_url(
+            url, connection_pool_class=redis.BlockingConnectionPool, retry=no_retry, **options
+        )
     pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=256,
-        timeout=2,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        retry=no_retry,
+        url, health_check_interval=30, retry=no_retry, **options
     )
     return redis.Redis(connection_pool=pool, retry=no_retry)
 
 
+@functools.cache
+def _client_for(url: str, cluster: bool):
+    return redis_from_url(url, cluster=cluster)
+
+
 get_redis.cache_clear = _client_for.cache_clear  # type: ignore[attr-defined]  # forget clients (tests that move REDIS_URL)
+
+
+def is_cluster(client) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def scan_all(client, *, match: str, count: int = 1000, type_: str | None = None) -> Iterator:
+    """SCAN the whole keyspace: on a cluster every primary (a key lives on one of them), on a
+    single Redis its database."""
+    if is_cluster(client):
+        yield from client.scan_iter(
+            match=match, count=count, _type=type_, target_nodes=client.PRIMARIES
+        )
+    else:
+        yield from client.scan_iter(match=match, count=count, _type=type_)
 
 
 def redis_ping() -> str:
