@@ -243,6 +243,10 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
 
     set_at_least = client.register_script(SET_AT_LEAST)
     add_to_window = client.register_script(ADD_TO_WINDOW)
+    # A plain pipeline loads its scripts before it runs; a cluster pipeline does not, and this
+    # runs right after Redis lost its data (and its scripts). SCRIPT LOAD goes to every primary.
+    for script in (set_at_least, add_to_window):
+        client.script_load(script.script)
     pipe = client.pipeline(transaction=False)
     orgs = set()
     for since, span, expire_at in (
