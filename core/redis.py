@@ -82,6 +82,55 @@ def scan_all(client, *, match: str, count: int = 1000, type_: str | None = None)
         yield from client.scan_iter(match=match, count=count, _type=type_)
 
 
+def node_client(client, key: str):
+    """A plain client for the node that holds `key` (the client itself off a cluster): for a
+    pipeline of `key`'s commands with keyless ones (TIME) on the same server."""
+    if not is_cluster(client):
+        return client
+    return client.get_redis_connection(client.get_node_from_key(key))
+
+
+def run_scripts(client, calls: list[tuple]) -> list:
+    """Run many script calls, `(script, keys, args)`, in one round trip per node; their results
+    in order, an exception object in place of a failed call's.
+
+    redis-py refuses scripts in a cluster pipeline, so on a cluster the calls are grouped by
+    the primary that holds their slot and sent down that node's own (plain) pipeline, which
+    loads its scripts first. A call whose slot moved meanwhile (MOVED, ASK: the script did not
+    run) goes once more through the cluster client, which follows the redirection."""
+    import redis
+
+    if not is_cluster(client):
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute(raise_on_error=False)
+    results: list = [None] * len(calls)
+    groups: dict[str, tuple] = {}
+    for i, (_script, keys, _args) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
+        groups.setdefault(node.name, (node, []))[1].append(i)
+    for node, indexes in groups.values():
+        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+        for i in indexes:
+            script, keys, args = calls[i]
+            script(keys=keys, args=args, client=pipe)
+        try:
+            out = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:  # the node is unreachable: none of them ran
+            out = [exc] * len(indexes)
+        for i, result in zip(indexes, out, strict=True):
+            results[i] = result
+    for i, result in enumerate(results):
+        if isinstance(result, redis.exceptions.AskError | redis.exceptions.TryAgainError):
+            script, keys, args = calls[i]
+            try:
+                results[i] = script(keys=keys, args=args)
+            except redis.RedisError as exc:
+                results[i] = exc
+    return results
+
+
 def redis_ping() -> str:
     client = get_redis()
     if client is None:

@@ -7,7 +7,6 @@ import logging
 import os
 
 import pytest
-import redis
 
 from core.errors import ServiceUnavailable
 from metering.limits import get_backend, limits_admit
@@ -26,25 +25,25 @@ PLAN = make_plan(
 )
 
 
-class CountingRedis(redis.Redis):
-    """The shared pool, with every command sent recorded."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.commands: list[str] = []
-
-    def execute_command(self, *args, **options):
-        self.commands.append(str(args[0]).upper())
-        return super().execute_command(*args, **options)
-
-
 @pytest.fixture
 def counting(settings):
+    """A client like production's (a cluster one with REDIS_CLUSTER=1), every command it sends
+    recorded in `.commands`."""
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL (CI sets it)")
-    from core.redis import get_redis
+    from core.redis import redis_from_url
 
-    return CountingRedis(connection_pool=get_redis().connection_pool)
+    client = redis_from_url(settings.REDIS_URL)
+    client.commands = []
+    send = client.execute_command
+
+    def execute_command(*args, **options):
+        client.commands.append(str(args[0]).upper())
+        return send(*args, **options)
+
+    client.execute_command = execute_command
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from core.redis import run_scripts
 from metering.limits import keys
 from metering.limits.base import (
     PERIOD_NAMES,
@@ -189,27 +190,19 @@ class RedisBackend(LimitsBackend):
     batches_settles = True
 
     def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
-        """Settle many admissions in one round trip (a pipeline of settle scripts)."""
-        pipe = self.client.pipeline(transaction=False)
-        for ticket, reserved, actual in items:
-            args = self._settle_args(ticket, reserved, actual, None)
-            self._settle(keys=self._keys(ticket), args=args, client=pipe)
+        """Settle many admissions in one round trip (per node, on a cluster)."""
+        calls = [
+            (self._settle, self._keys(ticket), self._settle_args(ticket, reserved, actual, None))
+            for ticket, reserved, actual in items
+        ]
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = run_scripts(self.client, calls)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
         except redis.RedisError as exc:
             log.exception("limits settle pipeline failed")
             raise BackendUnavailable(f"Redis error: {exc}") from exc
-        failed = None
-        for (ticket, reserved, actual), result in zip(items, results, strict=True):
-            if isinstance(result, redis.exceptions.NoScriptError):
-                # A cluster pipeline does not load scripts first (a plain one does): a node that
-                # restarted or flushed its scripts refused this one, which therefore did not
-                # run. Once more, alone: the script object loads it then.
-                self.settle(ticket=ticket, reserved=reserved, actual=actual, now_ms=None)
-            elif isinstance(result, Exception):
-                failed = failed or result
+        failed = next((r for r in results if isinstance(r, Exception)), None)
         if failed is not None:
             log.error("limits settle pipeline failed: %s", failed)
             raise BackendUnavailable(f"Redis error: {failed}") from failed
