@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tests import rediscluster
 from tests.routersim import DIE_WITH_PARENT, REPO_ROOT, RouterSim
 
 VENV_BIN = Path(sys.executable).parent
@@ -71,6 +72,9 @@ def _production_env() -> dict[str, str]:
     env["ENV_FILE"] = ""  # a developer's .env in the checkout is not production's
     if os.environ.get("REDIS_URL"):
         env.update(REDIS_URL=os.environ["REDIS_URL"], CACHE_KEY_PREFIX=SERVED_KEY_PREFIX)
+        for name in ("REDIS_CLUSTER", "CELERY_BROKER_URL"):  # a cluster run's Redis
+            if os.environ.get(name):
+                env[name] = os.environ[name]
     else:
         # The embedded default's documented switch: production without Redis is refused
         # (with DEBUG off) unless the operator accepts per-process state.
@@ -86,6 +90,8 @@ SERVED_DIFFERENCES = {
     "APIKEY_HASH_SECRET": "a secret",
     "DATABASE_URL": "the run's own database",
     "REDIS_URL": "the run's Redis",
+    "REDIS_CLUSTER": "the run's Redis (`make test-cluster`: a cluster)",
+    "CELERY_BROKER_URL": "the run's broker (`make test-cluster`: a single Redis beside it)",
     "CACHE_KEY_PREFIX": "the run's own key prefix",
     "STATIC_ROOT": "the run's own collectstatic folder",
     "SECURE_SSL_REDIRECT": "tests speak plain HTTP on loopback; production has a TLS proxy",
@@ -113,9 +119,7 @@ def cleanup() -> None:
     while _cleanup:
         _cleanup.pop()()
     if os.environ.get("REDIS_URL"):
-        import redis
-
-        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        client = rediscluster.client_for_env()
         try:
             delete_prefix(client, SERVED_KEY_PREFIX)
         finally:
