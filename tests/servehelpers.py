@@ -131,11 +131,13 @@ def delete_prefix(client, prefix: str) -> int:
     every other run's and process's keys on the same Redis database with it)."""
     deleted = 0
     batch = []
-    for key in client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch.clear()
+    # `{prefix:usage}:...`: the spool's and the journal index's keys lead with their hash tag
+    for pattern in (_glob_escape(prefix) + ":*", "\\{" + _glob_escape(prefix) + ":*"):
+        for key in client.scan_iter(match=pattern, count=1000):  # a cluster's: every primary
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += client.unlink(*batch)
+                batch.clear()
     if batch:
         deleted += client.unlink(*batch)
     return deleted
