@@ -11,9 +11,15 @@ commands go through the cluster client's splitting variants, and SCAN runs on ev
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
+from redis.exceptions import RedisClusterException
 
 
 def get_redis():
@@ -30,7 +36,6 @@ def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: in
     settings.REDIS_CLUSTER), else a plain one. Both block for a free connection rather than
     fail, and never retry a command: a limits script that timed out after Redis ran it must not
     run twice (it would admit the request twice), and an outage should fail fast into a 503."""
-    import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -45,11 +50,11 @@ def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: in
     }
     no_retry = Retry(NoBackoff(), 0)
     if cluster:
-        from redis.cluster import RedisCluster
-
         # Per node, a blocking pool; MOVED and ASK redirections are followed all the same.
-        return RedisCluster.from_url(
-            url, connection_pool_class=redis.BlockingConnectionPool, retry=no_retry, **options
+        return LazyRedisCluster(
+            lambda: _PortalRedisCluster.from_url(
+                url, connection_pool_class=redis.BlockingConnectionPool, retry=no_retry, **options
+            )
         )
     pool = redis.BlockingConnectionPool.from_url(
         url, health_check_interval=30, retry=no_retry, **options
@@ -66,9 +71,75 @@ get_redis.cache_clear = _client_for.cache_clear  # type: ignore[attr-defined]  #
 
 
 def is_cluster(client) -> bool:
-    from redis.cluster import RedisCluster
+    return isinstance(client, LazyRedisCluster | RedisCluster)
 
-    return isinstance(client, RedisCluster)
+
+def _unreachable(exc: Exception) -> redis.ConnectionError:
+    return redis.ConnectionError(f"Redis Cluster unreachable: {exc}")
+
+
+class _PortalPipeline(ClusterPipeline):
+    def execute(self, raise_on_error: bool = True):
+        try:
+            return super().execute(raise_on_error)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+class _PortalRedisCluster(RedisCluster):
+    """redis-py's cluster client raises RedisClusterException, not a RedisError, when no node
+    answers (and its callers catch RedisError, as for one Redis): here it is a ConnectionError,
+    which the limits turn into a 503 like a single Redis that is down."""
+
+    def execute_command(self, *args, **kwargs):
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+    def pipeline(self, transaction=None, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.__class__ = _PortalPipeline
+        return pipe
+
+
+class LazyRedisCluster:
+    """A cluster client made at its first command. redis-py's connects in its constructor, so
+    a cluster down when a process starts would make `get_redis()` itself raise (a 500 where a
+    single Redis gives the limits' 503): this one raises ConnectionError from the command, and
+    the next command tries again."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+        self._encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
+
+    def connected(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._factory()
+                    except RedisClusterException as exc:
+                        raise _unreachable(exc) from exc
+                client = self._client
+        return client
+
+    def __getattr__(self, name: str):
+        return getattr(self.connected(), name)
+
+    def get_encoder(self) -> Encoder:
+        return self._encoder  # a script's SHA needs it before any connection
+
+    def register_script(self, script: str) -> Script:
+        # evalsha through this object: it connects when the script first runs
+        return Script(self, script)  # type: ignore[arg-type]  # quacks like a RedisCluster
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def scan_all(client, *, match: str, count: int = 1000, type_: str | None = None) -> Iterator:
@@ -107,9 +178,12 @@ def run_scripts(client, calls: list[tuple]) -> list:
         return pipe.execute(raise_on_error=False)
     results: list = [None] * len(calls)
     groups: dict[str, tuple] = {}
-    for i, (_script, keys, _args) in enumerate(calls):
-        node = client.get_node_from_key(keys[0])
-        groups.setdefault(node.name, (node, []))[1].append(i)
+    try:
+        for i, (_script, keys, _args) in enumerate(calls):
+            node = client.get_node_from_key(keys[0])
+            groups.setdefault(node.name, (node, []))[1].append(i)
+    except RedisClusterException as exc:  # no slot map: no node answered
+        raise _unreachable(exc) from exc
     for node, indexes in groups.values():
         pipe = client.get_redis_connection(node).pipeline(transaction=False)
         for i in indexes:

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from core.errors import ServiceUnavailable
+from core.redis import is_cluster, redis_from_url
 from metering.limits import get_backend, limits_admit
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
@@ -31,8 +32,6 @@ def counting(settings):
     recorded in `.commands`."""
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL (CI sets it)")
-    from core.redis import redis_from_url
-
     client = redis_from_url(settings.REDIS_URL)
     client.commands = []
     send = client.execute_command
@@ -41,14 +40,20 @@ def counting(settings):
         client.commands.append(str(args[0]).upper())
         return send(*args, **options)
 
-    client.execute_command = execute_command
+    # on a cluster the proxy's commands are the cluster client's own (made here, at once)
+    (client.connected() if is_cluster(client) else client).execute_command = execute_command
     yield client
     client.close()
 
 
-@pytest.fixture
-def unreachable():
-    return RedisBackend(unreachable_redis_client())
+@pytest.fixture(params=["redis", "cluster"])
+def unreachable(request):
+    """A backend whose Redis is down: one server, or every node of a cluster (whose client
+    raises RedisClusterException, not a RedisError, unless core.redis translates it)."""
+    if request.param == "redis":
+        return RedisBackend(unreachable_redis_client())
+    port = unreachable_redis_client().connection_pool.connection_kwargs["port"]
+    return RedisBackend(redis_from_url(f"redis://127.0.0.1:{port}/0", cluster=True))
 
 
 def test_an_admission_is_one_redis_round_trip_and_no_database_query(

@@ -147,7 +147,8 @@ def test_a_cluster_run_uses_cluster_clients_everywhere():
 
     from core.cache import _ClusterClient
 
-    assert isinstance(get_redis(), RedisCluster)
+    assert isinstance(get_redis().connected(), RedisCluster)
     assert isinstance(cache._cache, _ClusterClient)
+    assert isinstance(cache._cache.get_client().connected(), RedisCluster)
     assert len(get_redis().get_primaries()) == len(rediscluster.PORTS)
     assert settings.CELERY_BROKER_URL != settings.REDIS_URL
