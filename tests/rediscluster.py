@@ -5,8 +5,9 @@
 waits for `cluster_state:ok`. A file lock keeps two runs on one machine from starting it at
 once; each run's keys carry its own prefix (portal/test_settings.py), so runs share it safely.
 
-Started by a test session, the servers die with it (`setpriv --pdeathsig`); CI starts it once
-for every run with `python -m tests.rediscluster start` (daemonized), as it starts Redis.
+Started by a test session, the servers die with it (`setpriv --pdeathsig`), under any other
+run that reused them too; so CI starts it once for every run with `python -m
+tests.rediscluster start` (daemonized), as it starts Redis.
 Without Django: `.ci/run` calls it before any settings exist.
 """
 
