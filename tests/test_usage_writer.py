@@ -57,10 +57,13 @@ def principal_and_plan(alice_key, plan):
 def test_flush_writes_the_batch_then_settles_it(principal_and_plan):
     principal, plan = principal_and_plan
     writer = UsageWriter()
-    for i in range(30):
-        writer.submit(*_admitted(principal, plan, f"req_w{i}"))
+    # All admitted before the first submit: the writer's thread flushes every 50 ms from the
+    # first, and 30 admissions on a loaded machine took longer than that.
+    admitted = [_admitted(principal, plan, f"req_w{i}") for i in range(30)]
     status = limits_status(principal=principal, plan=plan)
     assert status["max_concurrent_requests"]["used"] == 30
+    for usage, admission in admitted:
+        writer.submit(usage, admission)
     assert writer.flush() == 30 or UsageRecord.objects.count() == 30  # the loop may flush first
     deadline = time.monotonic() + 2
     while UsageRecord.objects.count() < 30 and time.monotonic() < deadline:
