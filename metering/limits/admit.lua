@@ -2,8 +2,8 @@
 --
 -- KEYS: every key it touches, named by metering.limits.keys.script_keys: 1 in-flight slots,
 --       2-5 the user's rpm log and tpm log, amounts, sum; 6-9 the same for the key;
---       10-13 rpd tpd rpmo tpmo counters; 14 the admission journal (hash), 15 its due times.
---       1-13 carry the user's hash tag (one Cluster slot).
+--       10-13 rpd tpd rpmo tpmo counters; 14 the organization's admission journal (hash),
+--       15 its due times. All 15 carry the organization's hash tag {o<id>}: one Cluster slot.
 -- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),
