@@ -58,7 +58,9 @@ CLUSTER_TESTS ?= tests/test_redis_cluster_slots.py tests/test_limits_redis.py \
   tests/test_limits_processes.py tests/test_limits_served.py tests/test_limits_rebuild.py \
   tests/test_apikeys_cross_process.py tests/test_apikeys_cache_versions.py \
   tests/test_usage_writer.py tests/test_usage_lifecycle.py tests/test_metering_served.py \
-  tests/test_usage_journal_orgs.py tests/test_usage_spool.py tests/test_cache_multi_key.py tests/test_redis_prefixes.py tests/test_inference_inflight.py
+  tests/test_usage_journal_orgs.py tests/test_usage_spool.py tests/test_cache_multi_key.py \
+  tests/test_redis_prefixes.py tests/test_inference_inflight.py \
+  tests/test_notifications_quota.py tests/test_notifications_exactly_once.py
 test-cluster: $(STAMP)
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$${REDIS_URL:-redis://127.0.0.1:6379/0}}" \
 	  REDIS_URL=redis://127.0.0.1:7101/0 REDIS_CLUSTER=1 \

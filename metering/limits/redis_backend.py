@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from core.redis import run_scripts
+from core.redis import is_cluster, run_scripts
 from metering.limits import keys
 from metering.limits.base import (
     PERIOD_NAMES,
@@ -163,12 +163,20 @@ class RedisBackend(LimitsBackend):
     MGET_BATCH = 1000
 
     def read_counters(self, names: list[str], *, now_ms: int) -> list[int]:
-        # One pipeline of MGETs (a thousand names each): one round trip for the lot.
+        # One pipeline of MGETs (a thousand names each): one round trip for the lot. On a
+        # cluster the names span slots, which one MGET cannot: a GET each, and the cluster
+        # pipeline sends one batch per node.
+        if not names:
+            return []
         pipe = self.client.pipeline(transaction=False)
+        if is_cluster(self.client):
+            for name in names:
+                pipe.get(name)
+            return [int(v) if v is not None else 0 for v in self._call(pipe.execute)]
         for start in range(0, len(names), self.MGET_BATCH):
             pipe.mget(names[start : start + self.MGET_BATCH])
         values: list[int] = []
-        for chunk in self._call(pipe.execute) if names else []:
+        for chunk in self._call(pipe.execute):
             values.extend(int(v) if v is not None else 0 for v in chunk)
         return values
 
