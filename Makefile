@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SIM_PORT ?= 5010
 PORT ?= 8000
 
-.PHONY: run test test-fast mutate lint typecheck format serve worker beat sim bench migrate seed clean messages lock
+.PHONY: run test test-fast test-cluster mutate lint typecheck format serve worker beat sim bench migrate seed clean messages lock
 
 # The virtualenv from the lock file (exact versions: CI and the image install the same ones),
 # then the project itself without resolving anything again.
@@ -50,6 +50,21 @@ test: $(STAMP)
 # worker pools): the quick loop while editing. `make test` still runs them all.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# The suites of what Redis Cluster changes, on a local 3-master cluster (ports 7101-7103,
+# tests/rediscluster.py: reused if it runs, else started for the session). Celery's broker
+# stays on the single Redis of REDIS_URL (docs/redis-cluster.md).
+CLUSTER_TESTS ?= tests/test_redis_cluster_slots.py tests/test_limits_redis.py \
+  tests/test_limits_processes.py tests/test_limits_served.py tests/test_limits_rebuild.py \
+  tests/test_apikeys_cross_process.py tests/test_apikeys_cache_versions.py \
+  tests/test_usage_writer.py tests/test_usage_lifecycle.py tests/test_metering_served.py \
+  tests/test_usage_journal_orgs.py tests/test_usage_spool.py tests/test_cache_multi_key.py \
+  tests/test_redis_prefixes.py tests/test_inference_inflight.py \
+  tests/test_notifications_quota.py tests/test_notifications_exactly_once.py
+test-cluster: $(STAMP)
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$${REDIS_URL:-redis://127.0.0.1:6379/0}}" \
+	  REDIS_URL=redis://127.0.0.1:7101/0 REDIS_CLUSTER=1 \
+	  $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 # Mutation testing of metering/limits, metering/recording.py, the balancer and the upstream
 # client with the fast tests ([tool.mutmut] in pyproject.toml). CPU heavy, not in CI; set

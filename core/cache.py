@@ -5,6 +5,9 @@ constructor (response callbacks, a case-insensitive dict) was a fifth of a worke
 /v1/ path, where every request reads its API key's entry from this cache. A client is
 thread- and greenlet-safe (its pool hands out connections), so one per pool is enough.
 
+With `REDIS_CLUSTER=1` the client is a cluster client (core/redis.py), and the operations
+Django sends as one multi-key command (MGET, MSET) go slot by slot.
+
 `clear()` deletes this cache's own entries only. Django's is FLUSHDB, which on the Redis that
 the limits counters, the admission journal, the usage spool and Celery's queues share would
 wipe them all (a `cache.clear()` typed in a shell would lose usage records).
@@ -15,7 +18,10 @@ It also offers the two operations a versioned cache entry needs (`next_ticket`,
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+from core.redis import redis_from_url, scan_all
 
 
 class _ReusedClient(RedisCacheClient):
@@ -28,10 +34,46 @@ class _ReusedClient(RedisCacheClient):
         return client
 
 
+class _ClusterClient(RedisCacheClient):
+    """One cluster client (REDIS_URL a startup node); multi-key commands split by slot."""
+
+    def get_client(self, key=None, *, write=False):
+        client = self.__dict__.get("_cluster")
+        if client is None:
+            options = self._pool_options
+            client = self.__dict__["_cluster"] = redis_from_url(
+                self._servers[0],
+                cluster=True,
+                max_connections=options.get("max_connections", 64),
+                timeout=options.get("timeout", 5),
+            )
+        return client
+
+    def get_many(self, keys):
+        client = self.get_client(None)
+        values = client.mget_nonatomic(keys)
+        return {
+            k: self._serializer.loads(v) for k, v in zip(keys, values, strict=True) if v is not None
+        }
+
+    def set_many(self, data, timeout):
+        # MSET's keys must share a slot; a cluster pipeline sends each SET to its own node.
+        pipeline = self.get_client(None, write=True).pipeline()
+        for key, value in data.items():
+            value = self._serializer.dumps(value)
+            if timeout is None:
+                pipeline.set(key, value)
+            elif timeout == 0:
+                pipeline.delete(key)
+            else:
+                pipeline.set(key, value, ex=timeout)
+        pipeline.execute()
+
+
 class PortalRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
-        self._class = _ReusedClient
+        self._class = _ClusterClient if getattr(settings, "REDIS_CLUSTER", False) else _ReusedClient
 
     def clear(self) -> None:
         """Delete the entries under this cache's KEY_PREFIX (`<prefix>:<version>:<key>`),
@@ -39,7 +81,7 @@ class PortalRedisCache(RedisCache):
         client = self._cache.get_client(write=True)
         pattern = _glob_escape(self.key_prefix) + ":[0-9]*"
         batch: list = []
-        for name in client.scan_iter(match=pattern, count=1000):
+        for name in scan_all(client, match=pattern):
             batch.append(name)
             if len(batch) >= 1000:
                 client.unlink(*batch)

@@ -1,39 +1,208 @@
-"""The shared Redis client (limits, key cache invalidation), or None on the embedded default."""
+"""The shared Redis client (limits, journal, spool, key cache invalidation), or None on the
+embedded default; and the one factory every Redis client of the portal is made by.
+
+`REDIS_CLUSTER=1` makes every client a `redis.cluster.RedisCluster` with `REDIS_URL` as its
+startup node (docs/redis-cluster.md). Code that works on both keeps to what a cluster allows:
+a script's or a transaction's keys share one hash tag (metering/limits/keys.py), multi-key
+commands go through the cluster client's splitting variants, and SCAN runs on every primary
+(`scan_all`).
+"""
 
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Iterator
 
+import redis
 from django.conf import settings
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
+from redis.exceptions import RedisClusterException
 
 
 def get_redis():
     """The client for settings.REDIS_URL (one per URL and process), or None without Redis."""
-    return _client_for(settings.REDIS_URL) if settings.REDIS_URL else None
+    return _client_for(settings.REDIS_URL, cluster_mode()) if settings.REDIS_URL else None
 
 
-@functools.cache
-def _client_for(url: str):
-    import redis
+def cluster_mode() -> bool:
+    return bool(getattr(settings, "REDIS_CLUSTER", False))
+
+
+def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: int = 256, **kwargs):
+    """A new client for `url`: a cluster client (url = a startup node) when `cluster` (default:
+    settings.REDIS_CLUSTER), else a plain one. Both block for a free connection rather than
+    fail, and never retry a command: a limits script that timed out after Redis ran it must not
+    run twice (it would admit the request twice), and an outage should fail fast into a 503."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    # No retries: a limits script that timed out after Redis ran it must not run twice (it
-    # would admit the request twice), and a Redis outage should fail fast into a clear 503.
+    if cluster is None:
+        cluster = cluster_mode()
+    options = {
+        "max_connections": max_connections,
+        "timeout": 2,  # the blocking pool's wait for a free connection
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        **kwargs,
+    }
     no_retry = Retry(NoBackoff(), 0)
+    if cluster:
+        # Per node, a blocking pool; MOVED and ASK redirections are followed all the same.
+        return LazyRedisCluster(
+            lambda: _PortalRedisCluster.from_url(
+                url, connection_pool_class=redis.BlockingConnectionPool, retry=no_retry, **options
+            )
+        )
     pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=256,
-        timeout=2,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        retry=no_retry,
+        url, health_check_interval=30, retry=no_retry, **options
     )
     return redis.Redis(connection_pool=pool, retry=no_retry)
 
 
+@functools.cache
+def _client_for(url: str, cluster: bool):
+    return redis_from_url(url, cluster=cluster)
+
+
 get_redis.cache_clear = _client_for.cache_clear  # type: ignore[attr-defined]  # forget clients (tests that move REDIS_URL)
+
+
+def is_cluster(client) -> bool:
+    return isinstance(client, LazyRedisCluster | RedisCluster)
+
+
+def _unreachable(exc: Exception) -> redis.ConnectionError:
+    return redis.ConnectionError(f"Redis Cluster unreachable: {exc}")
+
+
+class _PortalPipeline(ClusterPipeline):
+    def execute(self, raise_on_error: bool = True):
+        try:
+            return super().execute(raise_on_error)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+class _PortalRedisCluster(RedisCluster):
+    """redis-py's cluster client raises RedisClusterException, not a RedisError, when no node
+    answers (and its callers catch RedisError, as for one Redis): here it is a ConnectionError,
+    which the limits turn into a 503 like a single Redis that is down."""
+
+    def execute_command(self, *args, **kwargs):
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+    def pipeline(self, transaction=None, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.__class__ = _PortalPipeline
+        return pipe
+
+
+class LazyRedisCluster:
+    """A cluster client made at its first command. redis-py's connects in its constructor, so
+    a cluster down when a process starts would make `get_redis()` itself raise (a 500 where a
+    single Redis gives the limits' 503): this one raises ConnectionError from the command, and
+    the next command tries again."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+        self._encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
+
+    def connected(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._factory()
+                    except RedisClusterException as exc:
+                        raise _unreachable(exc) from exc
+                client = self._client
+        return client
+
+    def __getattr__(self, name: str):
+        return getattr(self.connected(), name)
+
+    def get_encoder(self) -> Encoder:
+        return self._encoder  # a script's SHA needs it before any connection
+
+    def register_script(self, script: str) -> Script:
+        # evalsha through this object: it connects when the script first runs
+        return Script(self, script)  # type: ignore[arg-type]  # quacks like a RedisCluster
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def scan_all(client, *, match: str, count: int = 1000, type_: str | None = None) -> Iterator:
+    """SCAN the whole keyspace: on a cluster every primary (a key lives on one of them), on a
+    single Redis its database."""
+    if is_cluster(client):
+        yield from client.scan_iter(
+            match=match, count=count, _type=type_, target_nodes=client.PRIMARIES
+        )
+    else:
+        yield from client.scan_iter(match=match, count=count, _type=type_)
+
+
+def node_client(client, key: str):
+    """A plain client for the node that holds `key` (the client itself off a cluster): for a
+    pipeline of `key`'s commands with keyless ones (TIME) on the same server."""
+    if not is_cluster(client):
+        return client
+    return client.get_redis_connection(client.get_node_from_key(key))
+
+
+def run_scripts(client, calls: list[tuple]) -> list:
+    """Run many script calls, `(script, keys, args)`, in one round trip per node; their results
+    in order, an exception object in place of a failed call's.
+
+    redis-py refuses scripts in a cluster pipeline, so on a cluster the calls are grouped by
+    the primary that holds their slot and sent down that node's own (plain) pipeline, which
+    loads its scripts first. A call whose slot moved meanwhile (MOVED, ASK: the script did not
+    run) goes once more through the cluster client, which follows the redirection."""
+    import redis
+
+    if not is_cluster(client):
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute(raise_on_error=False)
+    results: list = [None] * len(calls)
+    groups: dict[str, tuple] = {}
+    try:
+        for i, (_script, keys, _args) in enumerate(calls):
+            node = client.get_node_from_key(keys[0])
+            groups.setdefault(node.name, (node, []))[1].append(i)
+    except RedisClusterException as exc:  # no slot map: no node answered
+        raise _unreachable(exc) from exc
+    for node, indexes in groups.values():
+        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+        for i in indexes:
+            script, keys, args = calls[i]
+            script(keys=keys, args=args, client=pipe)
+        try:
+            out = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:  # the node is unreachable: none of them ran
+            out = [exc] * len(indexes)
+        for i, result in zip(indexes, out, strict=True):
+            results[i] = result
+    for i, result in enumerate(results):
+        if isinstance(result, redis.exceptions.AskError | redis.exceptions.TryAgainError):
+            script, keys, args = calls[i]
+            try:
+                results[i] = script(keys=keys, args=args)
+            except redis.RedisError as exc:
+                results[i] = exc
+    return results
 
 
 def redis_ping() -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from core.redis import get_redis
+from core.redis import get_redis, node_client
 from metering.limits import keys
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,11 @@ def inflight_by_process() -> dict[str, dict[int, int]]:
     client = get_redis()
     if client is None:
         return {}
-    pipe = client.pipeline(transaction=False)
+    key = routers_inflight_key()
+    # TIME from the server that holds the hash (on a cluster: its node), whose clock wrote it
+    pipe = node_client(client, key).pipeline(transaction=False)
     pipe.time()
-    pipe.hgetall(routers_inflight_key())
+    pipe.hgetall(key)
     (seconds, micros), fields = pipe.execute()
     now_ms = seconds * 1000 + micros // 1000
     live = {}

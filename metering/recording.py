@@ -45,7 +45,7 @@ from django.utils.dateparse import parse_datetime
 from apikeys.models import ApiKey
 from core import metrics
 from core.db import release_connection
-from core.redis import get_redis
+from core.redis import get_redis, scan_all
 from metering.limits import keys, limits_settle_many
 from metering.limits.base import JournalLine
 from metering.models import DailyUsage, QuarantinedUsage, UsagePending, UsageRecord
@@ -535,6 +535,7 @@ def refused_journal_line(usage: Usage, *, now_ms: int) -> JournalLine:
         member=_refused_member(usage.request_id),
         line=json.dumps(usage.row(), default=str),
         due_ms=now_ms + min(REFUSED_JOURNAL_MS, settings.LIMITS_INFLIGHT_LEASE_SECONDS * 1000),
+        org_base=keys.org_base(usage.org_id or 0),
     )
 
 
@@ -542,31 +543,120 @@ def _refused_member(request_id: str) -> str:
     return f"refused:{request_id}"
 
 
-def _unjournal_refused(request_ids: list[str]) -> None:
+def _unjournal_refused(usages: list[Usage]) -> None:
     """Take written (or spooled) refused records out of the journal. Never raises: an entry
     left behind is written by the reconciler as a duplicate that the record's id refuses."""
-    client = get_redis() if request_ids else None
+    client = get_redis() if usages else None
     if client is None:
         return
-    members = [_refused_member(rid) for rid in request_ids]
+    by_org: dict[str, list[str]] = {}
+    for usage in usages:
+        members = by_org.setdefault(keys.org_base(usage.org_id or 0), [])
+        members.append(_refused_member(usage.request_id))
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.hdel(keys.journal(), *members)
-        pipe.zrem(keys.journal_due(), *members)
+        pipe = client.pipeline(transaction=False)  # on a cluster: one batch per node
+        for org_base, members in by_org.items():
+            pipe.hdel(keys.journal(org_base), *members)
+            pipe.zrem(keys.journal_due(org_base), *members)
         pipe.execute()
     except Exception as exc:
         log.warning("usage journal: refused entries not removed (%s)", exc)
 
 
+# How many organizations of the journal index one pipelined round trip looks at.
+INDEX_BATCH = 200
+
+# Drop an indexed organization whose journal is empty, unless a process indexed it again
+# since `ARGV[2]` (it may be about to journal). KEYS[1] the index; ARGV[1] the org_base.
+FORGET_LUA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 def usage_journal_reconcile() -> int:
     """Write a record for every admitted request whose process died before settling, and for
-    every refused request whose process died before its writer wrote it."""
+    every refused request whose process died before its writer wrote it.
+
+    Each organization has its own journal (keys.journal: in its slot, for admit.lua on a
+    cluster); the journal index names every organization that may have entries, so this walks
+    the index (a few pipelined round trips per INDEX_BATCH organizations), not the keyspace."""
     client = get_redis()
     if client is None:
         return 0
     seconds, micros = client.time()
     now_ms = seconds * 1000 + micros // 1000
-    journal, due = keys.journal(), keys.journal_due()
+    written = _reconcile_journal(client, keys.legacy_journal(), keys.legacy_journal_due(), now_ms)
+    if client.set(keys.journal_swept(), now_ms, nx=True, ex=SWEEP_SECONDS):
+        _journal_index_repair(client, now_ms)
+    index = keys.journal_index()
+    forget = client.register_script(FORGET_LUA)
+    stale_before = now_ms - keys.INDEX_FORGET_MS
+    size = 0
+    # ZSCAN: an organization indexed for the whole pass is seen, whatever is added or removed
+    batch: list[str] = []
+    for member, _score in client.zscan_iter(index, count=INDEX_BATCH):
+        batch.append(member.decode())
+        if len(batch) >= INDEX_BATCH:
+            size, written = _reconcile_orgs(
+                client, batch, now_ms, stale_before, forget, size, written
+            )
+            batch = []
+    if batch:
+        size, written = _reconcile_orgs(client, batch, now_ms, stale_before, forget, size, written)
+    client.set(keys.journal_size(), size)
+    if written:
+        log.warning("usage journal: wrote %d records of requests whose process died", written)
+    return written
+
+
+# How often one reconciler (of all) also SCANs the keyspace for journals the index lost.
+SWEEP_SECONDS = 3600
+
+
+def _journal_index_repair(client, now_ms: int) -> int:
+    """Index every organization journal found by SCAN on every primary. The index can lose an
+    organization its processes still think indexed (Redis lost its data and came back within
+    keys.INDEX_REFRESH_MS): such a journal waits for this sweep at worst."""
+    suffix = keys.journal_due(keys.org_base(0)).removeprefix(keys.org_base(0))
+    pattern = _glob_escape(keys.key_prefix()) + ":{o*}" + _glob_escape(suffix)
+    found = {
+        name.decode().removesuffix(suffix) for name in scan_all(client, match=pattern, type_="zset")
+    }
+    if found:
+        client.zadd(keys.journal_index(), dict.fromkeys(found, now_ms), nx=True)
+    return len(found)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _reconcile_orgs(client, orgs, now_ms, stale_before, forget, size, written):
+    """One pipelined look at a batch of indexed organizations, then their due entries."""
+    pipe = client.pipeline(transaction=False)
+    for org_base in orgs:
+        pipe.zrangebyscore(keys.journal_due(org_base), "-inf", now_ms, start=0, num=1)
+        pipe.hlen(keys.journal(org_base))
+    found = pipe.execute()
+    for i, org_base in enumerate(orgs):
+        due, entries = found[2 * i], found[2 * i + 1]
+        if due:
+            written += _reconcile_journal(
+                client, keys.journal(org_base), keys.journal_due(org_base), now_ms
+            )
+            entries = client.hlen(keys.journal(org_base))
+        size += entries
+        if not entries:
+            forget(keys=[keys.journal_index()], args=[org_base, stale_before])
+    return size, written
+
+
+def _reconcile_journal(client, journal: str, due: str, now_ms: int) -> int:
+    """Write the records of one journal's entries due by `now_ms`, then remove them."""
     written = 0
     while True:
         members = client.zrangebyscore(due, "-inf", now_ms, start=0, num=DRAIN_BATCH)
@@ -580,8 +670,6 @@ def usage_journal_reconcile() -> int:
         pipe.hdel(journal, *members)
         pipe.zrem(due, *members)
         pipe.execute()
-    if written:
-        log.warning("usage journal: wrote %d records of requests whose process died", written)
     return written
 
 
@@ -699,7 +787,7 @@ class UsageWriter(RecordWriter):
                 if admission is not None
             ]
         )
-        _unjournal_refused([usage.request_id for usage, admission in settle if admission is None])
+        _unjournal_refused([usage for usage, admission in settle if admission is None])
         return len(batch)
 
 

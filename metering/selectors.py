@@ -480,8 +480,10 @@ def usage_backlogs() -> UsageBacklogs:
         try:
             pipe = client.pipeline(transaction=False)
             pipe.llen(keys.spool())
-            pipe.hlen(keys.journal())
+            # journals are per organization: their size as of the reconciler's last pass
+            pipe.get(keys.journal_size())
             spooled, journal = pipe.execute()
+            journal = int(journal or 0)
         except Exception as exc:  # the dashboard must render with Redis down too
             log.warning("usage_backlogs: Redis unavailable (%s)", exc.__class__.__name__)
     spool_dir = Path(settings.USAGE_SPOOL_DIR)

@@ -24,7 +24,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from core.redis import get_redis
+from core.redis import get_redis, run_scripts
 from metering.limits import keys
 from metering.limits.base import WINDOW_MS, Periods, key_base, org_base
 from metering.models import UsagePending, UsageRecord
@@ -263,7 +263,7 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
 
     set_at_least = client.register_script(SET_AT_LEAST)
     add_to_window = client.register_script(ADD_TO_WINDOW)
-    pipe = client.pipeline(transaction=False)
+    calls: list[tuple] = []
     orgs = set()
     for since, span, expire_at in (
         (day_start, "d", periods.day_expire_at),
@@ -281,10 +281,12 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
             orgs.add(row["org_id"])
             names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
             for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
-                set_at_least(
-                    keys=[keys.period(base, name, periods.day, periods.month)],
-                    args=[value, expire_at, "1" if force else "0"],
-                    client=pipe,
+                calls.append(
+                    (
+                        set_at_least,
+                        [keys.period(base, name, periods.day, periods.month)],
+                        [value, expire_at, "1" if force else "0"],
+                    )
                 )
         # Each key's own counters too (what its budgets are checked against).
         key_rows = (
@@ -298,10 +300,12 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
             base = key_base(row["org_id"], row["key_id"])
             names = ("rpd", "tpd") if span == "d" else ("rpmo", "tpmo")
             for name, value in zip(names, (row["n"], row["tokens"] or 0), strict=True):
-                set_at_least(
-                    keys=[keys.period(base, name, periods.day, periods.month)],
-                    args=[value, expire_at, "1" if force else "0"],
-                    client=pipe,
+                calls.append(
+                    (
+                        set_at_least,
+                        [keys.period(base, name, periods.day, periods.month)],
+                        [value, expire_at, "1" if force else "0"],
+                    )
                 )
 
     window_start = now - timedelta(milliseconds=WINDOW_MS)
@@ -315,13 +319,15 @@ def limits_rebuild(*, force: bool = False) -> LimitsRebuilt | None:
         at = int(created_at.timestamp() * 1000)
         member = f"{request_id}:rebuilt"
         for base in (org_base(org_id), key_base(org_id, key_id)):
-            add_to_window(
-                keys=keys.window_keys(base),
-                args=[member, at, tokens, WINDOW_MS + 1000],
-                client=pipe,
+            calls.append(
+                (add_to_window, keys.window_keys(base), [member, at, tokens, WINDOW_MS + 1000])
             )
         in_window += 1
-    pipe.execute()
+    # one pipeline (per node on a cluster); every call is idempotent, so a failure raises and
+    # the command runs again
+    failed = next((r for r in run_scripts(client, calls) if isinstance(r, Exception)), None)
+    if failed is not None:
+        raise failed
     return LimitsRebuilt(
         day=str(periods.day),
         month=str(periods.month),

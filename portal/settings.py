@@ -177,6 +177,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache, Redis, Celery -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL") or None
+# Redis Cluster (docs/redis-cluster.md): every client is a cluster client and REDIS_URL one of
+# its startup nodes. Celery's broker (kombu) cannot use a cluster: CELERY_BROKER_URL must then
+# name a separate single Redis.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 # Without Redis every process keeps its own key cache and limit counters: a revocation reaches
 # only the worker that made it, and limits multiply by the worker count. Fine for one process
 # (the embedded default, or an explicit ALLOW_LOCAL_STATE=1), refused for several in
@@ -206,7 +210,12 @@ if REDIS_URL:
             },
         }
     }
-    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+    if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
+        raise ConfigError(
+            "REDIS_CLUSTER=1 needs CELERY_BROKER_URL: Celery's Redis transport cannot use a "
+            "cluster, so its queues go to a separate single Redis (redis://host:port/db)"
+        )
     # The broker's queues live under the deployment's prefix too, so two deployments on one
     # Redis database never run each other's tasks (against their own database).
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -10,16 +10,29 @@ import os
 import pytest
 from django.core.cache import cache
 
-from tests import servehelpers
+from tests import rediscluster, servehelpers
 from tests.routersim import RouterSim
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_cluster():
+    """With REDIS_CLUSTER=1 (`make test-cluster`) the run's REDIS_URL is a node of the local
+    3-master cluster: reused if it runs (CI starts it), else started for this session."""
+    if not rediscluster.enabled():
+        yield
+        return
+    started = rediscluster.ensure()
+    yield
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(timeout=30)
 
 
 @functools.cache
 def _run_redis():
     """This run's Redis (the environment's, whatever a test's settings say) and its prefix."""
-    import redis
-
-    return redis.Redis.from_url(os.environ["REDIS_URL"]), os.environ["CACHE_KEY_PREFIX"]
+    return rediscluster.client_for_env(), os.environ["CACHE_KEY_PREFIX"]
 
 
 def _clear_shared_state() -> None:
@@ -33,7 +46,7 @@ def _clear_shared_state() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache():
+def _clean_cache(_redis_cluster):
     """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
     _clear_shared_state()
     from apikeys import services as apikey_services

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tests import rediscluster
 from tests.routersim import DIE_WITH_PARENT, REPO_ROOT, RouterSim
 
 VENV_BIN = Path(sys.executable).parent
@@ -71,6 +72,9 @@ def _production_env() -> dict[str, str]:
     env["ENV_FILE"] = ""  # a developer's .env in the checkout is not production's
     if os.environ.get("REDIS_URL"):
         env.update(REDIS_URL=os.environ["REDIS_URL"], CACHE_KEY_PREFIX=SERVED_KEY_PREFIX)
+        for name in ("REDIS_CLUSTER", "CELERY_BROKER_URL"):  # a cluster run's Redis
+            if os.environ.get(name):
+                env[name] = os.environ[name]
     else:
         # The embedded default's documented switch: production without Redis is refused
         # (with DEBUG off) unless the operator accepts per-process state.
@@ -86,6 +90,8 @@ SERVED_DIFFERENCES = {
     "APIKEY_HASH_SECRET": "a secret",
     "DATABASE_URL": "the run's own database",
     "REDIS_URL": "the run's Redis",
+    "REDIS_CLUSTER": "the run's Redis (`make test-cluster`: a cluster)",
+    "CELERY_BROKER_URL": "the run's broker (`make test-cluster`: a single Redis beside it)",
     "CACHE_KEY_PREFIX": "the run's own key prefix",
     "STATIC_ROOT": "the run's own collectstatic folder",
     "SECURE_SSL_REDIRECT": "tests speak plain HTTP on loopback; production has a TLS proxy",
@@ -113,9 +119,7 @@ def cleanup() -> None:
     while _cleanup:
         _cleanup.pop()()
     if os.environ.get("REDIS_URL"):
-        import redis
-
-        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        client = rediscluster.client_for_env()
         try:
             delete_prefix(client, SERVED_KEY_PREFIX)
         finally:
@@ -127,11 +131,13 @@ def delete_prefix(client, prefix: str) -> int:
     every other run's and process's keys on the same Redis database with it)."""
     deleted = 0
     batch = []
-    for key in client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch.clear()
+    # `{prefix:usage}:...`: the spool's and the journal index's keys lead with their hash tag
+    for pattern in (_glob_escape(prefix) + ":*", "\\{" + _glob_escape(prefix) + ":*"):
+        for key in client.scan_iter(match=pattern, count=1000):  # a cluster's: every primary
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += client.unlink(*batch)
+                batch.clear()
     if batch:
         deleted += client.unlink(*batch)
     return deleted

@@ -7,9 +7,9 @@ import logging
 import os
 
 import pytest
-import redis
 
 from core.errors import ServiceUnavailable
+from core.redis import is_cluster, redis_from_url
 from metering.limits import get_backend, limits_admit
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
@@ -26,30 +26,34 @@ PLAN = make_plan(
 )
 
 
-class CountingRedis(redis.Redis):
-    """The shared pool, with every command sent recorded."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.commands: list[str] = []
-
-    def execute_command(self, *args, **options):
-        self.commands.append(str(args[0]).upper())
-        return super().execute_command(*args, **options)
-
-
 @pytest.fixture
 def counting(settings):
+    """A client like production's (a cluster one with REDIS_CLUSTER=1), every command it sends
+    recorded in `.commands`."""
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL (CI sets it)")
-    from core.redis import get_redis
+    client = redis_from_url(settings.REDIS_URL)
+    client.commands = []
+    send = client.execute_command
 
-    return CountingRedis(connection_pool=get_redis().connection_pool)
+    def execute_command(*args, **options):
+        client.commands.append(str(args[0]).upper())
+        return send(*args, **options)
+
+    # on a cluster the proxy's commands are the cluster client's own (made here, at once)
+    (client.connected() if is_cluster(client) else client).execute_command = execute_command
+    yield client
+    client.close()
 
 
-@pytest.fixture
-def unreachable():
-    return RedisBackend(unreachable_redis_client())
+@pytest.fixture(params=["redis", "cluster"])
+def unreachable(request):
+    """A backend whose Redis is down: one server, or every node of a cluster (whose client
+    raises RedisClusterException, not a RedisError, unless core.redis translates it)."""
+    if request.param == "redis":
+        return RedisBackend(unreachable_redis_client())
+    port = unreachable_redis_client().connection_pool.connection_kwargs["port"]
+    return RedisBackend(redis_from_url(f"redis://127.0.0.1:{port}/0", cluster=True))
 
 
 def test_an_admission_is_one_redis_round_trip_and_no_database_query(

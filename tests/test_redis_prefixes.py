@@ -77,7 +77,8 @@ def test_journal_spool_and_counters_are_per_prefix(settings, principal):
         endpoint="chat.completions",
     )
     with Deployment(settings, DEPLOY_A):
-        assert keys.journal().startswith(f"{DEPLOY_A}:")
+        assert keys.journal(keys.org_base(principal.org_id)).startswith(f"{DEPLOY_A}:")
+        assert keys.journal_index().startswith(f"{{{DEPLOY_A}:")
         limits_admit(
             principal=principal,
             plan=plan,
@@ -146,7 +147,7 @@ def test_cache_clear_deletes_the_caches_entries_and_nothing_else():
     from core.redis import get_redis
 
     client = get_redis()
-    journal = keys.journal()
+    journal = keys.journal(keys.org_base(1))
     client.hset(journal, "clear-test", "{}")
     cache.set("clear-test-entry", 1)
     neighbour = f"{os.environ['PORTAL_TEST_RUN_ID']}-another-deployment:1:entry"

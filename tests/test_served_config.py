@@ -59,6 +59,9 @@ def _production_env(database_url: str) -> dict[str, str]:
     env.update(DATABASE_URL=database_url, SECRET_KEY="operator-secret")
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
+        for name in ("REDIS_CLUSTER", "CELERY_BROKER_URL"):  # an operator's cluster settings
+            if os.environ.get(name):
+                env[name] = os.environ[name]
     else:
         env["ALLOW_LOCAL_STATE"] = "1"  # how an operator runs without Redis
     return env
@@ -100,7 +103,8 @@ def test_served_settings_are_production_defaults_but_for_the_named_differences(s
     served_settings = _run(_DUMP_SETTINGS, server.env)
     extra = set(server.env) - set(servehelpers.SYSTEM_VARIABLES) - {"WEB_CONCURRENCY"}
     allowed = extra & set(servehelpers.SERVED_DIFFERENCES)
-    assert extra == allowed | {"REDIS_URL"} & extra, extra - allowed
+    stores = {"REDIS_URL", "REDIS_CLUSTER", "CELERY_BROKER_URL"}
+    assert extra == allowed | stores & extra, extra - allowed
     exempt = {name for variable in allowed for name in _FOLLOWING.get(variable, ())}
     differing = {
         name

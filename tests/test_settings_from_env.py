@@ -18,7 +18,16 @@ def _manage(*args, **env):
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "REDIS_CLUSTER",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "DEBUG",
+            "DJANGO_SETTINGS_MODULE",
+        }
     }
     clean.update(env)
     return subprocess.run(
@@ -45,6 +54,19 @@ def test_malformed_database_url_stops_with_one_line():
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "DATABASE_URL" in result.stderr and "not understood" in result.stderr
+
+
+def test_redis_cluster_without_a_separate_celery_broker_stops_with_one_line():
+    """Celery's Redis transport cannot use a cluster: its queues need a single Redis."""
+    cluster = {"DEBUG": "1", "REDIS_URL": "redis://127.0.0.1:7101/0", "REDIS_CLUSTER": "1"}
+    result = _manage("check", **cluster)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "CELERY_BROKER_URL" in result.stderr
+    shown = "from django.conf import settings as s; print(s.REDIS_CLUSTER, s.CELERY_BROKER_URL)"
+    result = _manage("shell", "-c", shown, CELERY_BROKER_URL="redis://127.0.0.1:6379/5", **cluster)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["True", "redis://127.0.0.1:6379/5"]
 
 
 def test_password_never_echoed_in_errors():

@@ -70,7 +70,12 @@ def _journal_has(member_prefix: str) -> bool:
     from core.redis import get_redis
     from metering.limits import keys
 
-    members = get_redis().hkeys(keys.journal())
+    client = get_redis()
+    members = [
+        member
+        for org in client.zrange(keys.journal_index(), 0, -1)
+        for member in client.hkeys(keys.journal(org.decode()))
+    ]
     return any(m.decode().startswith(member_prefix) for m in members)
 
 

@@ -2,9 +2,9 @@
 --
 -- KEYS: every key it touches, named by metering.limits.keys.script_keys: 1 in-flight slots,
 --       2-5 the user's rpm log and tpm log, amounts, sum; 6-9 the same for the key;
---       10-13 rpd tpd rpmo tpmo counters; 14 the admission journal (hash), 15 its due times;
---       16-19 the key's own rpd tpd rpmo tpmo counters (its budgets).
---       1-13 and 16-19 carry the organization's hash tag (one Cluster slot).
+--       10-13 rpd tpd rpmo tpmo counters; 14 the organization's admission journal (hash),
+--       15 its due times; 16-19 the key's own rpd tpd rpmo tpmo counters (its budgets).
+--       All 19 carry the organization's hash tag {o<id>}: one Cluster slot.
 -- ARGV: 1 now_ms ('' = Redis server TIME), 2 member (unique per admission), 3 reserve tokens,
 --       4 lease_ms (in-flight slot deadline), 5 window_ms, 6 day, 7 month,
 --       8 day expire-at (s), 9 month expire-at (s),

@@ -92,6 +92,7 @@ class JournalLine:
     member: str
     line: str
     due_ms: int
+    org_base: str  # whose journal it goes in (keys.journal): the organization's slot
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Two deployments may share one Redis database: each names its keys under its own
 CACHE_KEY_PREFIX (or LIMITS_KEY_PREFIX), so neither reads the other's counters, admission
 journal or spool. The braces are Redis Cluster hash tags: keys one Lua script touches together
-share a tag (an organization's counters, or the spool and its claims) and so land in one slot.
+share a tag and so land in one slot: `{o<id>}` for everything one admission touches (the
+organization's counters, its keys' counters, its admission journal), `{<prefix>:usage}` for
+the spool, its claims and the journal index.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ def window_keys(base: str) -> list[str]:
 def script_keys(org_base_: str, key_base_: str, day: str, month: str) -> list[str]:
     """Every key admit.lua and settle.lua touch, in the order they read them from KEYS:
     1 in-flight slots, 2 plan rpm, 3-5 plan tpm (log, amounts, sum), 6 key rpm, 7-9 key tpm,
-    10-13 rpd tpd rpmo tpmo, 14 the journal, 15 its due times, 16-19 the key's own rpd tpd
-    rpmo tpmo (its budgets; under the key's base, so in the organization's slot)."""
+    10-13 rpd tpd rpmo tpmo, 14 the organization's journal, 15 its due times, 16-19 the key's
+    own rpd tpd rpmo tpmo (its budgets, under the key's base). All under the organization's
+    tag: one slot (tests/test_redis_cluster_slots.py)."""
     return [
         inflight(org_base_),
         *window_keys(org_base_),
         *window_keys(key_base_),
         *(period(org_base_, name, day, month) for name in ("rpd", "tpd", "rpmo", "tpmo")),
-        journal(),
-        journal_due(),
+        journal(org_base_),
+        journal_due(org_base_),
         *key_periods(key_base_, day, month),
     ]
 
@@ -80,13 +83,49 @@ def refused(key_base_: str, minute: int) -> str:
     return f"{key_base_}:refused:{minute}"
 
 
-def journal() -> str:
-    """Hash: admission member -> the record to write if its process dies (admit.lua)."""
+def journal(org_base_: str) -> str:
+    """Hash: admission member -> the record to write if its process dies (admit.lua). One per
+    organization, under its tag, so admit.lua writes it in the slot of the counters it moves."""
+    return f"{org_base_}:journal"
+
+
+def journal_due(org_base_: str) -> str:
+    """Sorted set: admission member scored by when its journal entry falls due."""
+    return f"{org_base_}:journal:due"
+
+
+# The journal index names an organization before its first journal entry: a process says so
+# again after INDEX_REFRESH_MS (metering.limits.redis_backend), and the reconciler drops an
+# organization only once nobody said so for INDEX_FORGET_MS and its journal is empty. The gap
+# between the two (50 minutes) is the clock skew between hosts that it tolerates.
+INDEX_REFRESH_MS = 10 * 60_000
+INDEX_FORGET_MS = 60 * 60_000
+
+
+def journal_index() -> str:
+    """Sorted set: the organizations (their `org_base`) that may have journal entries, scored
+    by when a process last said so; the reconciler walks it (metering.recording)."""
+    return f"{_spool_tag()}:journal:index"
+
+
+def journal_size() -> str:
+    """How many journal entries the reconciler saw on its last pass (for the fleet page)."""
+    return f"{_spool_tag()}:journal:size"
+
+
+def journal_swept() -> str:
+    """Held while a reconciler's SCAN for journals missing from the index is recent."""
+    return f"{_spool_tag()}:journal:swept"
+
+
+def legacy_journal() -> str:
+    """The one journal of every organization before it was split per organization (a cluster
+    cannot write it in the same script as an organization's counters); the reconciler still
+    empties it after an upgrade."""
     return f"{prefix()}:usage:journal"
 
 
-def journal_due() -> str:
-    """Sorted set: admission member scored by when its journal entry falls due."""
+def legacy_journal_due() -> str:
     return f"{prefix()}:usage:journal:due"
 
 

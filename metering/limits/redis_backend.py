@@ -14,10 +14,13 @@ into the neighbouring day, where that day's count is still exact.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import redis
 
+from core.redis import is_cluster, run_scripts
 from metering.limits import keys
 from metering.limits.base import (
     ALL_PERIOD_NAMES,
@@ -46,6 +49,20 @@ class RedisBackend(LimitsBackend):
         self.window_ms = window_ms
         self._admit = client.register_script(ADMIT_LUA)
         self._settle = client.register_script(SETTLE_LUA)
+        self._indexed: dict[str, float] = {}  # org_base -> when this process last indexed it
+        self._index_lock = threading.Lock()
+
+    def _index_journal(self, org_base: str) -> None:
+        """Put the organization in the journal index before its first journal entry (the
+        index lives in another slot, so admit.lua cannot): one ZADD per organization and
+        process every keys.INDEX_REFRESH_MS. Before, not after: a process that dies between the two
+        leaves an indexed empty journal, never an entry the reconciler cannot find."""
+        now = time.time() * 1000
+        if self._indexed.get(org_base, 0) > now - keys.INDEX_REFRESH_MS:
+            return
+        self._call(self.client.zadd, keys.journal_index(), {org_base: now})
+        with self._index_lock:
+            self._indexed[org_base] = now
 
     def _run(self, script, keys, args):
         try:
@@ -83,6 +100,8 @@ class RedisBackend(LimitsBackend):
             journal,
             *limits.key_budget_args(),
         ]
+        if journal:
+            self._index_journal(ticket.org_base)
         raw = self._run(self._admit, self._keys(ticket), args)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
         outcome = LimitsVerdict(
@@ -117,38 +136,48 @@ class RedisBackend(LimitsBackend):
             inflight = keys.inflight(ticket.org_base)
             pipe.zadd(inflight, {ticket.member: deadline_ms}, xx=True)
             pipe.pexpire(inflight, lease_ms + 1000, gt=True)
-        pipe.zadd(keys.journal_due(), {ticket.member: deadline_ms}, xx=True)
+        pipe.zadd(keys.journal_due(ticket.org_base), {ticket.member: deadline_ms}, xx=True)
         self._call(pipe.execute)
 
     def count_refused(
         self, *, base: str, limit: int, now_ms: int, journal: JournalLine | None = None
     ) -> bool:
         minute = now_ms // WINDOW_MS
+        if journal is not None:
+            self._index_journal(journal.org_base)
         pipe = self.client.pipeline(transaction=False)
         name = keys.refused(base, minute)
         pipe.incr(name)
         pipe.pexpire(name, WINDOW_MS + 1000)
         if journal is not None:  # journaled optimistically, taken back below when over
-            pipe.hset(keys.journal(), journal.member, journal.line)
-            pipe.zadd(keys.journal_due(), {journal.member: journal.due_ms})
+            pipe.hset(keys.journal(journal.org_base), journal.member, journal.line)
+            pipe.zadd(keys.journal_due(journal.org_base), {journal.member: journal.due_ms})
         count = self._call(pipe.execute)[0]
         within = int(count) <= limit
         if not within and journal is not None:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hdel(keys.journal(), journal.member)
-            pipe.zrem(keys.journal_due(), journal.member)
+            pipe.hdel(keys.journal(journal.org_base), journal.member)
+            pipe.zrem(keys.journal_due(journal.org_base), journal.member)
             self._call(pipe.execute)
         return within
 
     MGET_BATCH = 1000
 
     def read_counters(self, names: list[str], *, now_ms: int) -> list[int]:
-        # One pipeline of MGETs (a thousand names each): one round trip for the lot.
+        # One pipeline of MGETs (a thousand names each): one round trip for the lot. On a
+        # cluster the names span slots, which one MGET cannot: a GET each, and the cluster
+        # pipeline sends one batch per node.
+        if not names:
+            return []
         pipe = self.client.pipeline(transaction=False)
+        if is_cluster(self.client):
+            for name in names:
+                pipe.get(name)
+            return [int(v) if v is not None else 0 for v in self._call(pipe.execute)]
         for start in range(0, len(names), self.MGET_BATCH):
             pipe.mget(names[start : start + self.MGET_BATCH])
         values: list[int] = []
-        for chunk in self._call(pipe.execute) if names else []:
+        for chunk in self._call(pipe.execute):
             values.extend(int(v) if v is not None else 0 for v in chunk)
         return values
 
@@ -182,15 +211,19 @@ class RedisBackend(LimitsBackend):
     batches_settles = True
 
     def settle_many(self, items: list[tuple[Ticket, int, int]]) -> None:
-        """Settle many admissions in one round trip (a pipeline of settle scripts)."""
-        pipe = self.client.pipeline(transaction=False)
-        for ticket, reserved, actual in items:
-            args = self._settle_args(ticket, reserved, actual, None)
-            self._settle(keys=self._keys(ticket), args=args, client=pipe)
+        """Settle many admissions in one round trip (per node, on a cluster)."""
+        calls = [
+            (self._settle, self._keys(ticket), self._settle_args(ticket, reserved, actual, None))
+            for ticket, reserved, actual in items
+        ]
         try:
-            pipe.execute()
+            results = run_scripts(self.client, calls)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
         except redis.RedisError as exc:
             log.exception("limits settle pipeline failed")
             raise BackendUnavailable(f"Redis error: {exc}") from exc
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            log.error("limits settle pipeline failed: %s", failed)
+            raise BackendUnavailable(f"Redis error: {failed}") from failed
