@@ -123,6 +123,7 @@ def main() -> int:
     from apikeys.services import apikey_create
     from catalog.models import CatalogModel, Router, RouterPool
     from metering.models import UsageRecord
+    from metering.partitions import usage_partitions_ensure
     from metering.selectors import LogFilters, request_log_queryset
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -138,6 +139,10 @@ def main() -> int:
     users = [User.objects.create_user(email=f"log-{i}@bench.invalid") for i in range(ORGS)]
     keys = [apikey_create(owner=u, name=f"k{j}")[0] for u in users for j in range(KEYS_PER_ORG)]
     big_org = keys[0].org_id
+    # The records span the last 30 days: give both months their partitions first, as the
+    # daily beat task has in production (a fresh database has only this month's onward, and
+    # last month's records would all sit in the default partition).
+    usage_partitions_ensure(now=timezone.now() - timezone.timedelta(days=31), months_ahead=2)
     try:
         started = time.perf_counter()
         with connection.cursor() as cursor:

@@ -15,6 +15,7 @@ when set, is shared with the test process, under this run's own key prefix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -200,14 +201,70 @@ def manage(*args: str, database_url: str, env: dict[str, str] | None = None) -> 
     return _run_manage(list(args), full_env)
 
 
-def apply_config(config: dict, *, database_url: str) -> None:
-    """`manage.py apply_config` with `config` written to a file, as an operator would."""
+class Output(int):
+    """In a `manage_many` command: the stripped stdout of an earlier command of the batch (by
+    its index), e.g. the slug `org_create` printed."""
+
+
+# Runs the commands of a batch one after the other in one process, each through
+# `call_command` with its command-line arguments (parsed by the command's own parser, as
+# `manage.py` does), and answers their stdouts as a JSON list on its last line.
+_MANAGE_MANY = """
+import contextlib, io, json, os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+import django
+django.setup()
+from django.core.management import call_command
+outputs = []
+for argv in json.loads(sys.stdin.read()):
+    argv = [outputs[a["output"]].strip() if isinstance(a, dict) else a for a in argv]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        call_command(*argv, stdout=buffer)
+    outputs.append(buffer.getvalue())
+print(json.dumps(outputs))
+"""
+
+
+def manage_many(
+    *commands: list[str | Output], database_url: str, env: dict[str, str] | None = None
+) -> list[str]:
+    """Several `manage.py` commands against the served database in one process (a Django
+    start costs seconds on a busy machine; a served fixture runs up to a dozen commands):
+    each command's stdout, in order. A command that fails stops the batch with its error."""
+    full_env = {**_base_env(), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+    batch = [[{"output": int(a)} if isinstance(a, Output) else a for a in c] for c in commands]
+    result = subprocess.run(
+        [sys.executable, "-c", _MANAGE_MANY],
+        cwd=REPO_ROOT,
+        env=full_env,
+        input=json.dumps(batch),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        names = ", ".join(str(c[0]) for c in commands)
+        raise RuntimeError(f"manage.py {names} failed:\n{result.stderr}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@contextlib.contextmanager
+def config_file(config: dict):
+    """`config` in a JSON file, for `apply_config` (as an operator would write one)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
     try:
-        manage("apply_config", handle.name, database_url=database_url)
+        yield handle.name
     finally:
         os.unlink(handle.name)
+
+
+def apply_config(config: dict, *, database_url: str) -> None:
+    """`manage.py apply_config` with `config` written to a file, as an operator would."""
+    with config_file(config) as path:
+        manage("apply_config", path, database_url=database_url)
 
 
 def provision(
@@ -253,17 +310,13 @@ def provision(
             for model, template in models
         ],
     }
-    apply_config(config, database_url=database_url)
-    key = manage(
-        "apikey_create",
-        "--email",
-        email,
-        "--name",
-        "served",
-        "--create-user",
-        database_url=database_url,
-    ).strip()
-    return database_url, key
+    with config_file(config) as path:
+        _, key = manage_many(
+            ["apply_config", path],
+            ["apikey_create", "--email", email, "--name", "served", "--create-user"],
+            database_url=database_url,
+        )
+    return database_url, key.strip()
 
 
 class Gunicorn:

@@ -19,7 +19,7 @@ import pytest
 from inference import chat_templates
 from inference.tokens import estimate_tokens
 from tests.routersim import RouterSim
-from tests.servehelpers import Gunicorn, apply_config, db_query, manage, provision
+from tests.servehelpers import Gunicorn, config_file, db_query, manage_many, provision
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,18 +68,22 @@ def served_portal():
     # Before the server starts: without Redis its catalog cache is its own, and would not see
     # a plan added later.
     plan = {"name": "anthropic-sdk-tight", "requests_per_minute": 1, "models": ["*"]}
-    apply_config({"plans": [plan]}, database_url=database_url)
-    tight = manage(
-        "apikey_create",
-        "--email",
-        "anthropic-sdk-tight@example.com",
-        "--name",
-        "tight",
-        "--plan",
-        "anthropic-sdk-tight",
-        "--create-user",
-        database_url=database_url,
-    ).strip()
+    with config_file({"plans": [plan]}) as path:
+        _, tight = manage_many(
+            ["apply_config", path],
+            [
+                "apikey_create",
+                "--email",
+                "anthropic-sdk-tight@example.com",
+                "--name",
+                "tight",
+                "--plan",
+                "anthropic-sdk-tight",
+                "--create-user",
+            ],
+            database_url=database_url,
+        )
+    tight = tight.strip()
     server = Gunicorn(database_url=database_url)
 
     def tight_key() -> str:

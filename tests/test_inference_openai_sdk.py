@@ -145,31 +145,35 @@ def test_every_response_carries_a_request_id(client):
 def limited_keys(served):
     """Keys on plans the SDK cannot get past by retrying: a tokens-per-minute limit below one
     request, and a day's quota of one request."""
-    from tests.servehelpers import apply_config, manage
+    from tests.servehelpers import config_file, manage_many
 
     url, _, database_url = served
-    apply_config(
-        {
-            "plans": [
-                {"name": "tiny-tpm", "tokens_per_minute": 50, "models": ["*"]},
-                {"name": "one-a-day", "requests_per_day": 1, "models": ["*"]},
-            ]
-        },
-        database_url=database_url,
-    )
-    keys = {}
-    for plan in ("tiny-tpm", "one-a-day"):
-        keys[plan] = manage(
-            "apikey_create",
-            "--email",
-            f"{plan}@example.com",
-            "--name",
-            plan,
-            "--plan",
-            plan,
-            "--create-user",
+    plans = ("tiny-tpm", "one-a-day")
+    config = {
+        "plans": [
+            {"name": "tiny-tpm", "tokens_per_minute": 50, "models": ["*"]},
+            {"name": "one-a-day", "requests_per_day": 1, "models": ["*"]},
+        ]
+    }
+    with config_file(config) as path:
+        _, *created = manage_many(
+            ["apply_config", path],
+            *(
+                [
+                    "apikey_create",
+                    "--email",
+                    f"{plan}@example.com",
+                    "--name",
+                    plan,
+                    "--plan",
+                    plan,
+                    "--create-user",
+                ]
+                for plan in plans
+            ),
             database_url=database_url,
-        ).strip()
+        )
+    keys = {plan: key.strip() for plan, key in zip(plans, created, strict=True)}
     return url, keys
 
 

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, apply_config, db_query, manage, provision
+from tests.servehelpers import MODEL, Gunicorn, config_file, db_query, manage_many, provision
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,41 +59,47 @@ def portal():
     # Every completion waits HOLD_MS at the router: requests overlap however the threads run.
     sim = RouterSim("--latency-ms", str(HOLD_MS), "--chunks", "4")
     database_url, _ = provision(sim, email=f"limits-base-{uuid.uuid4().hex[:6]}@example.com")
-    keys = {}
-    for name, limits in CUSTOMERS.items():
-        plan = f"exact-{name}-{uuid.uuid4().hex[:6]}"
-        _apply(database_url, {"plans": [{"name": plan, "models": ["*"], **limits}]})
-        email = f"{plan}@example.com"
-        keys[name] = manage(
-            "apikey_create",
-            "--email",
-            email,
-            "--name",
-            name,
-            "--plan",
-            plan,
-            "--create-user",
+    plans = {name: f"exact-{name}-{uuid.uuid4().hex[:6]}" for name in CUSTOMERS}
+    config = {
+        "plans": [{"name": plans[name], "models": ["*"], **CUSTOMERS[name]} for name in plans]
+    }
+    with config_file(config) as path:
+        _, *created = manage_many(
+            ["apply_config", path],
+            *(
+                [
+                    "apikey_create",
+                    "--email",
+                    f"{plan}@example.com",
+                    "--name",
+                    name,
+                    "--plan",
+                    plan,
+                    "--create-user",
+                ]
+                for name, plan in plans.items()
+            ),
             database_url=database_url,
-        ).strip()
-        if name in KEY_CAPS:
-            column, value = KEY_CAPS[name]
-            # The service the key pages call: it also rewrites the key's cached entry.
-            manage(
+        )
+    keys = {name: key.strip() for name, key in zip(plans, created, strict=True)}
+    # The service the key pages call: it also rewrites the key's cached entry.
+    manage_many(
+        *(
+            [
                 "shell",
                 "-c",
                 "from apikeys.models import ApiKey; from apikeys.services import apikey_update; "
                 f"apikey_update(key=ApiKey.objects.get(public_id={keys[name].split('_')[1]!r}), "
                 f"{column}={value}, actor_label='test')",
-                database_url=database_url,
-            )
+            ]
+            for name, (column, value) in KEY_CAPS.items()
+        ),
+        database_url=database_url,
+    )
     server = Gunicorn(database_url=database_url, workers=2)
     yield server, keys, database_url, sim
     server.stop()
     sim.stop()
-
-
-def _apply(database_url: str, config: dict) -> None:
-    apply_config(config, database_url=database_url)
 
 
 def _burst(url: str, key: str, count: int, *, max_tokens: int = 4) -> list[requests.Response]:

@@ -17,7 +17,16 @@ import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, apply_config, db_query, manage, provision
+from tests.servehelpers import (
+    MODEL,
+    Gunicorn,
+    Output,
+    config_file,
+    db_query,
+    manage,
+    manage_many,
+    provision,
+)
 from tests.test_limits_served import _records_for
 
 pytestmark = [
@@ -40,47 +49,50 @@ def team():
     database_url, _ = provision(sim, email=f"orgs-base-{uuid.uuid4().hex[:6]}@example.com")
     run = uuid.uuid4().hex[:6]
     plan = f"team-{run}"
-    apply_config(
-        {"plans": [{"name": plan, "models": ["*"], "requests_per_day": DAILY}]},
-        database_url=database_url,
-    )
     emails = {role: f"{role}-{run}@example.com" for role in MEMBERS}
-    slug = manage(
-        "org_create",
-        "--name",
-        f"Acme {run}",
-        "--owner-email",
-        emails["owner"],
-        "--plan",
-        plan,
-        "--create-user",
-        database_url=database_url,
-    ).strip()
-    for role in ("admin", "member"):
-        manage(
-            "org_add_member",
-            "--org",
-            slug,
-            "--email",
-            emails[role],
-            "--role",
-            role,
-            "--create-user",
+    config = {"plans": [{"name": plan, "models": ["*"], "requests_per_day": DAILY}]}
+    with config_file(config) as path:
+        _, slug, *_, owner_key, admin_key, member_key = manage_many(
+            ["apply_config", path],
+            [
+                "org_create",
+                "--name",
+                f"Acme {run}",
+                "--owner-email",
+                emails["owner"],
+                "--plan",
+                plan,
+                "--create-user",
+            ],
+            *(
+                [
+                    "org_add_member",
+                    "--org",
+                    Output(1),
+                    "--email",
+                    emails[role],
+                    "--role",
+                    role,
+                    "--create-user",
+                ]
+                for role in ("admin", "member")
+            ),
+            *(
+                [
+                    "apikey_create",
+                    "--email",
+                    emails[role],
+                    "--org",
+                    Output(1),
+                    "--name",
+                    f"{role}'s key",
+                ]
+                for role in MEMBERS
+            ),
             database_url=database_url,
         )
-    keys = {
-        role: manage(
-            "apikey_create",
-            "--email",
-            emails[role],
-            "--org",
-            slug,
-            "--name",
-            f"{role}'s key",
-            database_url=database_url,
-        ).strip()
-        for role in MEMBERS
-    }
+    slug = slug.strip()
+    keys = dict(zip(MEMBERS, (k.strip() for k in (owner_key, admin_key, member_key)), strict=True))
     server = Gunicorn(database_url=database_url, workers=2)
     yield server, keys, slug, database_url
     server.stop()

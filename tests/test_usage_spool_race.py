@@ -5,9 +5,11 @@ where the next drain finds them: the Redis spool and the file spool alike."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from django.conf import settings
@@ -131,6 +133,36 @@ def test_a_spool_file_claimed_by_a_dead_drain_is_drained(alice_key, settings, tm
     assert recording._drain_files() == 40
     assert UsageRecord.objects.count() == 40
     assert not claimed.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_of_a_live_drain_is_left_to_it_until_it_is_stale(alice_key, settings, tmp_path):
+    """A live drain's claim is its own (another drain taking it would write its records
+    twice) until it has held it CLAIM_STALE_SECONDS (a hung drain): the file's age is set, not
+    waited for."""
+    key, _ = alice_key
+    settings.USAGE_SPOOL_DIR = tmp_path
+    claimed = tmp_path / f"4243.abcd.draining-{os.getpid()}"  # this process: alive
+    claimed.write_text("".join(_line(key, i) + "\n" for i in range(7)))
+    fresh = time.time() - recording.CLAIM_STALE_SECONDS + 60
+    os.utime(claimed, (fresh, fresh))
+    assert recording._drain_files() == 0
+    assert claimed.exists() and UsageRecord.objects.count() == 0
+    stale = time.time() - recording.CLAIM_STALE_SECONDS - 60
+    os.utime(claimed, (stale, stale))
+    assert recording._drain_files() == 7
+    assert UsageRecord.objects.count() == 7
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_without_a_drain_pid_is_drained(alice_key, settings, tmp_path):
+    key, _ = alice_key
+    settings.USAGE_SPOOL_DIR = tmp_path
+    claimed = tmp_path / "4244.abcd.draining-x"  # no process to ask: nobody holds it
+    claimed.write_text("".join(_line(key, i) + "\n" for i in range(3)))
+    assert recording._drain_files() == 3
+    assert list(tmp_path.iterdir()) == []
 
 
 @concurrent_db
