@@ -104,10 +104,15 @@ def _refused(principal, rid):
 
 
 def _journaled(member: str) -> bool:
+    """In some organization's journal that the index names (where the reconciler looks)."""
     from core.redis import get_redis
     from metering.limits import keys
 
-    return get_redis().hexists(keys.journal(), member)
+    client = get_redis()
+    return any(
+        client.hexists(keys.journal(org.decode()), member)
+        for org in client.zrange(keys.journal_index(), 0, -1)
+    )
 
 
 def _make_due(member: str) -> None:
@@ -115,7 +120,9 @@ def _make_due(member: str) -> None:
     from core.redis import get_redis
     from metering.limits import keys
 
-    get_redis().zadd(keys.journal_due(), {member: 0}, xx=True)
+    client = get_redis()
+    for org in client.zrange(keys.journal_index(), 0, -1):
+        client.zadd(keys.journal_due(org.decode()), {member: 0}, xx=True)
 
 
 def test_a_refused_requests_record_outlives_a_process_that_died_before_flushing(
