@@ -28,7 +28,9 @@ django.setup()
 out = {}
 for name in dir(settings):
     if name.isupper():
-        out[name] = repr(getattr(settings, name))
+        value = getattr(settings, name)
+        # a set's repr follows the process's hash seed: compare its members, sorted
+        out[name] = repr(sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value)
 print(json.dumps(out))
 """
 
