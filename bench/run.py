@@ -269,86 +269,53 @@ def fresh_database() -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def run_aggregate(records: int) -> dict:
-    log(f"aggregation benchmark (bench/aggregate.py, {records:,} records)")
+def run_script(script: str, *args: str, env: dict | None = None) -> dict:
+    """Run one of bench/'s figure scripts; its report is the JSON object it prints last (a
+    failed run's is its stderr's tail)."""
     result = subprocess.run(
-        [sys.executable, "bench/aggregate.py", "--records", str(records)],
+        [sys.executable, f"bench/{script}", *args],
         cwd=ROOT,
-        env=base_env(),
+        env=env or base_env(),
         capture_output=True,
         text=True,
         check=False,
     )
+    out = result.stdout
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": result.stderr.strip()[-500:]}
+        return json.loads(out[out.index("{") :])
+    except ValueError:
+        try:
+            return json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {"error": result.stderr.strip()[-500:]}
+
+
+def run_aggregate(records: int) -> dict:
+    log(f"aggregation benchmark (bench/aggregate.py, {records:,} records)")
+    return run_script("aggregate.py", "--records", str(records))
 
 
 def run_request_log(records: int) -> dict:
     log(f"request log pages (bench/request_log.py, {records:,} records)")
-    result = subprocess.run(
-        [sys.executable, "bench/request_log.py", "--records", str(records)],
-        cwd=ROOT,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return json.loads(result.stdout[result.stdout.index("{") :])
-    except ValueError:
-        return {"error": result.stderr.strip()[-500:]}
+    return run_script("request_log.py", "--records", str(records))
 
 
 def run_notify_soak(orgs: int) -> dict:
     log(f"notifications detector (bench/notify_soak.py, {orgs:,} organizations and keys)")
-    result = subprocess.run(
-        [sys.executable, "bench/notify_soak.py", "--orgs", str(orgs)],
-        cwd=ROOT,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return json.loads(result.stdout[result.stdout.index("{") :])
-    except ValueError:
-        return {"error": result.stderr.strip()[-500:]}
+    return run_script("notify_soak.py", "--orgs", str(orgs))
 
 
 def run_ops_pages(records: int) -> dict:
     log(f"status and insights pages (bench/ops_pages.py, a year of history, {records:,} records)")
-    result = subprocess.run(
-        [sys.executable, "bench/ops_pages.py", "--records", str(records)],
-        cwd=ROOT,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return json.loads(result.stdout[result.stdout.index("{") :])
-    except ValueError:
-        return {"error": result.stderr.strip()[-500:]}
+    return run_script("ops_pages.py", "--records", str(records))
 
 
 def run_capacity(records: int) -> dict:
     """The capacity model's figures (bench/capacity.py, docs/scaling.md): its own database
     (`<bench database>_capacity`) and its own Redis server."""
     log(f"capacity figures (bench/capacity.py, {records:,} records)")
-    result = subprocess.run(
-        [sys.executable, "bench/capacity.py", "--records", str(records)],
-        cwd=ROOT,
-        env={**base_env(), "CAPACITY_DATABASE_URL": f"{DATABASE_URL}_capacity"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return json.loads(result.stdout[result.stdout.index("{") :])
-    except ValueError:
-        return {"error": result.stderr.strip()[-500:]}
+    env = {**base_env(), "CAPACITY_DATABASE_URL": f"{DATABASE_URL}_capacity"}
+    return run_script("capacity.py", "--records", str(records), env=env)
 
 
 def apply_config(fast_url: str, stream_url: str) -> None:
