@@ -89,6 +89,12 @@ class PrivateRedis:
         self.process.kill()
         self.process.wait()
 
+    def journal_entries(self) -> int:
+        """Admission journal entries left, over every organization's journal (and the one
+        journal before they were split per organization)."""
+        names = self.cli("--scan", "--pattern", f"{PREFIX}:*journal").split()
+        return sum(int(self.cli("HLEN", name) or 0) for name in names if name.endswith("journal"))
+
     def cli(self, *args: str) -> str:
         result = subprocess.run(
             ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=False
@@ -220,8 +226,9 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
         for thread in threads:
             thread.start()
         time.sleep(SECONDS * 0.3)
+        victim = server.worker_pids()[0]
         faults = {"worker killed": time.time()}
-        os.kill(server.worker_pids()[0], signal.SIGKILL)  # gunicorn starts another
+        os.kill(victim, signal.SIGKILL)  # gunicorn starts another
         time.sleep(SECONDS * 0.3)
         faults["redis killed"] = time.time()
         redis.kill()
@@ -238,7 +245,7 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
         # What beat does: write the records of requests whose worker died, once due.
         env = {"REDIS_URL": redis.url, "CACHE_KEY_PREFIX": PREFIX}
         deadline = time.monotonic() + 60
-        while redis.cli("HLEN", f"{PREFIX}:usage:journal") != "0":
+        while redis.journal_entries():
             assert time.monotonic() < deadline, "the admission journal never emptied"
             manage("metering_reconcile", database_url=db, env=env)
             time.sleep(0.5)
@@ -260,6 +267,16 @@ def test_soak_every_admitted_request_is_billed_exactly_once():
     unserved = [
         (rid, by_id[rid]["error_code"], by_id[rid]["created_at"].timestamp())
         for rid in sorted(admitted_ids - served)
+    ]
+    # The one exception: a request the killed worker had admitted (journaled) but not yet sent
+    # to the router when it died. Its client got no answer, and the journal cannot tell it from
+    # one the router served, so the reconciler bills it as `request_lost`, an estimate without
+    # completion tokens. Such a stand-in can only have been admitted just before the kill.
+    killed = faults["worker killed"]
+    unserved = [
+        entry
+        for entry in unserved
+        if not (entry[1] == "request_lost" and killed - LEASE_SECONDS <= entry[2] <= killed + 1)
     ]
     assert unserved == [], f"admitted records of requests the router never saw (faults {faults})"
     # Every answer the client had in full is billed what it was told, or (its worker died
