@@ -288,19 +288,27 @@ def plan_quota_readings(now_ms: int) -> Iterator[QuotaReading]:
         chunk = rows[start : start + READ_BATCH]
         periods, used = limits_period_usage_many(org_ids=[r[0] for r in chunk], _now_ms=now_ms)
         for org_id, *limits in chunk:
-            for (short, metric), limit in zip(_PLAN_METRICS, limits, strict=True):
-                if not limit:
-                    continue
-                daily = short in ("rpd", "tpd")
-                yield QuotaReading(
-                    org_id=org_id,
-                    subject=Subject(SubjectKind.ORG, org_id),
-                    metric=metric,
-                    used=used[org_id][short],
-                    limit=limit,
-                    period=f"d{periods.day}" if daily else f"m{periods.month}",
-                    resets_at=periods.day_end if daily else periods.month_end,
-                )
+            yield from _readings(
+                org_id, Subject(SubjectKind.ORG, org_id), limits, used[org_id], periods
+            )
+
+
+def _readings(org_id, subject, limits, used: dict, periods, **extra) -> Iterator[QuotaReading]:
+    """A subject's readings of its day and month quotas (limits in _PLAN_METRICS' order)."""
+    for (short, metric), limit in zip(_PLAN_METRICS, limits, strict=True):
+        if not limit:
+            continue
+        daily = short in ("rpd", "tpd")
+        yield QuotaReading(
+            org_id=org_id,
+            subject=subject,
+            metric=metric,
+            used=used[short],
+            limit=limit,
+            period=f"d{periods.day}" if daily else f"m{periods.month}",
+            resets_at=periods.day_end if daily else periods.month_end,
+            **extra,
+        )
 
 
 def key_budget_readings(now_ms: int) -> Iterator[QuotaReading]:
@@ -334,21 +342,15 @@ def key_budget_readings(now_ms: int) -> Iterator[QuotaReading]:
             keys_of=[(r[1], r[0]) for r in chunk], _now_ms=now_ms
         )
         for key_id, org_id, owner_id, name, public_id, *limits in chunk:
-            for (short, metric), limit in zip(_PLAN_METRICS, limits, strict=True):
-                if not limit:
-                    continue
-                daily = short in ("rpd", "tpd")
-                yield QuotaReading(
-                    org_id=org_id,
-                    subject=Subject(SubjectKind.KEY, key_id),
-                    metric=metric,
-                    used=used[key_id][short],
-                    limit=limit,
-                    period=f"d{periods.day}" if daily else f"m{periods.month}",
-                    resets_at=periods.day_end if daily else periods.month_end,
-                    label=f"The key {name} ({KEY_PREFIX}{public_id}…)",
-                    also_notify=(owner_id,),
-                )
+            yield from _readings(
+                org_id,
+                Subject(SubjectKind.KEY, key_id),
+                limits,
+                used[key_id],
+                periods,
+                label=f"The key {name} ({KEY_PREFIX}{public_id}…)",
+                also_notify=(owner_id,),
+            )
 
 
 # Other quota sources (beside the plan's and the keys' budgets) register here.
