@@ -24,9 +24,11 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-# Module scope, not session: Playwright's event loop stays on the test thread while it runs,
-# and later modules that run asyncio clients of their own (tests/test_serve.py) need it gone.
-@pytest.fixture(scope="module")
+# Package scope (tests/browser/), not session: Playwright's event loop stays on the test thread
+# while it runs, and later modules that run asyncio clients of their own (tests/test_serve.py)
+# need it gone. One Chromium for the whole package, not one per module: each test still gets a
+# fresh context (its own cookies, storage and cache), and launching costs a second or more.
+@pytest.fixture(scope="package")
 def _async_unsafe_allowed():
     # Playwright's sync API keeps an event loop on the test thread; the ORM calls the test
     # makes itself (fixtures, outbox, aggregation) are still plain synchronous code.
@@ -39,7 +41,7 @@ def _async_unsafe_allowed():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(_async_unsafe_allowed):
     if not os.path.exists(CHROMIUM):
         pytest.skip(

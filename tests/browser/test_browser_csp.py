@@ -3,6 +3,8 @@ CSP violation (Chromium reports each one as a `securitypolicyviolation` event)."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.conf import settings
 from django.test import Client
@@ -51,13 +53,35 @@ def _log_in(context, live_server, user) -> None:
     )
 
 
+# Chromium queues each violation event as a task: one more task after a frame, and the
+# violations of everything loaded so far have been reported.
+_REPORTED = "() => new Promise(done => requestAnimationFrame(() => setTimeout(done, 0)))"
+
+
+def _settle(page, pending: set) -> None:
+    """Every request the page made has ended (none of our pages requests anything once loaded;
+    this waits on that condition rather than on half a second of network silence) and the
+    violations are reported."""
+    deadline = time.monotonic() + 15
+    while pending:
+        assert time.monotonic() < deadline, f"requests never ended: {[r.url for r in pending]}"
+        page.wait_for_timeout(10)  # hands Playwright's events to the handlers
+    page.evaluate("document.fonts.ready.then(() => null)")
+    page.evaluate(_REPORTED)
+    assert not pending, [r.url for r in pending]
+
+
 def _violations(page, paths: list[str]) -> list[str]:
+    pending: set = set()
+    page.on("request", lambda request: pending.add(request))
+    page.on("requestfinished", lambda request: pending.discard(request))
+    page.on("requestfailed", lambda request: pending.discard(request))
     found = []
     for path in paths:
         response = page.goto(path)
         assert response.status == 200, path
         assert response.headers.get("content-security-policy"), path
-        page.wait_for_load_state("networkidle")
+        _settle(page, pending)
         found += [f"{path}: {v}" for v in page.evaluate("window.__csp")]
     return found
 
@@ -84,7 +108,7 @@ def test_a_violation_would_be_seen(context, live_server, alice):
     page.goto("/keys")
     page.evaluate("""() => { const s = document.createElement("script");
                              s.textContent = "window.__ran = 1"; document.body.append(s); }""")
-    page.wait_for_timeout(200)
+    page.wait_for_function("window.__csp.some(v => v.includes('script-src'))")
     assert page.evaluate("window.__ran") is None
     assert any("script-src" in v for v in page.evaluate("window.__csp"))
 
@@ -100,7 +124,7 @@ def test_an_inline_style_would_be_seen(context, live_server, alice):
                    d.innerHTML = '<p id="styled" style="color: rgb(255, 0, 0)">x</p>';
                    document.body.append(d); }"""
     )
-    page.wait_for_timeout(200)
+    page.wait_for_function("window.__csp.some(v => v.includes('style-src'))")
     assert page.evaluate("getComputedStyle(document.getElementById('styled')).color") != (
         "rgb(255, 0, 0)"
     )
