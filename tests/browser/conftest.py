@@ -10,6 +10,7 @@ in the light and the dark theme: any serious or critical violation fails the tes
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -117,6 +118,43 @@ def assert_accessible(page, name: str) -> None:
     )
 
 
+# As Playwright measures a full page for page.screenshot(full_page=True).
+_FULL_PAGE_SIZE = """() => {
+  const body = document.body, root = document.documentElement;
+  return {
+    width: Math.max(body.scrollWidth, root.scrollWidth, body.offsetWidth, root.offsetWidth,
+                    body.clientWidth, root.clientWidth),
+    height: Math.max(body.scrollHeight, root.scrollHeight, body.offsetHeight, root.offsetHeight,
+                     body.clientHeight, root.clientHeight),
+  };
+}"""
+
+
+def save_full_page(page, path: Path) -> None:
+    """page.screenshot(path=path, full_page=True), as Chromium's DevTools protocol takes it with
+    its fast PNG encoder (optimizeForSpeed, which Playwright does not expose): the same lossless
+    pixels in a bigger file, in about 60 % of the time. The suite writes some 200 of these."""
+    page.evaluate("document.fonts.ready.then(() => null)")
+    size = page.evaluate(_FULL_PAGE_SIZE)
+    viewport = page.viewport_size
+    session = page.context.new_cdp_session(page)
+    try:
+        shot = session.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "optimizeForSpeed": True,
+                "clip": {"x": 0, "y": 0, **size, "scale": 1},
+                "captureBeyondViewport": (
+                    size["width"] > viewport["width"] or size["height"] > viewport["height"]
+                ),
+            },
+        )
+    finally:
+        session.detach()
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
 @pytest.fixture
 def screenshot():
     """screenshot(page, name, fits_phone=True): the page at desktop and phone widths, in the
@@ -132,9 +170,7 @@ def screenshot():
                 page.set_viewport_size(size)
                 if label == "desktop":
                     assert_accessible(page, f"{name} ({scheme})")
-                page.screenshot(
-                    path=str(SCREENSHOTS / f"{name}-{label}-{scheme}.png"), full_page=True
-                )
+                save_full_page(page, SCREENSHOTS / f"{name}-{label}-{scheme}.png")
                 if label == "phone" and fits_phone:
                     overflow = page.evaluate(
                         "document.documentElement.scrollWidth"

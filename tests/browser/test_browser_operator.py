@@ -15,7 +15,7 @@ from catalog.models import CatalogModel, Router, RouterPool
 from inference.tasks import probe_routers
 from ops.fleet import fleet_cache_clear
 from ops.services import health_rollup
-from tests.browser.conftest import SCREENSHOTS, assert_accessible
+from tests.browser.conftest import SCREENSHOTS, assert_accessible, save_full_page
 from tests.routersim import RouterSim
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -67,7 +67,7 @@ def _shot(page, name: str) -> None:
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 1, f"{name} scrolls sideways at 1280 px ({overflow}px)"
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    save_full_page(page, SCREENSHOTS / f"{name}.png")
 
 
 def test_an_operator_handles_a_router_outage(page, context, live_server, staff, fleet, sims):
