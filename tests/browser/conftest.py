@@ -118,9 +118,11 @@ def assert_accessible(page, name: str) -> None:
     )
 
 
-# As Playwright measures a full page for page.screenshot(full_page=True).
+# As Playwright measures a full page for page.screenshot(full_page=True): null (wait) while
+# a navigation has no body yet.
 _FULL_PAGE_SIZE = """() => {
   const body = document.body, root = document.documentElement;
+  if (!body || !root) return null;
   return {
     width: Math.max(body.scrollWidth, root.scrollWidth, body.offsetWidth, root.offsetWidth,
                     body.clientWidth, root.clientWidth),
@@ -135,7 +137,7 @@ def save_full_page(page, path: Path) -> None:
     its fast PNG encoder (optimizeForSpeed, which Playwright does not expose): the same lossless
     pixels in a bigger file, in about 60 % of the time. The suite writes some 200 of these."""
     page.evaluate("document.fonts.ready.then(() => null)")
-    size = page.evaluate(_FULL_PAGE_SIZE)
+    size = page.wait_for_function(_FULL_PAGE_SIZE).json_value()
     viewport = page.viewport_size
     session = page.context.new_cdp_session(page)
     try:
