@@ -22,12 +22,23 @@ from tests.routersim import RouterSim
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sims():
+@pytest.fixture(scope="module")
+def _module_sims():
+    # Two simulator processes for the module, not two per test (each is an interpreter that
+    # imports gevent).
     first, second = RouterSim("--sessions", "1"), RouterSim("--sessions", "1")
     yield first, second
     first.stop()
     second.stop()
+
+
+@pytest.fixture
+def sims(_module_sims):
+    """Two router simulators, both answering when the test starts (a test may stop one: it
+    comes back on the same port for the next)."""
+    for sim in _module_sims:
+        sim.start()
+    return _module_sims
 
 
 @pytest.fixture
