@@ -422,6 +422,34 @@ def db_query(database_url: str, query: str, params: tuple | list = ()) -> list[d
         return conn.execute(query, params).fetchall()
 
 
+class DbReader:
+    """One connection to a served database, kept open for many reads (a test polling for the
+    records a served process writes): `db_query` connects per call, which costs more than a
+    poll. Autocommit, so each read sees what served processes committed by then."""
+
+    def __init__(self, database_url: str) -> None:
+        self.sqlite = database_url.startswith("sqlite")
+        if self.sqlite:
+            import sqlite3
+
+            self.conn = sqlite3.connect(urlparse(database_url).path, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+        else:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            self.conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
+
+    def query(self, query: str, params: tuple | list = ()) -> list[dict]:
+        """Rows as dicts; `query` uses %s placeholders (as `db_query`)."""
+        if self.sqlite:
+            query = query.replace("%s", "?")
+        return [dict(row) for row in self.conn.execute(query, list(params)).fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 NGINX_CONFIG = """
 worker_processes 1;
 pid {tmp}/nginx.pid;

@@ -26,9 +26,10 @@ from tests.servehelpers import (
     MODEL,
     Gunicorn,
     _base_env,
-    apply_config,
+    config_file,
     free_port,
     manage,
+    manage_many,
     served_database,
 )
 
@@ -40,6 +41,13 @@ pytestmark = [
         reason="fault tests run real processes on PostgreSQL and Redis (CI sets both)",
     ),
 ]
+
+
+# The client asks the server to close each connection after its answer. A kept `requests`
+# response holds its keep-alive connection open until it is garbage collected (closing its
+# session does not close it), and a gevent worker stopping gracefully waits for every open
+# connection: seconds of keep-alive timeout at each `server.stop()`.
+CLOSE = {"Connection": "close"}
 
 
 def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
@@ -54,11 +62,13 @@ def provision(sim: RouterSim, *, email: str) -> tuple[str, str]:
         ],
         "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}],
     }
-    apply_config(config, database_url=db)
-    key = manage(
-        "apikey_create", "--email", email, "--name", "k", "--create-user", database_url=db
-    ).strip()
-    return db, key
+    with config_file(config) as path:  # one process for both commands: a Django start each
+        _, key = manage_many(
+            ["apply_config", path],
+            ["apikey_create", "--email", email, "--name", "k", "--create-user"],
+            database_url=db,
+        )
+    return db, key.strip()
 
 
 def _records(
@@ -93,7 +103,7 @@ def _stream(url: str, key: str, **body):
         json=payload,
         stream=True,
         timeout=30,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", **CLOSE},
     )
 
 
@@ -108,7 +118,7 @@ def _chat(url: str, key: str) -> requests.Response:
     return requests.post(
         f"{url}/v1/chat/completions",
         timeout=30,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", **CLOSE},
         json={"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]},
     )
 
@@ -246,7 +256,7 @@ class _Load:
                     session.post(
                         f"{url}/v1/chat/completions",
                         timeout=15,
-                        headers={"Authorization": f"Bearer {key}"},
+                        headers={"Authorization": f"Bearer {key}", **CLOSE},
                         json={
                             "model": MODEL,
                             "max_tokens": 2,
@@ -442,16 +452,13 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
         ],
         "models": [{"id": MODEL, "pool": "default"}],
     }
-    apply_config(config, database_url=db)
-    key = manage(
-        "apikey_create",
-        "--email",
-        "fault-pg@example.com",
-        "--name",
-        "k",
-        "--create-user",
-        database_url=db,
-    ).strip()
+    with config_file(config) as path:
+        _, key = manage_many(
+            ["apply_config", path],
+            ["apikey_create", "--email", "fault-pg@example.com", "--name", "k", "--create-user"],
+            database_url=db,
+        )
+    key = key.strip()
     server = Gunicorn(database_url=db, workers=2)
     try:
         for _ in range(4):  # warm both workers' key and catalog caches

@@ -15,7 +15,14 @@ import pytest
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import MODEL, Gunicorn, apply_config, manage, served_database
+from tests.servehelpers import (
+    MODEL,
+    Gunicorn,
+    config_file,
+    manage,
+    manage_many,
+    served_database,
+)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -40,19 +47,13 @@ def provision_capped(sim: RouterSim, *, email: str, cap: int) -> tuple[str, str]
         ],
         "models": [{"id": MODEL, "pool": pool, "max_tokens": 1024}],
     }
-    apply_config(config, database_url=db)
-    key = manage(
-        "apikey_create",
-        "--email",
-        email,
-        "--name",
-        "k",
-        "--create-user",
-        "--plan",
-        plan,
-        database_url=db,
-    ).strip()
-    return db, key
+    with config_file(config) as path:  # one process for both commands: a Django start each
+        _, key = manage_many(
+            ["apply_config", path],
+            ["apikey_create", "--email", email, "--name", "k", "--create-user", "--plan", plan],
+            database_url=db,
+        )
+    return db, key.strip()
 
 
 def _records(db_url: str, email: str, *, expect: int, timeout: float = 10.0) -> list[dict]:
@@ -82,7 +83,10 @@ def _post(url: str, key: str, *, stream: bool, max_tokens: int = 16) -> requests
             "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": "hi"}],
         },
-        headers={"Authorization": f"Bearer {key}"},
+        # A kept response holds its keep-alive connection open (closing it or its session does
+        # not), and a gevent worker stopping gracefully waits for every open connection: the
+        # server closes each one after its answer instead of at keep-alive's timeout.
+        headers={"Authorization": f"Bearer {key}", "Connection": "close"},
         stream=stream,
         timeout=30,
     )

@@ -7,7 +7,9 @@ client got in full is billed what the router reported (or, for the few whose wor
 the record still queued, the journal's documented estimate: the prompt, marked estimated); and
 refused requests are recorded but never admitted.
 
-SOAK_SECONDS sets the length (default 60, CI); the closing figures are printed (pytest -s).
+SOAK_SECONDS sets the length: by default 20 s, in which every fault still happens under traffic
+(the worker killed at 6 s, Redis down from 12 s) and streams outlive the lease; set it longer
+(e.g. 600) for a real soak. The closing figures are printed (pytest -s).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ pytestmark = [
     ),
 ]
 
-SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 CLIENTS = 6
 LEASE_SECONDS = 2
 CHUNK_DELAY_MS = 50  # a stream of 60 tokens lasts 3 s: longer than the lease

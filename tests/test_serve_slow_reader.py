@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import requests
 
 from tests.routersim import RouterSim
-from tests.servehelpers import Gunicorn, apply_config, manage, served_database
+from tests.servehelpers import Gunicorn, config_file, manage_many, served_database
 
 MODEL = "cortensor/slow-reader"
 # Enough stream to fill the kernel's socket buffers between the portal and a client that
@@ -48,17 +48,13 @@ def _provision(sim: RouterSim) -> tuple[str, str]:
             }
         ],
     }
-    apply_config(config, database_url=db)
-    key = manage(
-        "apikey_create",
-        "--email",
-        "slow-reader@example.com",
-        "--name",
-        "k",
-        "--create-user",
-        database_url=db,
-    ).strip()
-    return db, key
+    with config_file(config) as path:  # one process for both commands: a Django start each
+        _, key = manage_many(
+            ["apply_config", path],
+            ["apikey_create", "--email", "slow-reader@example.com", "--name", "k", "--create-user"],
+            database_url=db,
+        )
+    return db, key.strip()
 
 
 def _record(db: str, request_id: str) -> dict | None:
@@ -184,7 +180,9 @@ def test_a_client_that_stops_reading_is_cut_off_and_billed():
             # The worker is free for the next customer.
             answer = requests.post(
                 f"{server.url}/v1/chat/completions",
-                headers={"Authorization": f"Bearer {key}"},
+                # The answer is kept: its keep-alive connection would stay open, and the
+                # worker's graceful stop below would wait out keep-alive's timeout for it.
+                headers={"Authorization": f"Bearer {key}", "Connection": "close"},
                 json={
                     "model": MODEL,
                     "max_tokens": 3,
