@@ -12,7 +12,7 @@ import tempfile
 import pytest
 from django.core.cache import cache
 
-from tests import rediscluster, servehelpers
+from tests import durations, rediscluster, servehelpers
 from tests.routersim import RouterSim
 
 _CLUSTER_STARTED = pytest.StashKey[list]()
@@ -199,7 +199,14 @@ def catalog(db, router_sim):
 
 
 def pytest_collection_modifyitems(items):
-    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow."""
+    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow.
+
+    In an xdist worker, the longest modules come first (tests/durations.py): `make test`
+    hands whole modules out in this order. Every worker sorts alike, as xdist requires."""
     for item in items:
         if "served" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        seconds = durations.module_seconds()
+        # stable: a module's own tests, and modules of equal weight, keep their order
+        items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
