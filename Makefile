@@ -43,13 +43,18 @@ run: $(STAMP) .env
 	  SIM=$$!; trap "kill $$SIM 2>/dev/null" EXIT INT TERM; \
 	  $(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# In parallel (pytest-xdist): TEST_WORKERS processes, each a run of its own (its database names,
+# Redis key prefix and folders: portal/test_settings.py), each given whole modules, longest
+# first (tests/durations.py). PYTEST_ARGS=-n0 runs serially; TEST_WORKERS=N sets the count.
+TEST_WORKERS ?= 3
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the tests that start real processes (gunicorn, Redis or PostgreSQL servers,
 # worker pools): the quick loop while editing. `make test` still runs them all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow and not browser" $(PYTEST_ARGS)
 
 # The suites of what Redis Cluster changes, on a local 3-master cluster (ports 7101-7103,
 # tests/rediscluster.py: reused if it runs, else started for the session). Celery's broker
@@ -64,7 +69,7 @@ CLUSTER_TESTS ?= tests/test_redis_cluster_slots.py tests/test_limits_redis.py \
 test-cluster: $(STAMP)
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$${REDIS_URL:-redis://127.0.0.1:6379/0}}" \
 	  REDIS_URL=redis://127.0.0.1:7101/0 REDIS_CLUSTER=1 \
-	  $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
+	  $(PY) -m pytest $(XDIST) $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 # Mutation testing of metering/limits, metering/recording.py, the balancer and the upstream
 # client with the fast tests ([tool.mutmut] in pyproject.toml). CPU heavy, not in CI; set

@@ -6,12 +6,25 @@ Redis while a laptop runs it on SQLite and local memory.
 Each run has its own id (PORTAL_TEST_RUN_ID, inherited by the processes it starts): its Redis
 keys carry it in their prefix and its PostgreSQL databases in their names, so two runs on one
 machine, on the same Redis database and server, never touch each other's state.
+
+Under pytest-xdist each worker is a run of its own: the controller makes the id, each worker
+(PYTEST_XDIST_WORKER, e.g. gw1) appends its name to it and to the key prefix it inherited, so
+workers share no keys, databases or folders with each other or with another run's workers.
 """
 
 import os
+import tempfile
 import uuid
+from pathlib import Path
 
 RUN_ID = os.environ.setdefault("PORTAL_TEST_RUN_ID", uuid.uuid4().hex[:8])
+# A worker's own processes (a subprocess with this module as its settings) inherit both the
+# worker's id and PYTEST_XDIST_WORKER: the suffix goes on once.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER and not RUN_ID.endswith(f"_{XDIST_WORKER}"):
+    RUN_ID = os.environ["PORTAL_TEST_RUN_ID"] = f"{RUN_ID}_{XDIST_WORKER}"
+    if "CACHE_KEY_PREFIX" in os.environ:  # the controller's (or the caller's) prefix
+        os.environ["CACHE_KEY_PREFIX"] += f"_{XDIST_WORKER}"
 
 # A developer's .env (written by `make run`) must not change what the suite tests; processes
 # the suite starts inherit this. Tests of the file itself set ENV_FILE explicitly.
@@ -42,9 +55,16 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# The usage spool's folder, this run's own: a drain moves every file of its folder into its own
+# database, another run's (or worker's) records too if they shared one.
+if not os.environ.get("USAGE_SPOOL_DIR"):
+    USAGE_SPOOL_DIR = Path(tempfile.gettempdir()) / f"portal-usage-spool-{RUN_ID}"
+
 # pytest-django's test database, named for this run (dropped by pytest-django at the end).
+# Under xdist pytest-django appends the worker's name itself: test_<name>_<run id>_gw1.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{RUN_ID}"}  # noqa: F405
+    _run = RUN_ID.removesuffix(f"_{XDIST_WORKER}") if XDIST_WORKER else RUN_ID
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{_run}"}  # noqa: F405
 
 # A "replica" alias that mirrors the test database (Django's TEST MIRROR), so the replica router
 # can be tested everywhere; it stays off (READ_REPLICA None) unless a test switches it on.

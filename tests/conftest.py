@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 
 import pytest
 from django.core.cache import cache
 
-from tests import rediscluster, servehelpers
+from tests import durations, rediscluster, servehelpers
 from tests.routersim import RouterSim
 
+_CLUSTER_STARTED = pytest.StashKey[list]()
 
-@pytest.fixture(scope="session", autouse=True)
-def _redis_cluster():
+
+def pytest_sessionstart(session):
     """With REDIS_CLUSTER=1 (`make test-cluster`) the run's REDIS_URL is a node of the local
-    3-master cluster: reused if it runs (CI starts it), else started for this session."""
-    if not rediscluster.enabled():
-        yield
-        return
-    started = rediscluster.ensure()
-    yield
+    3-master cluster: reused if it runs (CI starts it), else started for this session. By the
+    run's own process (an xdist run's controller, before any worker starts): a worker that
+    started it would stop it at its end under the workers still running."""
+    if rediscluster.enabled() and not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.config.stash[_CLUSTER_STARTED] = rediscluster.ensure()
+
+
+def pytest_sessionfinish(session):
+    started = session.config.stash.get(_CLUSTER_STARTED, [])
     for process in started:
         process.terminate()
     for process in started:
@@ -46,7 +52,7 @@ def _clear_shared_state() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache(_redis_cluster):
+def _clean_cache():
     """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
     _clear_shared_state()
     from apikeys import services as apikey_services
@@ -62,9 +68,14 @@ def _clean_cache(_redis_cluster):
 
 @pytest.fixture(scope="session", autouse=True)
 def _served_cleanup():
-    """Served processes' database, static files and Redis keys go when the run ends."""
+    """Served processes' database, static files and Redis keys go when the run ends, and the
+    test process's own spool folder (portal/test_settings.py: one per run) with them."""
     yield
     servehelpers.cleanup()
+    from django.conf import settings
+
+    if str(settings.USAGE_SPOOL_DIR).startswith(tempfile.gettempdir()):
+        shutil.rmtree(settings.USAGE_SPOOL_DIR, ignore_errors=True)
 
 
 @pytest.fixture
@@ -188,7 +199,14 @@ def catalog(db, router_sim):
 
 
 def pytest_collection_modifyitems(items):
-    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow."""
+    """A test on a served portal (a `served` fixture: gunicorn in a subprocess) is slow.
+
+    In an xdist worker, the longest modules come first (tests/durations.py): `make test`
+    hands whole modules out in this order. Every worker sorts alike, as xdist requires."""
     for item in items:
         if "served" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        seconds = durations.module_seconds()
+        # stable: a module's own tests, and modules of equal weight, keep their order
+        items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))

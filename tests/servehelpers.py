@@ -38,8 +38,13 @@ from tests.routersim import DIE_WITH_PARENT, REPO_ROOT, RouterSim
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 60.0
 MODEL = "cortensor/llama-3.1-8b"
-# portal/test_settings.py sets it for the test process; a helper used alone makes its own.
+# portal/test_settings.py sets it for the test process (an xdist worker's carries the worker's
+# name); a helper used alone makes its own.
 RUN_ID = os.environ.setdefault("PORTAL_TEST_RUN_ID", uuid.uuid4().hex[:8])
+if os.environ.get("PYTEST_XDIST_WORKER") and not RUN_ID.endswith(
+    "_" + os.environ["PYTEST_XDIST_WORKER"]
+):  # imported before the settings: this worker would share the controller's names
+    raise RuntimeError("tests.servehelpers imported before portal.test_settings in an xdist worker")
 SERVED_KEY_PREFIX = f"portal-served-{RUN_ID}"
 # What a process of the system needs, whatever it runs; nothing of the portal's settings.
 SYSTEM_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
@@ -61,6 +66,16 @@ def static_root() -> str:
     _cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
     env = {**_production_env(), "STATIC_ROOT": root}
     _run_manage(["collectstatic", "--noinput", "-v", "0"], env)
+    return root
+
+
+@functools.cache
+def spool_dir() -> str:
+    """The usage spool folder of this run's served processes: a drain takes every file in its
+    folder, so one shared with another run's processes would move their records into this
+    run's database."""
+    root = tempfile.mkdtemp(prefix=f"portal-spool-{RUN_ID}-")
+    _cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
     return root
 
 
@@ -95,6 +110,7 @@ SERVED_DIFFERENCES = {
     "CELERY_BROKER_URL": "the run's broker (`make test-cluster`: a single Redis beside it)",
     "CACHE_KEY_PREFIX": "the run's own key prefix",
     "STATIC_ROOT": "the run's own collectstatic folder",
+    "USAGE_SPOOL_DIR": "the run's own spool folder (a drain takes every file in it)",
     "SECURE_SSL_REDIRECT": "tests speak plain HTTP on loopback; production has a TLS proxy",
     "SECURE_COOKIES": "tests speak plain HTTP on loopback; production has a TLS proxy",
     "ALLOW_LOCAL_STATE": "without REDIS_URL only: the embedded default's per-process state",
@@ -106,6 +122,7 @@ def _base_env() -> dict[str, str]:
     return {
         **_production_env(),
         "STATIC_ROOT": static_root(),
+        "USAGE_SPOOL_DIR": spool_dir(),
         "SECURE_SSL_REDIRECT": "0",
         "SECURE_COOKIES": "0",
     }

@@ -20,6 +20,8 @@ from core.errors import QuotaExceeded
 from core.redis import get_redis
 from metering.limits import keys as limit_keys
 from metering.limits.base import Periods
+from metering.partitions import usage_partitions
+from tests.test_usage_partitions_migration import back_to_latest
 
 BEFORE = [
     ("accounts", "0001_initial"),
@@ -42,9 +44,10 @@ def _latest():
 
 @pytest.fixture
 def old_schema():
+    months = usage_partitions()
     apps = _migrate(BEFORE)
     yield apps
-    _migrate(_latest())
+    back_to_latest(months)
 
 
 def _old_data(apps):
