@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import threading
 
+import redis
 from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.redis import redis_from_url, scan_all
 
@@ -141,6 +144,45 @@ class PortalRedisCache(RedisCache):
             keys=[key, version_key], args=[version, value, timeout, version_ttl], client=client
         )
         return bool(written)
+
+    # --- change notices (see apikeys/cache.py) -------------------------------------------------
+
+    def notices_channel(self, name: str) -> str:
+        return f"{self.key_prefix}:{name}"
+
+    def publish(self, channel: str, message: str) -> None:
+        """PUBLISH on the node the subscribers listen on (see `subscribe`)."""
+        shared = self._cache.__dict__  # the process's client, not this greenlet's
+        client = shared.get("_notices")
+        if client is None:
+            client = shared["_notices"] = self._notices_client()
+        client.publish(channel, message)
+
+    def subscribe(self, channel: str):
+        """A subscription to `channel` on a connection of its own, its confirmation read: from
+        then on every message published is in order on it.
+
+        Publisher and subscribers all use this cache's first server, on a cluster too (its
+        startup node: SUBSCRIBE and PUBLISH work on any node). A PUBLISH reaches the other
+        nodes' subscribers over the cluster bus, after the publisher has its answer; on the
+        node it was sent to, every subscriber has the message before that answer goes out."""
+        pubsub = self._notices_client().pubsub(ignore_subscribe_messages=False)
+        pubsub.subscribe(channel)
+        reply = pubsub.get_message(timeout=2.0)
+        if not reply or reply.get("type") != "subscribe":
+            pubsub.close()
+            raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {channel}")
+        return pubsub
+
+    def _notices_client(self) -> redis.Redis:
+        # No retry: a subscription whose connection dropped must raise, not be renewed quietly
+        # (the messages published meanwhile would be lost without anyone knowing).
+        return redis.Redis.from_url(
+            self._servers[0],  # type: ignore[attr-defined] # RedisCache's
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
 
 
 def _glob_escape(text: str) -> str:
