@@ -773,7 +773,14 @@ def write_report(path: Path, data: dict, command: str) -> None:
         f"| p50 added latency ≤ {TARGETS['p50_added_ms_1']} ms at 1 connection | "
         f"{added_1:.2f} ms | {verdict(added_1 <= TARGETS['p50_added_ms_1'])} |",
         f"| p99 added latency ≤ {TARGETS['p99_added_ms_1']:.0f} ms at 1 connection | "
-        f"{added_99_1:.2f} ms | {verdict(added_99_1 <= TARGETS['p99_added_ms_1'])} |",
+        f"{added_99_1:.2f} ms | "
+        + (
+            verdict(added_99_1 <= TARGETS["p99_added_ms_1"])
+            if added_99_1 >= 0
+            # the direct run's tail was the slower one: another process took the CPU then
+            else "**not measured** (the direct run's p99 was disturbed)"
+        )
+        + " |",
         f"| p50 added time to first token ≤ {TARGETS['ttft_1_added_p50_ms']:.0f} ms, one stream "
         f"at a time, `/v1/chat/completions` and `/v1/completions` | "
         f"{t1_added['chat']:.2f} and {t1_added['completions']:.2f} ms ({t1_errors} errors) | "
