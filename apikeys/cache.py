@@ -60,7 +60,8 @@ def _version_key(public_id: str) -> str:
     return f"apikey-version:{{{public_id}}}"
 
 
-LOCAL_TTL = 30.0  # seconds an entry stays in a process without being read again
+LOCAL_TTL = 30.0  # seconds an entry is served from memory before Redis is read again
+LOCAL_MAX = 10_000  # entries a process holds at most (expired ones are pruned to stay under)
 _CHANNEL = "apikey-changed"
 _ALL = "*"  # a notice that every entry may have changed
 
@@ -112,8 +113,17 @@ class _LocalEntries:
             with self._lock:
                 # A notice handled while the GET was out may be about this very entry.
                 if self._drain() and self._generation == generation:
-                    self._entries[public_id] = (entry, time.monotonic() + LOCAL_TTL)
+                    now = time.monotonic()
+                    if len(self._entries) >= LOCAL_MAX:
+                        self._prune(now)
+                    self._entries[public_id] = (entry, now + LOCAL_TTL)
         return entry
+
+    def _prune(self, now: float) -> None:
+        """Drop the expired entries; all of them if that is not enough (many keys in use)."""
+        self._entries = {k: held for k, held in self._entries.items() if held[1] > now}
+        if len(self._entries) >= LOCAL_MAX:
+            self._entries.clear()
 
     def drop(self, public_id: str | None) -> None:
         with self._lock:

@@ -71,3 +71,13 @@ def test_nothing_is_served_from_memory_once_the_subscription_broke(alice, make_k
     key_cache._local._retry_at = 0.0
     key_cache.entry_get(key.public_id)
     assert key_cache._local._pubsub is not None
+
+
+def test_memory_holds_a_bounded_number_of_entries(alice, make_key, monkeypatch):
+    monkeypatch.setattr(key_cache, "LOCAL_MAX", 2)
+    keys = [make_key(alice, f"key {i}")[0] for i in range(3)]
+
+    for key in keys:
+        assert key_cache.entry_get(key.public_id)["public_id"] == key.public_id
+
+    assert 0 < len(key_cache._local._entries) <= 2
