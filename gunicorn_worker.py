@@ -18,7 +18,7 @@ import json
 import secrets
 
 from gunicorn import util
-from gunicorn.http import errors
+from gunicorn.http import errors, wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 API_PREFIXES = ("/v1/", "/api/")
@@ -123,7 +123,54 @@ class _Captured:
         return getattr(self._sock, name)
 
 
+class CoalescingResponse(wsgi.Response):
+    """gunicorn's HTTP/1 response, its headers sent in one write with the first body bytes.
+
+    gunicorn writes the headers, then each body chunk, with a sendall each: on a socket
+    without Nagle's delay each is a packet and a wake-up of the client. A JSON answer was two
+    writes (three when chunked), a stream's first token the third. Here the headers wait, in
+    memory, for the body bytes of the same `write` call; whatever `write` did not send them
+    with (a no-body answer, an empty chunk) they are sent alone right after, as before, and
+    every other path (sendfile, close) writes them as gunicorn does."""
+
+    _held = b""
+    _holding = False
+
+    def send_headers(self) -> None:
+        if self.headers_sent or not self._holding:
+            return super().send_headers()
+        real = self.sock
+        self.sock = captured = _Captured(real)
+        try:
+            super().send_headers()
+        finally:
+            self.sock = real
+        self._held = captured.sent
+        return None
+
+    def write(self, arg) -> None:
+        self._holding = True
+        try:
+            super().write(arg)
+        finally:
+            self._holding = False
+        held, self._held = self._held, b""
+        if held:  # nothing went with them
+            self.sock.sendall(held)
+
+    def _emit_body(self, data: bytes) -> None:
+        held, self._held = self._held, b""
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        self.sock.sendall(held + data)
+
+
 class ApiErrorGeventWorker(GeventWorker):
+    def init_process(self):
+        # wsgi.create() makes the HTTP/1 response of every request from this name.
+        wsgi.Response = CoalescingResponse  # type: ignore[misc]
+        super().init_process()
+
     def handle_error(self, req, client, addr, exc):
         request = req or getattr(exc, "req", None)
         if _is_page_request(request):

@@ -5,6 +5,8 @@
   credentials). A preflight (`OPTIONS`) is answered here, before authentication, so it never
   meets a 401. By path prefix (`/v1/`), so every API under it (chat, completions, models,
   messages) is covered; the pages and `/api/` stay same-origin.
+- A Content-Length on every answer that is not a stream (the lean /v1/ stack has no
+  CommonMiddleware to set it).
 - The SDKs' retry signals: `openai-processing-ms` on every answer, `retry-after-ms` beside
   every `Retry-After`, and `x-should-retry: false` on a deterministic 4xx (a retry would get the
   same answer). A 429 says for itself whether waiting helps (metering.limits).
@@ -57,6 +59,7 @@ EXPOSED_HEADERS = (
     "retry-after-ms",
     "x-should-retry",
 )
+_EXPOSED = ", ".join(EXPOSED_HEADERS)
 PREFLIGHT_MAX_AGE = 86400
 # A retry can change these answers: timeout, conflict, rate limit (OpenAI's SDKs retry them).
 _RETRYABLE_4XX = {408, 409, 429}
@@ -96,7 +99,7 @@ class ApiHeadersMiddleware:
         else:
             response = self.get_response(request)
         response["Access-Control-Allow-Origin"] = "*"
-        response["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
+        response["Access-Control-Expose-Headers"] = _EXPOSED
         response["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000))
         retry_after = response.get("Retry-After")
         if retry_after and retry_after.isdigit() and "retry-after-ms" not in response:
@@ -104,4 +107,8 @@ class ApiHeadersMiddleware:
         status = response.status_code
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             response.setdefault("x-should-retry", "false")
+        if not response.streaming and "Content-Length" not in response:
+            # Without it gunicorn frames the body as chunks: three writes (headers, body, the
+            # last chunk) and three wake-ups of the client instead of two.
+            response["Content-Length"] = str(len(response.content))
         return response

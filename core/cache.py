@@ -8,6 +8,13 @@ thread- and greenlet-safe (its pool hands out connections), so one per pool is e
 With `REDIS_CLUSTER=1` the client is a cluster client (core/redis.py), and the operations
 Django sends as one multi-key command (MGET, MSET) go slot by slot.
 
+Django keeps its cache objects in a thread-local, which gevent makes greenlet-local: each
+request's greenlet would build its own cache, its own connection pool and a new Redis
+connection (a name lookup on gevent's thread pool, a connect) for its one GET, and leave the
+socket to the garbage collector. That was a sixth of a worker's CPU on a stream's way to its
+first token and most of the time it added there (BENCHMARKS.md). So the client, with its
+pools, is one per process and cache configuration, whatever the thread or greenlet.
+
 `clear()` deletes this cache's own entries only. Django's is FLUSHDB, which on the Redis that
 the limits counters, the admission journal, the usage spool and Celery's queues share would
 wipe them all (a `cache.clear()` typed in a shell would lose usage records).
@@ -18,8 +25,14 @@ It also offers the two operations a versioned cache entry needs (`next_ticket`,
 
 from __future__ import annotations
 
+import threading
+
+import redis
 from django.conf import settings
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.utils.functional import cached_property
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.redis import redis_from_url, scan_all
 
@@ -70,10 +83,26 @@ class _ClusterClient(RedisCacheClient):
         pipeline.execute()
 
 
+# (client class, servers, options) -> the process's client for them (see the docstring).
+_clients: dict[tuple, RedisCacheClient] = {}
+_clients_lock = threading.Lock()
+
+
 class PortalRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = _ClusterClient if getattr(settings, "REDIS_CLUSTER", False) else _ReusedClient
+
+    @cached_property
+    def _cache(self):
+        ident = (self._class, tuple(self._servers), repr(sorted(self._options.items())))
+        client = _clients.get(ident)
+        if client is None:
+            with _clients_lock:
+                client = _clients.get(ident)
+                if client is None:
+                    client = _clients[ident] = self._class(self._servers, **self._options)
+        return client
 
     def clear(self) -> None:
         """Delete the entries under this cache's KEY_PREFIX (`<prefix>:<version>:<key>`),
@@ -106,14 +135,54 @@ class PortalRedisCache(RedisCache):
         key = self.make_and_validate_key(key)
         version_key = self.make_and_validate_key(version_key)
         client = self._cache.get_client(key, write=True)
-        script = self.__dict__.get("_set_if_newer")
+        shared = self._cache.__dict__  # the process's, not this greenlet's
+        script = shared.get("_set_if_newer")
         if script is None:
-            script = self.__dict__["_set_if_newer"] = client.register_script(_SET_IF_NEWER)
-        value = self._cache._serializer.dumps(value)  # type: ignore[attr-defined] # Django's own
+            script = shared["_set_if_newer"] = client.register_script(_SET_IF_NEWER)
+        value = self._cache._serializer.dumps(value)
         written = script(
             keys=[key, version_key], args=[version, value, timeout, version_ttl], client=client
         )
         return bool(written)
+
+    # --- change notices (see apikeys/cache.py) -------------------------------------------------
+
+    def notices_channel(self, name: str) -> str:
+        return f"{self.key_prefix}:{name}"
+
+    def publish(self, channel: str, message: str) -> None:
+        """PUBLISH on the node the subscribers listen on (see `subscribe`)."""
+        shared = self._cache.__dict__  # the process's client, not this greenlet's
+        client = shared.get("_notices")
+        if client is None:
+            client = shared["_notices"] = self._notices_client()
+        client.publish(channel, message)
+
+    def subscribe(self, channel: str):
+        """A subscription to `channel` on a connection of its own, its confirmation read: from
+        then on every message published is in order on it.
+
+        Publisher and subscribers all use this cache's first server, on a cluster too (its
+        startup node: SUBSCRIBE and PUBLISH work on any node). A PUBLISH reaches the other
+        nodes' subscribers over the cluster bus, after the publisher has its answer; on the
+        node it was sent to, every subscriber has the message before that answer goes out."""
+        pubsub = self._notices_client().pubsub(ignore_subscribe_messages=False)
+        pubsub.subscribe(channel)
+        reply = pubsub.get_message(timeout=2.0)
+        if not reply or reply.get("type") != "subscribe":
+            pubsub.close()
+            raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {channel}")
+        return pubsub
+
+    def _notices_client(self) -> redis.Redis:
+        # No retry: a subscription whose connection dropped must raise, not be renewed quietly
+        # (the messages published meanwhile would be lost without anyone knowing).
+        return redis.Redis.from_url(
+            self._servers[0],  # type: ignore[attr-defined] # RedisCache's
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
 
 
 def _glob_escape(text: str) -> str:

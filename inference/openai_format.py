@@ -56,6 +56,12 @@ class ChunkWriter:
             "created": created,
             "model": model,
         }
+        # A content chunk is most of a stream: its bytes around the text, built once (the
+        # same bytes _event would make, without a dict and an encoder run per token).
+        # The text is the chunk's last string, so its marker is the last one found.
+        marker = "\x00"
+        whole = self._event({"choices": [self._choice(marker, None)]})
+        self._content_prefix, self._content_suffix = whole.rsplit(json.dumps(marker).encode(), 1)
 
     def _event(self, payload: dict) -> bytes:
         return (
@@ -79,7 +85,7 @@ class ChunkWriter:
         return self._event({"choices": [self._choice(None, None, role=True)]})
 
     def content(self, text: str) -> bytes:
-        return self._event({"choices": [self._choice(text, None)]})
+        return self._content_prefix + json.dumps(text).encode() + self._content_suffix
 
     def _end_choice(self, finish_reason: str) -> dict:
         if self.chat:

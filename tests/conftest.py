@@ -55,6 +55,7 @@ def _clear_shared_state() -> None:
 def _clean_cache():
     """Each test starts with an empty shared cache (Redis in CI, local memory otherwise)."""
     _clear_shared_state()
+    from apikeys import cache as apikey_cache
     from apikeys import services as apikey_services
     from catalog import routing
     from metering import limits
@@ -62,6 +63,7 @@ def _clean_cache():
     routing._table = None
     limits._backends.clear()  # the in-process limits of the embedded default
     apikey_services._last_used_local.clear()
+    apikey_cache._local.drop(None)  # the entries this process read (their Redis copies are gone)
     yield
     _clear_shared_state()
 
