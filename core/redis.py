@@ -20,6 +20,9 @@ from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.connection import Encoder
 from redis.exceptions import RedisClusterException
+from redis.utils import HIREDIS_AVAILABLE
+
+from core.sockets import readable_now
 
 
 def get_redis():
@@ -49,6 +52,8 @@ def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: in
         **kwargs,
     }
     no_retry = Retry(NoBackoff(), 0)
+    if HIREDIS_AVAILABLE:  # (a cluster client drops it: its nodes keep redis-py's own check)
+        options.setdefault("parser_class", _ReadyCheckParser)
     if cluster:
         # Per node, a blocking pool; MOVED and ASK redirections are followed all the same.
         return LazyRedisCluster(
@@ -68,6 +73,29 @@ def _client_for(url: str, cluster: bool):
 
 
 get_redis.cache_clear = _client_for.cache_clear  # type: ignore[attr-defined]  # forget clients (tests that move REDIS_URL)
+
+
+if HIREDIS_AVAILABLE:
+    from redis._parsers import _HiredisParser
+
+    class _ReadyCheckParser(_HiredisParser):
+        """redis-py's parser, with the pool's check before each command (unread data on this
+        connection, or did the server close it?) asked of the operating system's poll
+        (core/sockets.py). Only the quiet case, nothing to read, is answered here; a readable
+        socket (data, or a closed connection) goes to redis-py's own check, as before."""
+
+        def can_read(self, timeout: float = 0) -> bool:
+            sock = self._sock
+            if (
+                timeout == 0
+                and sock is not None
+                and self._reader
+                and not self._reader.has_data()
+                and not hasattr(sock, "pending")  # TLS: bytes may wait above the socket
+                and not readable_now(sock)
+            ):
+                return False
+            return super().can_read(timeout)
 
 
 def is_cluster(client) -> bool:

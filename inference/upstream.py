@@ -27,6 +27,7 @@ from urllib3.exceptions import (
 from catalog.routing import ModelInfo, RouterInfo
 from core import metrics
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from core.sockets import readable_now
 from inference import balancer
 from inference.router_api import api_for
 
@@ -46,7 +47,31 @@ def pool() -> urllib3.PoolManager:
     global _pool
     if _pool is None:
         _pool = urllib3.PoolManager(num_pools=64, maxsize=2048, block=False, retries=False)
+        _pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
     return _pool
+
+
+# urllib3 asks whether a pooled connection is still usable (nothing to read, not closed by the
+# router) before each request on it; the same question, asked of the operating system's poll
+# rather than gevent's (core/sockets.py).
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and not readable_now(self.sock)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and not readable_now(self.sock)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 class _NotStarted(Exception):
