@@ -24,6 +24,7 @@ admission after, so a request is never settled (its journal entry gone) without 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -192,7 +193,12 @@ def _recorded_already(rows: list[dict]) -> set[str]:
 # The record's columns but its id, in the model's order: what a batch copies in.
 _COPY_FIELDS = [field for field in UsageRecord._meta.concrete_fields if not field.primary_key]
 _COPY_COLUMNS = ", ".join(str(field.column) for field in _COPY_FIELDS)
-_STAGE = "usage_stage"
+# The stage holds exactly the copied columns, nothing of the table's id: `LIKE ... INCLUDING
+# DEFAULTS` gave it the id's NOT NULL and its sequence default, and a migration that drops or
+# replaces that sequence (CASCADE) stripped the default from every live connection's stage, so
+# each batch after it failed on a null id. Its name carries the column list's digest: a stage
+# from before a schema change is never reused for the new columns.
+_STAGE = "usage_stage_" + hashlib.sha1(_COPY_COLUMNS.encode()).hexdigest()[:8]  # noqa: S324 - a name
 
 
 def _insert_many(rows: list[dict]) -> set[str]:
@@ -220,8 +226,8 @@ def _insert_many(rows: list[dict]) -> set[str]:
     with connection.cursor() as cursor:
         # Once per connection (a temporary table lives as long as the session).
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
-            "(LIKE metering_usagerecord INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "  # noqa: S608
+            f"SELECT {_COPY_COLUMNS} FROM metering_usagerecord WITH NO DATA"
         )
         stage = f"COPY {_STAGE} ({_COPY_COLUMNS}) FROM STDIN"
         with connection.wrap_database_errors, cursor.cursor.copy(stage) as copy:
