@@ -4,10 +4,11 @@ for staff only, and weak passwords are refused at sign-up."""
 from __future__ import annotations
 
 import io
-import time
+import types
 
 import pytest
 from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal import auth as totp_auth
 from allauth.mfa.totp.internal.auth import (
     TOTP,
     format_hotp_value,
@@ -28,8 +29,18 @@ def _with_totp(user) -> str:
     return secret
 
 
+# The authenticator's clock, pinned: a code computed just before a 30-second step ends would be
+# checked in the next one on a busy machine (the test's clock is injected, not raced).
+_NOW = 1_790_000_010.0
+
+
+@pytest.fixture(autouse=True)
+def _pinned_totp_clock(monkeypatch):
+    monkeypatch.setattr(totp_auth, "time", types.SimpleNamespace(time=lambda: _NOW))
+
+
 def _code(secret: str) -> str:
-    return format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    return format_hotp_value(hotp_value(secret, int(_NOW) // 30))
 
 
 # --- multi-factor -------------------------------------------------------------------------------
