@@ -19,10 +19,11 @@ The hot path reads the entry from process memory, with no Redis round trip (the 
 cost a tenth of a worker's CPU and a round trip before every upstream call: BENCHMARKS.md).
 Each process holds the entries it read, and a subscription to a change channel: every write
 of an entry is PUBLISHed after it, and every lookup first drains what the subscription has
-received (a non-blocking read of its socket, no round trip). Redis writes a message to every
-subscriber before it answers the publisher, so by the time a revocation has returned, its
-notice is on the way to every process; the request after it, wherever it lands, reads the
-socket after the notice arrived and misses the dropped entry (tests/test_apikeys_cross_process.py).
+received (a non-blocking read of its socket, no round trip). The publisher waits for one more
+round trip after its PUBLISH (core/cache.py says why), so by the time a revocation has
+returned, its notice is in every subscribed socket; the request after it, wherever it lands,
+reads the socket after the notice arrived and misses the dropped entry
+(tests/test_apikeys_cross_process.py).
 Whenever the subscription is not known to be whole (not yet confirmed, broken, Redis
 restarted), the process forgets every entry and reads from Redis as before, until it has
 subscribed again. An entry is kept LOCAL_TTL at most, which bounds what a notice lost

@@ -157,6 +157,14 @@ class PortalRedisCache(RedisCache):
         if client is None:
             client = shared["_notices"] = self._notices_client()
         client.publish(channel, message)
+        # Redis queues the message to every subscriber while it runs PUBLISH, but writes its
+        # clients' answers after the command in its own order, the publisher's reply possibly
+        # first: a publisher that went on at once could be answered, and a subscriber read its
+        # socket, before the message's write (a window seen on a saturated machine). Every
+        # answer queued while a command ran is written before Redis reads the next one, so
+        # once a second round trip is answered the message is in every subscriber's socket on
+        # this host (a message to another host is then in flight, a network hop behind).
+        client.ping()
 
     def subscribe(self, channel: str):
         """A subscription to `channel` on a connection of its own, its confirmation read: from
@@ -165,7 +173,7 @@ class PortalRedisCache(RedisCache):
         Publisher and subscribers all use this cache's first server, on a cluster too (its
         startup node: SUBSCRIBE and PUBLISH work on any node). A PUBLISH reaches the other
         nodes' subscribers over the cluster bus, after the publisher has its answer; on the
-        node it was sent to, every subscriber has the message before that answer goes out."""
+        node it was sent to, every subscriber has the message once `publish` returns."""
         pubsub = self._notices_client().pubsub(ignore_subscribe_messages=False)
         pubsub.subscribe(channel)
         reply = pubsub.get_message(timeout=2.0)
