@@ -422,6 +422,17 @@ class Gunicorn:
                 self.process.wait()
 
 
+def enabled_models(database_url: str) -> list[str]:
+    """The served catalog's enabled models, in `/v1/models`' order. A worker's served database
+    is shared by the modules it runs, in an order that varies from run to run, and some of them
+    add models of their own: a test of the list compares it with this, not with its own."""
+    rows = db_query(
+        database_url,
+        "SELECT public_id FROM catalog_catalogmodel WHERE enabled ORDER BY sort_order, public_id",
+    )
+    return [row["public_id"] for row in rows]
+
+
 def db_query(database_url: str, query: str, params: tuple | list = ()) -> list[dict]:
     """Rows of a served database as dicts (PostgreSQL, or the embedded default's SQLite);
     `query` uses %s placeholders."""
