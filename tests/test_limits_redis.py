@@ -119,8 +119,8 @@ def test_the_scripts_are_reloaded_after_redis_forgets_them(counting):
 
     def admit_then_settle():  # the flush comes between the admission and its settle
         adm = admit()
-        counting.commands.clear()
         counting.script_flush()
+        counting.commands.clear()
         adm.settle(total_tokens=1)
 
     commands, _ = _forgotten_then(counting, admit_then_settle)
