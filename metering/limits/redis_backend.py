@@ -41,6 +41,9 @@ ADMIT_LUA = (_HERE / "admit.lua").read_text()
 SETTLE_LUA = (_HERE / "settle.lua").read_text()
 
 
+_NOSCRIPT_TRIES = 3  # calls of a script the server keeps forgetting, before failing closed
+
+
 class RedisBackend(LimitsBackend):
     name = "redis"
 
@@ -66,6 +69,13 @@ class RedisBackend(LimitsBackend):
 
     def _run(self, script, keys, args):
         try:
+            for _ in range(_NOSCRIPT_TRIES - 1):
+                try:
+                    return script(keys=keys, args=args)
+                except redis.exceptions.NoScriptError:
+                    # redis-py reloads a forgotten script once; emptied again before that
+                    # second call (a restart, a SCRIPT FLUSH), the script did not run: again.
+                    continue
             return script(keys=keys, args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
