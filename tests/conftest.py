@@ -168,6 +168,25 @@ def router_sim():
     sim.stop()
 
 
+@pytest.fixture(scope="module")
+def module_sims():
+    """Two router simulators for a test module, shared by its tests (starting one is an
+    interpreter importing gevent, most of what such a test took)."""
+    first, second = RouterSim("--sessions", "1"), RouterSim("--sessions", "1")
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+@pytest.fixture
+def sims(module_sims):
+    """Two router simulators, both answering when the test starts (a test may stop one: it
+    comes back on the same port for the next)."""
+    for sim in module_sims:
+        sim.start()
+    return module_sims
+
+
 @pytest.fixture
 def catalog(db, router_sim):
     """A pool with one router (the simulator) and two public models."""

@@ -22,7 +22,6 @@ from metering.models import UsageRecord
 from ops.models import Incident
 from ops.services import health_rollup
 from tests.builders import LLAMA, usage_records
-from tests.routersim import RouterSim
 
 pytestmark = pytest.mark.django_db
 
@@ -31,25 +30,6 @@ pytestmark = pytest.mark.django_db
 def staff_client(client, staff):
     client.force_login(staff)
     return client
-
-
-@pytest.fixture(scope="module")
-def _module_sims():
-    # Two simulator processes for the module, not two per test: starting one is a Python
-    # interpreter importing gevent, most of what a test here took.
-    first, second = RouterSim("--sessions", "1"), RouterSim("--sessions", "1")
-    yield first, second
-    first.stop()
-    second.stop()
-
-
-@pytest.fixture
-def sims(_module_sims):
-    """Two router simulators, both answering when the test starts (a test may stop one: it
-    comes back on the same port for the next)."""
-    for sim in _module_sims:
-        sim.start()
-    return _module_sims
 
 
 @pytest.fixture

@@ -17,28 +17,8 @@ from ops.models import ModelDay, ModelHealth
 from ops.services import Outcomes, bucket_of, health_prune, health_rollup, model_state
 from ops.tasks import roll_up_health
 from tests.builders import LLAMA, usage_record, usage_records
-from tests.routersim import RouterSim
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def _module_sims():
-    # Two simulator processes for the module, not two per test (each is an interpreter that
-    # imports gevent).
-    first, second = RouterSim("--sessions", "1"), RouterSim("--sessions", "1")
-    yield first, second
-    first.stop()
-    second.stop()
-
-
-@pytest.fixture
-def sims(_module_sims):
-    """Two router simulators, both answering when the test starts (a test may stop one: it
-    comes back on the same port for the next)."""
-    for sim in _module_sims:
-        sim.start()
-    return _module_sims
 
 
 @pytest.fixture
