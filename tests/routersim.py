@@ -17,6 +17,7 @@ running simulator does nothing, so ``RouterSim(...).start()`` is fine too.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -185,3 +186,28 @@ class RouterSim:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"router simulator did not answer in time:\n{self.output()}")
             time.sleep(0.05)
+
+
+def run_portal_script(script: str, **extra_env: str) -> str:
+    """Run `script` in a fresh interpreter with the portal's settings importable (for code
+    that must run under gevent's monkey-patching, which this process cannot undo); its stdout,
+    after asserting it exited 0."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO_ROOT),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -9,14 +9,10 @@ is imported, so each scenario runs in a fresh interpreter, as the workers do."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from django.conf import settings
 
-from tests.routersim import REPO_ROOT
+from tests.routersim import run_portal_script
 
 PRELUDE = r"""
 from gevent import monkey
@@ -119,25 +115,7 @@ print("ok")
 
 
 def run(script: str, **extra: str) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO_ROOT),
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "1",
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", PRELUDE + script],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("ok")
+    assert run_portal_script(PRELUDE + script, **extra).strip().endswith("ok")
 
 
 def test_readable_now_tells_a_quiet_socket_from_data_and_a_closed_peer():

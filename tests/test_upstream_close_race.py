@@ -12,11 +12,7 @@ fresh interpreter."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.routersim import REPO_ROOT
+from tests.routersim import run_portal_script
 
 SCRIPT = r"""
 from gevent import monkey
@@ -90,21 +86,4 @@ print("closed")
 
 
 def test_closing_a_stream_while_its_reader_waits_on_the_router():
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO_ROOT),
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("closed")
+    assert run_portal_script(SCRIPT).strip().endswith("closed")
