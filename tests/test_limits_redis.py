@@ -9,8 +9,8 @@ import os
 import pytest
 
 from core.errors import ServiceUnavailable
-from core.redis import is_cluster, redis_from_url
-from metering.limits import get_backend, limits_admit
+from core.redis import direct_lane, is_cluster, redis_from_url
+from metering.limits import get_backend, keys, limits_admit
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
 from tests.test_limits_support import make_plan, principal, unreachable_redis_client
@@ -168,3 +168,31 @@ def test_the_backend_is_redis_with_redis_url_and_memory_without(settings):
     # Any URL will do (the backend connects lazily): the run's own, not a fixed database.
     settings.REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     assert isinstance(get_backend(), RedisBackend)
+
+
+def test_the_direct_lane_admits_releases_and_reloads_a_forgotten_script(settings):
+    """The request path's lane (core.redis.DirectLane): the admission's EVALSHA and the slot's
+    ZREM go down it, and a script Redis forgot is loaded through redis-py's Script."""
+    if not settings.REDIS_URL or getattr(settings, "REDIS_CLUSTER", False):
+        pytest.skip("a single Redis: on a cluster the limits take the cluster client")
+    client = redis_from_url(settings.REDIS_URL)
+    backend = RedisBackend(client, lane=direct_lane(client))
+
+    def admit(request_id: str):
+        return limits_admit(
+            principal=principal(),
+            plan=PLAN,
+            reserve_tokens=1,
+            request_id=request_id,
+            backend=backend,
+        )
+
+    for request_id in ("lane-a", "lane-b"):
+        client.script_flush()  # a Redis restart loses the script cache
+        adm = admit(request_id)
+        slot = keys.inflight(adm.ticket.org_base)
+        assert client.zscore(slot, adm.ticket.member) is not None, "admitted: a slot taken"
+        adm.release()
+        assert client.zscore(slot, adm.ticket.member) is None, "released: the slot is free"
+        adm.settle(total_tokens=1)
+    client.close()

@@ -67,6 +67,41 @@ assert client.client_id() == second
 print("ok")
 """
 
+LANE = r"""
+import os
+
+import gevent
+import redis
+
+from core.redis import direct_lane, redis_from_url
+
+url = os.environ["REDIS_URL"]
+lane = direct_lane(redis_from_url(url, cluster=False))
+first = lane.execute("CLIENT", "ID")
+assert lane.execute("CLIENT", "ID") == first, "a quiet connection is reused"
+
+# The server closes it: the next command goes out on a new connection instead of failing.
+redis.Redis.from_url(url).client_kill_filter(_id=first)
+deadline = time.monotonic() + 10
+while f"id={first} ".encode() in redis.Redis.from_url(url).execute_command("CLIENT", "LIST"):
+    assert time.monotonic() < deadline, "the server did not close the connection"
+    time.sleep(0.01)
+second = lane.execute("CLIENT", "ID")
+assert second != first, (first, second)
+
+# A command interrupted before its reply (a gevent timeout) leaves no reply behind for the
+# next command on that connection: it would read the BLPOP's nil here, a second later.
+try:
+    with gevent.Timeout(0.05):
+        lane.execute("BLPOP", "portal-test:lane:nothing", 1)
+except gevent.Timeout:
+    pass
+else:
+    raise AssertionError("BLPOP returned early")
+assert lane.execute("ECHO", "after") == b"after"
+print("ok")
+"""
+
 ROUTER = r"""
 from inference import upstream
 
@@ -128,6 +163,14 @@ def test_readable_now_tells_a_quiet_socket_from_data_and_a_closed_peer():
 )
 def test_a_redis_connection_the_server_closed_is_replaced():
     run(REDIS, REDIS_URL=settings.REDIS_URL)
+
+
+@pytest.mark.skipif(
+    not settings.REDIS_URL or getattr(settings, "REDIS_CLUSTER", False),
+    reason="a single Redis: on a cluster the limits take the cluster client",
+)
+def test_the_direct_lane_replaces_a_closed_connection_and_drops_an_interrupted_one():
+    run(LANE, REDIS_URL=settings.REDIS_URL)
 
 
 def test_a_router_connection_the_router_closed_is_replaced():

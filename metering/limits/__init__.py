@@ -27,7 +27,7 @@ from django.conf import settings
 from apikeys.services import KeyPrincipal
 from catalog.routing import PlanInfo
 from core.errors import ServiceUnavailable
-from core.redis import get_redis
+from core.redis import direct_lane, get_redis
 from metering.limits import keys
 from metering.limits.base import (
     PERIOD_NAMES,
@@ -73,9 +73,14 @@ def get_backend() -> LimitsBackend:
         with _backends_lock:
             backend = _backends.get(url)
             if backend is None:
-                backend = RedisBackend(get_redis()) if url else MemoryBackend()
+                backend = _redis_backend() if url else MemoryBackend()
                 _backends[url] = backend
     return backend
+
+
+def _redis_backend() -> RedisBackend:
+    client = get_redis()
+    return RedisBackend(client, lane=direct_lane(client))
 
 
 class Admission:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from core.redis import is_cluster, run_scripts
+from core.redis import DirectLane, is_cluster, run_scripts
 from metering.limits import keys
 from metering.limits.base import (
     ALL_PERIOD_NAMES,
@@ -47,8 +47,13 @@ _NOSCRIPT_TRIES = 3  # calls of a script the server keeps forgetting, before fai
 class RedisBackend(LimitsBackend):
     name = "redis"
 
-    def __init__(self, client: redis.Redis, *, window_ms: int = WINDOW_MS):
+    def __init__(
+        self, client: redis.Redis, *, window_ms: int = WINDOW_MS, lane: DirectLane | None = None
+    ):
         self.client = client
+        # The request path's admission and slot release go down `lane` when there is one
+        # (core.redis.DirectLane: the portal's shared client); everything else, the client.
+        self._lane = lane
         self.window_ms = window_ms
         self._admit = client.register_script(ADMIT_LUA)
         self._settle = client.register_script(SETTLE_LUA)
@@ -67,8 +72,13 @@ class RedisBackend(LimitsBackend):
         with self._index_lock:
             self._indexed[org_base] = now
 
-    def _run(self, script, keys, args):
+    def _run(self, script, keys, args, *, lane: DirectLane | None = None):
         try:
+            if lane is not None:
+                try:
+                    return lane.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                except redis.exceptions.NoScriptError:
+                    pass  # it did not run: redis-py's Script below loads it and calls again
             for _ in range(_NOSCRIPT_TRIES - 1):
                 try:
                     return script(keys=keys, args=args)
@@ -112,7 +122,7 @@ class RedisBackend(LimitsBackend):
         ]
         if journal:
             self._index_journal(ticket.org_base)
-        raw = self._run(self._admit, self._keys(ticket), args)
+        raw = self._run(self._admit, self._keys(ticket), args, lane=self._lane)
         failed = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
         outcome = LimitsVerdict(
             admitted=bool(raw[0]),
@@ -137,7 +147,8 @@ class RedisBackend(LimitsBackend):
 
     def release(self, *, ticket: Ticket) -> None:
         if "c" in ticket.tracks:
-            self._call(self.client.zrem, keys.inflight(ticket.org_base), ticket.member)
+            send = self.client.execute_command if self._lane is None else self._lane.execute
+            self._call(send, "ZREM", keys.inflight(ticket.org_base), ticket.member)
 
     def renew(self, *, ticket: Ticket, deadline_ms: int, lease_ms: int) -> None:
         # XX: a slot or journal entry that is gone (settled, or reclaimed) is not brought back.
