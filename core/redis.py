@@ -127,8 +127,9 @@ class DirectLane:
         _lanes.add(self)
 
     def execute(self, *args):
-        """Send one command and read its reply (raw: no response callback); raises what the
-        client would (ConnectionError, TimeoutError, ResponseError and its kinds)."""
+        """Send one command, each of its words an argument ("CLIENT", "ID"), and read its reply
+        (raw: no response callback); raises what the client would (ConnectionError,
+        TimeoutError, ResponseError and its kinds)."""
         try:
             connection = self._idle.pop()
         except IndexError:
@@ -139,7 +140,7 @@ class DirectLane:
         try:
             if connection.is_connected and _stale(connection):
                 connection.disconnect()  # the next send connects afresh
-            connection.send_packed_command(connection.pack_command(*args), check_health=False)
+            connection.send_packed_command(_pack(connection, args), check_health=False)
             reply = connection.read_response()
         except redis.ResponseError:
             self._idle.append(connection)  # an error reply was read whole
@@ -155,6 +156,19 @@ class DirectLane:
         """Drop the connections without closing them (a forked child: they are the parent's)."""
         self._idle = []
         self._open = 0
+
+
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as _hiredis_pack
+
+    def _pack(connection, args: tuple) -> list[bytes]:
+        # The lane's commands are str, bytes and int arguments, which hiredis packs as
+        # redis-py's packer would, without its per-argument checks (~15 % of a command's CPU).
+        return [_hiredis_pack(args)]
+else:
+
+    def _pack(connection, args: tuple) -> list[bytes]:
+        return connection.pack_command(*args)
 
 
 def _stale(connection) -> bool:
