@@ -34,7 +34,7 @@ from django.utils.functional import cached_property
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.redis import redis_from_url, scan_all
+from core.redis import ready_check_options, redis_from_url, scan_all
 
 
 class _ReusedClient(RedisCacheClient):
@@ -184,12 +184,15 @@ class PortalRedisCache(RedisCache):
 
     def _notices_client(self) -> redis.Redis:
         # No retry: a subscription whose connection dropped must raise, not be renewed quietly
-        # (the messages published meanwhile would be lost without anyone knowing).
+        # (the messages published meanwhile would be lost without anyone knowing). The key
+        # cache drains its subscription before every lookup: the parser's check for a message
+        # waiting asks poll(2) directly (core/redis.py), not gevent's poll with a timer.
         return redis.Redis.from_url(
             self._servers[0],  # type: ignore[attr-defined] # RedisCache's
             socket_timeout=2,
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
+            **ready_check_options(),
         )
 
 

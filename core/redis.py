@@ -54,8 +54,8 @@ def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: in
         **kwargs,
     }
     no_retry = Retry(NoBackoff(), 0)
-    if HIREDIS_AVAILABLE:  # (a cluster client drops it: its nodes keep redis-py's own check)
-        options.setdefault("parser_class", _ReadyCheckParser)
+    # (a cluster client drops the parser option: its nodes keep redis-py's own check)
+    options = {**ready_check_options(), **options}
     if cluster:
         # Per node, a blocking pool; MOVED and ASK redirections are followed all the same.
         return LazyRedisCluster(
@@ -196,6 +196,12 @@ def direct_lane(client) -> DirectLane | None:
     if client is None or is_cluster(client):
         return None
     return DirectLane(client)
+
+
+def ready_check_options() -> dict:
+    """The options that give a plain client's connections the parser below, for any client
+    not made by `redis_from_url` (a subscription's)."""
+    return {"parser_class": _ReadyCheckParser} if HIREDIS_AVAILABLE else {}
 
 
 def is_cluster(client) -> bool:
