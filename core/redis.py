@@ -22,6 +22,7 @@ from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.connection import Encoder
 from redis.exceptions import RedisClusterException
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
 from core.sockets import readable_now
@@ -51,6 +52,10 @@ def redis_from_url(url: str, *, cluster: bool | None = None, max_connections: in
         "timeout": 2,  # the blocking pool's wait for a free connection
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
+        # Off: the notices are RESP3 pushes, which these RESP2 connections never receive, and
+        # while they are on (redis-py 8's "auto") the pool ignores its own check and hands out
+        # a connection holding an unread reply; it also keeps their bookkeeping per command.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         **kwargs,
     }
     no_retry = Retry(NoBackoff(), 0)

@@ -9,9 +9,12 @@ is imported, so each scenario runs in a fresh interpreter, as the workers do."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.conf import settings
 
+from core.redis import redis_from_url
 from tests.routersim import run_portal_script
 
 PRELUDE = r"""
@@ -175,3 +178,22 @@ def test_the_direct_lane_replaces_a_closed_connection_and_drops_an_interrupted_o
 
 def test_a_router_connection_the_router_closed_is_replaced():
     run(ROUTER)
+
+
+@pytest.mark.skipif(
+    not settings.REDIS_URL or getattr(settings, "REDIS_CLUSTER", False),
+    reason="a single Redis: the client's own pool",
+)
+def test_a_pooled_redis_connection_holding_an_unread_reply_is_not_handed_out():
+    """redis-py 8 skips this check while maintenance notices are on (its default); the
+    portal's clients turn them off (core/redis.py)."""
+    client = redis_from_url(settings.REDIS_URL, cluster=False, max_connections=1)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    connection.send_command("ECHO", "stale")  # and its reply never read
+    deadline = time.monotonic() + 10
+    while not connection.can_read():
+        assert time.monotonic() < deadline, "no reply from Redis"
+    pool.release(connection)
+    assert client.echo("fresh") == b"fresh"
+    client.close()
