@@ -5,9 +5,11 @@
 On a machine shared with other work, rates swing from minute to minute: one run of each
 version, one after the other, compares two moments, not two versions. Here both versions are
 served at once (2 gevent workers each, production settings as bench/run.py serves them) on one
-router simulator, one database and one Redis, and wrk drives them in turns, the first of a
-round alternating. Per run: rate, p50, errors (non-2xx and socket errors) and the workers' CPU
-per request from /proc. A and B are checkouts (e.g. a `git archive` of the commit before).
+router simulator, one database and one Redis (only the benchmark's keys are deleted first: the
+database may be shared), and wrk drives them in turns, the first of a round alternating. Per
+run: rate, p50, errors (non-2xx and socket errors) and the workers' CPU per request from /proc.
+A and B are checkouts (e.g. a `git archive` of the commit before). BENCH_DATABASE_URL and
+BENCH_REDIS_URL as for bench/run.py.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def main() -> int:
 
     try:
         run.fresh_database()
-        redis.Redis.from_url(run.REDIS_URL).flushdb()
+        # Only the benchmark's keys (its CACHE_KEY_PREFIX): the Redis database may be shared.
+        client = redis.Redis.from_url(run.REDIS_URL)
+        for name in client.scan_iter(match="portal-bench*", count=1000):
+            client.delete(name)
         sim_port = run.free_port()
         simulator = [sys.executable, "-m", "inference.simulator", "--host", "127.0.0.1"]
         run.spawn(
