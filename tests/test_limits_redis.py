@@ -46,12 +46,16 @@ def counting(settings):
     client.close()
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(params=["redis", "lane", "cluster"])
 def unreachable(request):
-    """A backend whose Redis is down: one server, or every node of a cluster (whose client
-    raises RedisClusterException, not a RedisError, unless core.redis translates it)."""
+    """A backend whose Redis is down: one server (its admissions through the client, or
+    through the request path's lane), or every node of a cluster (whose client raises
+    RedisClusterException, not a RedisError, unless core.redis translates it)."""
     if request.param == "redis":
         return RedisBackend(unreachable_redis_client())
+    if request.param == "lane":
+        client = unreachable_redis_client()
+        return RedisBackend(client, lane=direct_lane(client))
     port = unreachable_redis_client().connection_pool.connection_kwargs["port"]
     return RedisBackend(redis_from_url(f"redis://127.0.0.1:{port}/0", cluster=True))
 
