@@ -61,7 +61,7 @@ local function requests_window(n)
   local z = K[n]
   if not dry then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
   local count = redis.call('ZCOUNT', z, live, '+inf')
-  used[n], reset[n], retry[n] = count, newest_reset(z), 0
+  used[n], retry[n] = count, 0
   if count >= lim[n] then
     -- it fits again when the (count - limit + 1)-th oldest admission leaves the window
     local e = redis.call('ZRANGEBYSCORE', z, live, '+inf', 'WITHSCORES', 'LIMIT', count - lim[n], 1)
@@ -90,7 +90,7 @@ local function tokens_window(n)
     end
     total = math.max(0, tonumber(redis.call('GET', s)) or 0)
   end
-  used[n], reset[n], retry[n] = total, newest_reset(z), 0
+  used[n], retry[n] = total, 0
   if total >= lim[n] or total + reserve > lim[n] then
     failed[#failed + 1] = n
     if reserve > lim[n] then
@@ -173,6 +173,12 @@ if admitted then
     redis.call('EXPIREAT', periods[n], is_day[n] and day_exp or month_exp)
     used[n] = used[n] + cost[n]
   end
+end
+
+-- A window's reset: W after an admission it logged (set above), else when its newest entry
+-- leaves it (read last: an admission that logs one needs no read).
+for _, n in ipairs({'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}) do
+  if used[n] ~= nil and reset[n] == nil then reset[n] = newest_reset(K[n]) end
 end
 
 if admitted and ARGV[20] and ARGV[20] ~= '' then
