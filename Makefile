@@ -74,9 +74,10 @@ test-cluster: $(STAMP)
 # Mutation testing of metering/limits, metering/recording.py, the balancer and the upstream
 # client with the fast tests ([tool.mutmut] in pyproject.toml). CPU heavy, not in CI; set
 # DATABASE_URL and REDIS_URL to mutate against PostgreSQL and Redis. `mutmut results` and
-# `mutmut show NAME` afterwards.
+# `mutmut show NAME` afterwards. One child by default: mutants share the run's test database
+# and Redis prefix, so two at once disturb each other's tests (docs/mutation.md).
 mutate: $(STAMP)
-	$(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-2}
+	$(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-1}
 	$(VENV)/bin/mutmut results
 
 # ruff, then the layers contract (pyproject's [tool.importlinter]): a back-edge between apps

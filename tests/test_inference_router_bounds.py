@@ -221,6 +221,7 @@ def test_a_json_answer_over_upstream_max_bytes_is_refused(client, alice_key, set
         response = _post(client, raw, model, max_tokens=400)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
+    assert "sent an answer too large to relay" in response.json()["error"]["message"]
     assert _record(response).outcome == "upstream_error"
 
 

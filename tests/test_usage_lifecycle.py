@@ -381,11 +381,16 @@ def test_keep_alive_holds_the_slot_past_its_lease(principal_and_plan):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_direct_writer_quarantines_a_record_out_of_range(alice_key):
+def test_the_direct_writer_quarantines_a_record_out_of_range(alice_key, caplog):
     key, _ = alice_key
     usage = Usage(request_id="req_direct_bad", user_id=key.owner_id, key_id=key.pk, endpoint="x")
     usage.prompt_tokens = -1
-    DirectWriter().submit(usage, None)
+    with caplog.at_level(logging.ERROR, logger="metering.recording"):
+        DirectWriter().submit(usage, None)
+    # The operator's alert names the request, the writer and why.
+    (alert,) = [r for r in caplog.records if r.name == "metering.recording"]
+    assert alert.getMessage() == "usage record quarantined: prompt_tokens out of range: -1"
+    assert (alert.usage_request_id, alert.source) == ("req_direct_bad", "direct")
     assert not UsageRecord.objects.exists()
     quarantined = QuarantinedUsage.objects.get()
     assert (quarantined.request_id, quarantined.source) == ("req_direct_bad", "direct")

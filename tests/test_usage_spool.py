@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.conf import settings
 from django.db import connection
 
-from metering.models import UsageRecord
+from metering.models import QuarantinedUsage, UsageRecord
 from metering.recording import Usage, usage_record_write, usage_spool_drain
 
 
@@ -68,3 +71,28 @@ def test_file_spool_drains_idempotently(alice_key, settings, tmp_path, monkeypat
     assert usage_spool_drain() == 0
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis spool")
+def test_spooled_records_out_of_range_are_quarantined_as_the_spools(alice_key):
+    """The operator reads where a quarantined record came from: a drained one says spool,
+    whether it waited in the spool or in the claim of a drain that died."""
+    from core.redis import get_redis
+    from metering import recording
+    from metering.limits import keys
+
+    key, _ = alice_key
+    client = get_redis()
+    for rid in ("req_claimed_bad", "req_spooled_bad"):
+        bad = _usage(key, rid)
+        bad.completion_tokens = -4
+        client.rpush(keys.spool(), json.dumps(bad.row(), default=str))
+    # A drain claimed the first long ago, then died.
+    claim = client.register_script(recording.CLAIM_LUA)
+    claim(keys=[keys.spool(), keys.spool_claim("dead-drain"), keys.spool_claims()], args=[1, 1])
+    assert usage_spool_drain() == 0
+    assert set(QuarantinedUsage.objects.values_list("request_id", "source")) == {
+        ("req_claimed_bad", "spool"),
+        ("req_spooled_bad", "spool"),
+    }

@@ -14,6 +14,7 @@ from metering.recording import (
     Usage,
     UsageWriter,
     journal_entry,
+    refused_journal_line,
     usage_journal_reconcile,
 )
 
@@ -149,6 +150,20 @@ def test_a_refused_requests_record_outlives_a_process_that_died_before_flushing(
         False,
     )
     assert not _journaled("refused:req_refused_lost")
+
+
+def test_a_refused_entry_is_due_two_minutes_on_or_when_the_lease_ends_if_sooner(
+    principal_and_plan, settings
+):
+    """The reconciler writes a refused record its writer did not: after two minutes (room
+    for the writer to spool through a database outage), or sooner if a process whose lease
+    ran out counts as dead sooner."""
+    principal, _ = principal_and_plan
+    usage = _refused(principal, "req_refused_due")
+    settings.LIMITS_INFLIGHT_LEASE_SECONDS = 900
+    assert refused_journal_line(usage, now_ms=5_000).due_ms == 125_000
+    settings.LIMITS_INFLIGHT_LEASE_SECONDS = 30
+    assert refused_journal_line(usage, now_ms=5_000).due_ms == 35_000
 
 
 def test_a_written_refused_record_leaves_the_journal(principal_and_plan, monkeypatch, settings):
