@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,9 +90,15 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def row(self) -> dict:
-        values = asdict(self)
+        # Field by field rather than dataclasses.asdict, which deep-copies every value (50 us
+        # a record, twice a request: the journal entry and the batch): the values here are
+        # immutable (strings, numbers, a datetime), so the copy bought nothing.
+        values = {name: getattr(self, name) for name in _USAGE_FIELDS}
         values["total_tokens"] = self.total_tokens
         return values
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 
 
 # --- inserting records --------------------------------------------------------------------------
