@@ -161,14 +161,13 @@ def records_insert(rows: list[dict], *, source: str, journal: bool = False) -> i
             unique.setdefault(row["request_id"], row)
     if not unique:
         return 0
+    existing = _recorded_already(list(unique.values()))
+    new = [row for rid, row in unique.items() if rid not in existing]
     try:
         with transaction.atomic():
-            inserted = _insert_many(list(unique.values()))
+            inserted = _insert_many(new)
     except _BAD_RECORD:
-        # One row failed the whole statement: find it, and let the others through (one by
-        # one, so the ones written already are left out first).
-        existing = _recorded_already(list(unique.values()))
-        new = [row for rid, row in unique.items() if rid not in existing]
+        # One row failed the whole statement: find it, and let the others through.
         inserted = {row["request_id"] for row in new if _insert_one(row, source)}
     if not journal:
         # Only a request whose record was there already can have a journal stand-in (the
@@ -186,20 +185,14 @@ def records_insert(rows: list[dict], *, source: str, journal: bool = False) -> i
 RECORDED_MARGIN = timedelta(days=1)
 
 
-def _recorded_window(rows: list[dict]) -> tuple[datetime | None, datetime | None]:
-    """Where records of these rows' requests can be: the batch's timestamps within the margin
-    (no bounds if a row has no timestamp)."""
-    stamps = [row["created_at"] for row in rows if isinstance(row.get("created_at"), datetime)]
-    if len(stamps) < len(rows):
-        return None, None
-    return min(stamps) - RECORDED_MARGIN, max(stamps) + RECORDED_MARGIN
-
-
 def _recorded_already(rows: list[dict]) -> set[str]:
+    stamps = [row["created_at"] for row in rows if isinstance(row.get("created_at"), datetime)]
     records = UsageRecord.objects.filter(request_id__in=[row["request_id"] for row in rows])
-    earliest, latest = _recorded_window(rows)
-    if earliest is not None:
-        records = records.filter(created_at__gte=earliest, created_at__lte=latest)
+    if len(stamps) == len(rows):
+        records = records.filter(
+            created_at__gte=min(stamps) - RECORDED_MARGIN,
+            created_at__lte=max(stamps) + RECORDED_MARGIN,
+        )
     return set(records.values_list("request_id", flat=True))
 
 
@@ -215,24 +208,23 @@ _STAGE = "usage_stage_" + hashlib.sha1(_COPY_COLUMNS.encode()).hexdigest()[:8]  
 
 
 def _insert_many(rows: list[dict]) -> set[str]:
-    """Insert records, skipping any whose request is recorded already (`_recorded_already`)
-    or whose (request_id, created_at) is there already; returns the request ids inserted.
+    """Insert records, skipping any whose (request_id, created_at) is there already; returns
+    the request ids inserted.
 
     On PostgreSQL: COPY into a temporary staging table, then one statement that empties the
-    stage into the (partitioned) table: INSERT ... SELECT ... WHERE NOT EXISTS (the look-up
-    of records already written) ON CONFLICT DO NOTHING RETURNING. COPY cannot skip a conflict
-    itself (a replayed record would fail the batch), the INSERT from the stage can, and says
+    stage into the (partitioned) table: WITH moved AS (DELETE ... RETURNING) INSERT ... SELECT
+    ... ON CONFLICT DO NOTHING RETURNING (each statement is a round trip for the batch, so
+    emptying the stage is not one of its own). COPY cannot skip a conflict itself (a
+    replayed record would fail the batch), the INSERT from the stage can, and says
     which rows it took, so journal stand-ins are looked for only among the conflicts. COPY
     took 1.6-3.2x the records/s of a multi-row INSERT with its 10,500 bound parameters
-    (docs/scaling.md). The look-up and the emptying of the stage ride in the INSERT rather
-    than in statements of their own: each statement is a round trip for the batch.
-    Elsewhere (SQLite: one writer) a look-up, then a multi-row INSERT.
+    (docs/scaling.md).
+    Elsewhere (SQLite: one writer, and the caller looked for these ids already) a multi-row
+    INSERT.
     """
     if not rows:
         return set()
     if connection.vendor != "postgresql":
-        existing = _recorded_already(rows)
-        rows = [row for row in rows if row["request_id"] not in existing]
         UsageRecord.objects.bulk_create([UsageRecord(**row) for row in rows], ignore_conflicts=True)
         return {row["request_id"] for row in rows}
     for row in rows:
@@ -251,19 +243,12 @@ def _insert_many(rows: list[dict]) -> set[str]:
                 copy.write_row([_copy_value(field, row) for field in _COPY_FIELDS])
         # The stage is emptied by the statement (DELETE ... RETURNING), not only by the
         # commit: inside someone's transaction (a savepoint) there is no commit to empty it.
-        cursor.execute(_MOVE_STAGE, _recorded_window(rows))
+        cursor.execute(
+            f"WITH moved AS (DELETE FROM {_STAGE} RETURNING {_COPY_COLUMNS}) "  # noqa: S608
+            f"INSERT INTO metering_usagerecord ({_COPY_COLUMNS}) "
+            f"SELECT {_COPY_COLUMNS} FROM moved ON CONFLICT DO NOTHING RETURNING request_id"
+        )
         return {row[0] for row in cursor.fetchall()}
-
-
-_MOVE_STAGE = (
-    f"WITH moved AS (DELETE FROM {_STAGE} RETURNING {_COPY_COLUMNS}) "  # noqa: S608 - constants
-    f"INSERT INTO metering_usagerecord ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM moved "
-    "WHERE NOT EXISTS (SELECT 1 FROM metering_usagerecord AS done "
-    "WHERE done.request_id = moved.request_id "
-    "AND done.created_at >= COALESCE(%s, '-infinity'::timestamptz) "
-    "AND done.created_at <= COALESCE(%s, 'infinity'::timestamptz)) "
-    "ON CONFLICT DO NOTHING RETURNING request_id"
-)
 
 
 _ROW_KEYS = {field.attname for field in _COPY_FIELDS}
