@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from django.conf import settings
@@ -51,19 +52,49 @@ def pool() -> urllib3.PoolManager:
     return _pool
 
 
-# urllib3 asks whether a pooled connection is still usable (nothing to read, not closed by the
-# router) before each request on it; the same question, asked of the operating system's poll
-# rather than gevent's (core/sockets.py).
-class _HTTPConnection(urllib3.connection.HTTPConnection):
+class _RouterConnection(urllib3.connection.HTTPConnection):
+    """urllib3's connection to a router, with two changes (HTTP and HTTPS alike).
+
+    urllib3 asks whether a pooled connection is still usable (nothing to read, not closed by
+    the router) before each request on it: here the same question is asked of the operating
+    system's poll rather than gevent's (core/sockets.py).
+
+    A request's headers are held back and sent with the first bytes of its body, in one send:
+    http.client sends the headers, then the body, each a packet and a wake-up of the router
+    on a socket without Nagle's delay. What `request` did not send them with (no body) is
+    sent alone when it returns; if it raises, the request was not sent and they are dropped."""
+
+    _held = b""
+    _holding = False
+
     @property
     def is_connected(self) -> bool:
         return self.sock is not None and not readable_now(self.sock)
 
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._held, self._holding = b"", True
+        try:
+            super().request(*args, **kwargs)
+        finally:
+            self._holding = False
+        held, self._held = self._held, b""
+        if held:
+            super().send(held)
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    @property
-    def is_connected(self) -> bool:
-        return self.sock is not None and not readable_now(self.sock)
+    def send(self, data: Any) -> None:
+        if self._holding:  # the request's first send: its headers
+            self._held, self._holding = bytes(data), False
+            return
+        held, self._held = self._held, b""
+        super().send(held + data if held else data)
+
+
+class _HTTPConnection(_RouterConnection):
+    pass
+
+
+class _HTTPSConnection(_RouterConnection, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
