@@ -30,6 +30,8 @@ from tests.servehelpers import (
     free_port,
     manage,
     manage_many,
+    private_redis,
+    redis_server,
     served_database,
 )
 
@@ -287,53 +289,14 @@ class _Load:
         return self.results
 
 
-def _redis_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while (
-        subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-        ).stdout.strip()
-        != b"PONG"
-        or process.poll() is not None  # the port was taken: the PONG was someone else's
-    ):
-        if process.poll() is not None:
-            raise OSError(f"private redis could not take port {port}")
-        assert time.monotonic() < deadline, "private redis did not start"
-        time.sleep(0.05)
-    return process
-
-
-def _private_redis() -> tuple[subprocess.Popen, int]:
-    """A Redis server of this test's own, on a free port (another on a collision)."""
-    for attempt in range(5):
-        port = free_port()
-        try:
-            return _redis_server(port), port
-        except OSError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+# The private Redis keeps nothing: killing it loses all it held.
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
 def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
     sim = RouterSim()
     db, key = provision(sim, email="fault-redis@example.com")
-    redis_proc, port = _private_redis()
+    redis_proc, port = private_redis(*NO_PERSISTENCE)
     redis_url = f"redis://127.0.0.1:{port}/0"
     server = Gunicorn(database_url=db, workers=2, REDIS_URL=redis_url)
     try:
@@ -342,7 +305,7 @@ def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
         redis_proc.kill()  # SIGKILL: Redis and all its counters are gone
         redis_proc.wait()
         seen = load.wait_for(503, count=5, since=seen)
-        redis_proc = _redis_server(port)
+        redis_proc = redis_server(port, *NO_PERSISTENCE)
         load.wait_for(200, count=10, since=seen)  # service came back
         results = load.stop()
     finally:
