@@ -448,6 +448,19 @@ class Gunicorn:
         )
         return [int(pid) for pid in result.stdout.split()]
 
+    def answered_by(self, path: str) -> set[int]:
+        """The workers that have answered a request for `path` so far: the pids of its access
+        log lines (production's JSON log, one line per request, written as each one ends)."""
+        pids = set()
+        for line in self.output().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("msg") == "request" and entry["path"] == path:
+                pids.add(entry["pid"])
+        return pids
+
     def terminate(self) -> None:
         """SIGTERM to the master: the graceful shutdown an orchestrator does."""
         if self.process.poll() is None:

@@ -424,7 +424,12 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
     key = key.strip()
     server = Gunicorn(database_url=db, workers=2)
     try:
-        for _ in range(4):  # warm both workers' key and catalog caches
+        # Both workers warm (their catalog is built from the database, once): whichever
+        # worker wakes first accepts, so on a loaded machine a few calls may all reach one,
+        # and the other, cold, would wait on the stopped database for every call it takes.
+        deadline = time.monotonic() + 60
+        while not set(server.worker_pids()) <= server.answered_by("/v1/chat/completions"):
+            assert time.monotonic() < deadline, "a worker never answered"
             assert _chat(server.url, key).status_code == 200
         load = _Load(server.url, key)
         seen = load.wait_for(200, count=10)
