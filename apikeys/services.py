@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -665,9 +667,30 @@ def _touch_last_used(key_id: int, now: float) -> None:
     if now - _last_used_local.get(key_id, 0.0) < LAST_USED_EVERY:
         return
     _last_used_local[key_id] = now
-    if _cache_quietly(cache.add, f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
+    if not _cache_quietly(cache.add, f"apikey-used:{key_id}", 1, LAST_USED_EVERY):
+        return
+    if settings.USAGE_WRITE_BATCHED:
+        # Where usage is written off the request (production), so is this: with PostgreSQL
+        # down, the write waits DB_POOL_TIMEOUT (30 s) for a connection and then fails, and
+        # the request that happened to be a minute after the last stamp waited with it and
+        # answered 500. A lost stamp costs a minute of `last_used_at`; a request waits for none.
+        threading.Thread(target=_last_used_write_quietly, args=(key_id,), daemon=True).start()
+    else:
+        _last_used_write(key_id)
+
+
+def _last_used_write(key_id: int) -> None:
+    try:
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+    finally:
         release_connection()
+
+
+def _last_used_write_quietly(key_id: int) -> None:
+    try:
+        _last_used_write(key_id)
+    except DatabaseError as exc:
+        log.warning("key last use not recorded: database unavailable (%s)", exc.__class__.__name__)
 
 
 def _rehash(key_id: int, raw_key: str) -> None:

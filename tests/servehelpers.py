@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +57,46 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def redis_server(port: int, *options: str) -> subprocess.Popen:
+    """A redis-server of the caller's own on `port` (with `options`), once it answers. Ready
+    means the server answering there reports this process's id: a PONG may come from whoever
+    held the port. OSError if the port was taken (the server exited)."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while _redis_process_id(port) != process.pid:
+        if process.poll() is not None:
+            raise OSError(f"redis-server could not take port {port}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"redis-server on port {port} did not start")
+        time.sleep(0.05)
+    return process
+
+
+def _redis_process_id(port: int) -> int | None:
+    info = subprocess.run(
+        ["redis-cli", "-p", str(port), "INFO", "server"], capture_output=True, text=True
+    ).stdout
+    found = re.search(r"^process_id:(\d+)", info, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def private_redis(*options: str) -> tuple[subprocess.Popen, int]:
+    """`redis_server` on a free port (another one if that was taken first): (process, port)."""
+    for attempt in range(5):
+        port = free_port()
+        try:
+            return redis_server(port, *options), port
+        except OSError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 @functools.cache
@@ -406,6 +447,19 @@ class Gunicorn:
             ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
         )
         return [int(pid) for pid in result.stdout.split()]
+
+    def answered_by(self, path: str) -> set[int]:
+        """The workers that have answered a request for `path` so far: the pids of its access
+        log lines (production's JSON log, one line per request, written as each one ends)."""
+        pids = set()
+        for line in self.output().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("msg") == "request" and entry["path"] == path:
+                pids.add(entry["pid"])
+        return pids
 
     def terminate(self) -> None:
         """SIGTERM to the master: the graceful shutdown an orchestrator does."""

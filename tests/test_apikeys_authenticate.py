@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection, connections
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -69,6 +73,49 @@ def test_first_use_records_last_used(alice_key):
     apikey_authenticate(raw_key=raw)
 
     assert ApiKey.objects.get(pk=key.pk).last_used_at is not None
+
+
+@pytest.mark.django_db(transaction=True)  # committed rows: two sessions must see the key
+def test_a_due_last_use_stamp_never_holds_the_request_while_the_database_stalls(
+    alice_key, settings
+):
+    """The stamp is written once a minute, by whichever request is due. With PostgreSQL down
+    that write waited DB_POOL_TIMEOUT (30 s) for a connection and the request answered 500
+    (tests/test_faults.py's outage, when it outlasted a minute). Here the database stalls
+    for real, on a lock: another session holds the key's row, so any UPDATE of it waits."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a row lock held by another session: PostgreSQL's")
+    import psycopg
+
+    settings.USAGE_WRITE_BATCHED = True  # production's shape (with Redis): writes off the request
+    key, raw = alice_key
+    params = connection.settings_dict
+    authenticated = threading.Event()
+
+    def request():
+        try:
+            apikey_authenticate(raw_key=raw)
+            authenticated.set()
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"] or None,
+        password=params["PASSWORD"] or None,
+        dbname=params["NAME"],
+    ) as other:
+        other.execute("SELECT 1 FROM apikeys_apikey WHERE id = %s FOR UPDATE", [key.pk])
+        threading.Thread(target=request, daemon=True).start()
+        # A deadline only for the failure: the request waited on the row as long as it was held.
+        assert authenticated.wait(timeout=60), "the request waited for the last-use write"
+        assert ApiKey.objects.get(pk=key.pk).last_used_at is None  # still held: not written
+    # The row is free again: the stamp written off the request lands.
+    deadline = time.monotonic() + 60
+    while ApiKey.objects.get(pk=key.pk).last_used_at is None:
+        assert time.monotonic() < deadline, "the last-use stamp was never written"
+        time.sleep(0.02)
 
 
 def test_drf_class_authenticates_a_bearer_key(alice, alice_key):

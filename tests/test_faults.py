@@ -30,6 +30,8 @@ from tests.servehelpers import (
     free_port,
     manage,
     manage_many,
+    private_redis,
+    redis_server,
     served_database,
 )
 
@@ -287,53 +289,14 @@ class _Load:
         return self.results
 
 
-def _redis_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while (
-        subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-        ).stdout.strip()
-        != b"PONG"
-        or process.poll() is not None  # the port was taken: the PONG was someone else's
-    ):
-        if process.poll() is not None:
-            raise OSError(f"private redis could not take port {port}")
-        assert time.monotonic() < deadline, "private redis did not start"
-        time.sleep(0.05)
-    return process
-
-
-def _private_redis() -> tuple[subprocess.Popen, int]:
-    """A Redis server of this test's own, on a free port (another on a collision)."""
-    for attempt in range(5):
-        port = free_port()
-        try:
-            return _redis_server(port), port
-        except OSError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+# The private Redis keeps nothing: killing it loses all it held.
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
 def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
     sim = RouterSim()
     db, key = provision(sim, email="fault-redis@example.com")
-    redis_proc, port = _private_redis()
+    redis_proc, port = private_redis(*NO_PERSISTENCE)
     redis_url = f"redis://127.0.0.1:{port}/0"
     server = Gunicorn(database_url=db, workers=2, REDIS_URL=redis_url)
     try:
@@ -342,7 +305,7 @@ def test_redis_restarted_under_load_fails_closed_and_loses_no_record():
         redis_proc.kill()  # SIGKILL: Redis and all its counters are gone
         redis_proc.wait()
         seen = load.wait_for(503, count=5, since=seen)
-        redis_proc = _redis_server(port)
+        redis_proc = redis_server(port, *NO_PERSISTENCE)
         load.wait_for(200, count=10, since=seen)  # service came back
         results = load.stop()
     finally:
@@ -461,7 +424,12 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
     key = key.strip()
     server = Gunicorn(database_url=db, workers=2)
     try:
-        for _ in range(4):  # warm both workers' key and catalog caches
+        # Both workers warm (their catalog is built from the database, once): whichever
+        # worker wakes first accepts, so on a loaded machine a few calls may all reach one,
+        # and the other, cold, would wait on the stopped database for every call it takes.
+        deadline = time.monotonic() + 60
+        while not set(server.worker_pids()) <= server.answered_by("/v1/chat/completions"):
+            assert time.monotonic() < deadline, "a worker never answered"
             assert _chat(server.url, key).status_code == 200
         load = _Load(server.url, key)
         seen = load.wait_for(200, count=10)
@@ -471,6 +439,12 @@ def test_postgres_restarted_under_load_serves_on_and_spools_usage(private_postgr
         private_postgres["start"]()
         load.wait_for(200, count=10, since=seen)
         results = load.stop()
+        # The writers write again once psycopg's pool reconnects, at its next try: it backs
+        # off while the database is down (1, 2, 4, ... s), so a longer outage (a loaded
+        # machine) means a later try. Writes run in order: once the last answer's record is
+        # in, every earlier one is in or spooled, and the workers' exit flush is quick.
+        last = [r for r in results if not isinstance(r, str)][-1]
+        _records(db, "request_id = %s", [last.headers["x-request-id"]], expect=1, timeout=90)
     finally:
         server.stop()  # the workers flush their queued records as they exit
         sim.stop()
