@@ -277,6 +277,12 @@ def test_a_line_past_the_limit_breaks_the_stream():
         lines.feed(b"x" * 50)
 
 
+def test_a_line_of_exactly_the_limit_is_kept():
+    lines = LineSplitter(limit=64)
+    assert lines.feed(b"x" * 64) == []
+    assert lines.feed(b"\n") == [b"x" * 64]
+
+
 def _router_stream(body: bytes):
     """A router's SSE answer as urllib3 reads it off the socket."""
     return urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False, status=200)
