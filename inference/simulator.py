@@ -9,7 +9,9 @@ Run it with ``python -m inference.simulator --port 5010 [options]`` (or
 ``python manage.py run_router_sim``); ``--help`` lists the faults it can inject.
 
 Besides the router routes, ``GET /_sim/requests`` returns the last completion request bodies it
-received, so integration tests can check what the portal actually forwarded.
+received, so integration tests can check what the portal actually forwarded, and
+``GET /_sim/hold`` / ``GET /_sim/release`` hold every stream after its first chunk until
+released, so a test can count how many streams a client keeps open at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from http import HTTPStatus
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 Environ = dict[str, Any]
@@ -193,7 +196,13 @@ class _Simulator:
             "/api/v1/info": self._info,
             "/api/v1/ping": lambda: {"status": "ok"},
             "/_sim/requests": lambda: {"requests": list(self.recent)},
+            "/_sim/hold": self._hold,
+            "/_sim/release": self._release,
         }
+        # Streams pass their first chunk and then wait here while a test holds them, so it
+        # can see how many a client keeps open at once without racing the chunks' timing.
+        self._gate = gevent.event.Event()
+        self._gate.set()
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -261,6 +270,14 @@ class _Simulator:
                 "sessions": sorted(self._sessions),
             },
         }
+
+    def _hold(self) -> dict[str, Any]:
+        self._gate.clear()
+        return {"held": True}
+
+    def _release(self) -> dict[str, Any]:
+        self._gate.set()
+        return {"held": False}
 
     # -- completions ------------------------------------------------------------------------
 
@@ -397,6 +414,8 @@ class _Simulator:
         other_task = next(self._task_ids) if config.interleave else 0
 
         for i, piece in enumerate(plan.pieces):
+            if i == 1:
+                self._gate.wait()
             if i and delay:
                 gevent.sleep(delay)
             if i == drop_at:

@@ -11,7 +11,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -97,14 +96,18 @@ def slow_one_worker():
     sim.stop()
 
 
-def _highest_in_flight(sim: RouterSim, stop: threading.Event) -> int:
-    """The most requests the simulator held at once until `stop`."""
-    highest = 0
+def _wait_for_in_flight(sim: RouterSim, count: int, streams) -> None:
+    """Until the simulator holds `count` requests at once (or the streams ended without)."""
+    deadline = time.monotonic() + 120
     with requests.Session() as session:
-        while not stop.is_set():
+        while True:
             status = session.get(f"{sim.url}/api/v1/status", headers=sim.headers, timeout=10)
-            highest = max(highest, status.json()["in_flight"])
-    return highest
+            held = status.json()["in_flight"]
+            if held >= count:
+                return
+            assert not streams.done(), f"the streams ended with at most {held} held at once"
+            assert time.monotonic() < deadline, f"{held} of {count} streams open at the router"
+            time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -120,29 +123,30 @@ def test_one_worker_holds_200_slow_streams_at_once(slow_one_worker):
             "messages": [{"role": "user", "content": "hi"}],
         }
     ).encode()
-    stop = threading.Event()
+    # The router holds every stream after its first chunk until all 200 are open there at
+    # once: one worker relaying them one at a time (or a few) never gets them all there.
+    requests.get(f"{sim.url}/_sim/hold", headers=sim.headers, timeout=10).raise_for_status()
     with ThreadPoolExecutor(1) as pool:
-        highest = pool.submit(_highest_in_flight, sim, stop)
+        streams = pool.submit(
+            asyncio.run,
+            many_streams(
+                "127.0.0.1",
+                server.port,
+                "/v1/chat/completions",
+                {"Authorization": f"Bearer {key}"},
+                body,
+                count=200,
+                ramp_seconds=0.5,
+            ),
+        )
         try:
-            results = asyncio.run(
-                many_streams(
-                    "127.0.0.1",
-                    server.port,
-                    "/v1/chat/completions",
-                    {"Authorization": f"Bearer {key}"},
-                    body,
-                    count=200,
-                    ramp_seconds=0.5,
-                )
-            )
+            _wait_for_in_flight(sim, 200, streams)
         finally:
-            stop.set()
+            requests.get(f"{sim.url}/_sim/release", headers=sim.headers, timeout=10)
+        results = streams.result()
     errors = [r.error for r in results if not r.ok]
     assert errors == []
     assert all(r.tokens == 5 for r in results)
-    # Each stream takes ~1 s at the router and they arrive over 0.5 s: one worker holding
-    # them at once has most of them open together (one at a time would show 1).
-    assert highest.result() > 50
     # Every stream's usage record was written through the pooled database connections.
     deadline = time.monotonic() + 10
     while _usage_count(database_url, "serve@example.com") < before + 200:
