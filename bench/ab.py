@@ -42,19 +42,12 @@ def serve(checkout: Path, port: int, log_dir: Path, name: str) -> subprocess.Pop
     env = run.base_env(
         HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", LOG_LEVEL="WARNING", ACCESS_LOG="-"
     )
-    handle = (log_dir / f"gunicorn-{name}.log").open("wb")
-    process = subprocess.Popen(
+    return run.spawn(
         [str(run.VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi:application"],
-        cwd=checkout,
         env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=run.raise_nofile,
+        log_path=log_dir / f"gunicorn-{name}.log",
+        cwd=checkout,
     )
-    run._children.append(process)
-    return process
 
 
 def measure(url: str, master: int, body: dict, key: str, connections: int, seconds: int) -> dict:

@@ -130,11 +130,13 @@ def manage(*args: str) -> str:
     return result.stdout
 
 
-def spawn(command: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def spawn(
+    command: list[str], *, env: dict[str, str], log_path: Path, cwd: Path = ROOT
+) -> subprocess.Popen:
     handle = log_path.open("wb")
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=handle,
