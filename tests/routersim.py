@@ -198,6 +198,8 @@ def run_portal_script(script: str, **extra_env: str) -> str:
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DEBUG": "1",
         "LOG_LEVEL": "WARNING",
+        # A mutation run's mutant applies in the script too (docs/mutation.md).
+        **{k: v for k, v in os.environ.items() if k == "MUTANT_UNDER_TEST"},
         **extra_env,
     }
     result = subprocess.run(

@@ -23,7 +23,6 @@ import os
 import socket
 import sys
 import threading
-import time
 
 import django
 
@@ -45,12 +44,14 @@ def router():
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n10\r\ndata: {\"a\": 1}\n\n\r\n"
     )
-    conn.settimeout(10)
+    conn.settimeout(30)
     try:
         while conn.recv(1):  # still generating, until its connection ends
             pass
+    except TimeoutError:
+        return  # still open: not an end
     except OSError:
-        pass
+        pass  # reset: an end
     router_saw_end.set()
 
 
@@ -63,22 +64,29 @@ up = upstream.Upstream(
 )
 
 
+first_chunk = threading.Event()
+
+
 def pump():
     try:
         for _ in response.stream(1024):
-            pass
+            first_chunk.set()
     except Exception:
         pass
 
 
 threading.Thread(target=pump, daemon=True).start()
-time.sleep(0.3)  # the reader greenlet is blocked inside the response's reader now
+# Greenlets: this one runs again only once the reader has blocked in its next read (the router
+# sends nothing after the first chunk).
+if not first_chunk.wait(10):
+    print("no first chunk")
+    sys.exit(3)
 try:
     up.close()
 except Exception as exc:
     print(f"close raised {exc!r}")
     sys.exit(1)
-if not router_saw_end.wait(10):
+if not router_saw_end.wait(20):
     print("the router's connection stayed open")
     sys.exit(2)
 print("closed")
