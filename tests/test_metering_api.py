@@ -60,6 +60,42 @@ def test_usage_of_the_key_and_its_owner_match_the_ledgers(client, alice, setup):
     assert body["plan"]["requests_per_day"] == 50 and body["plan"]["requests_per_minute"] == 1000
 
 
+def test_pending_records_count_as_they_will_once_in_the_ledgers(client, alice, make_key):
+    """Records not folded into the ledgers yet (the last minute or two of traffic) are summed
+    by the database per day, key, model and member: several alike each count, as they will
+    once aggregated."""
+    from metering.selectors import usage_for_key
+
+    key, raw = make_key(alice, "prod")
+    other, _ = make_key(alice, "other")
+    now = timezone.now()
+    usage_record(alice, key, at=now, prompt=10, completion=20)
+    usage_record(alice, key, at=now, prompt=1, completion=2, outcome="rate_limited")
+    usage_record(alice, key, at=now, prompt=0, completion=0, outcome="rate_limited")
+    usage_record(alice, key, at=now, prompt=3, completion=4, estimated=True)
+    usage_record(alice, key, at=now, prompt=2, completion=2, estimated=True)
+    usage_record(alice, other, at=now, prompt=100, completion=1)
+
+    def totals():
+        usage = usage_for_key(org_id=key.org_id, key_id=key.pk)
+        mine = {**usage.key_today.as_dict(), "estimated": usage.key_today.estimated}
+        return mine, usage.org_month.as_dict(), _get(client, raw).json()["key"]
+
+    pending = totals()
+    assert pending[0] == {
+        "requests": 5,
+        "errors": 2,
+        "prompt_tokens": 16,
+        "completion_tokens": 28,
+        "tokens": 44,
+        "estimated": 2,
+    }
+    assert (pending[1]["requests"], pending[1]["tokens"]) == (6, 145)
+    assert pending[2]["today"] == {"requests": 5, "tokens": 44}
+    usage_aggregate()
+    assert totals() == pending
+
+
 @pytest.fixture(autouse=True)
 def _fresh_limit_counters():
     # Without Redis the limits engine counts in this process's memory: start from zero.
