@@ -4,6 +4,7 @@ first byte, a dead pool answers 503 at once, and a break mid-stream ends in an e
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -92,16 +93,52 @@ def test_bad_routers_are_cut_out_by_the_breaker(client, sims, alice_key):
     assert states[sims["good"].url] == "closed"
 
 
-def test_all_routers_down_is_a_quick_503(client, sims, alice_key):
+def test_all_routers_down_is_a_quick_503(client, sims, alice_key, caplog):
+    caplog.set_level(logging.WARNING, logger="inference.upstream")
     model = _pool([sims["stopped"], sims["failing"]], name="dead")
     _, raw = alice_key
     response = _chat(client, raw, model)
     # 503 at once, not a 504 after the model's timeout (how long it took is for `make bench`).
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "upstream_unavailable"
+    error = response.json()["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert error["message"] == (
+        "The model's servers are unavailable right now. Retry in a few seconds."
+    )
     # Router details never reach the customer.
     assert sims["failing"].url not in response.content.decode()
     assert "127.0.0.1" not in response.content.decode()
+    # The operator's side: each router tried, by id and why, then the give-up.
+    from catalog.models import Router
+
+    ids = {r.base_url: r.pk for r in Router.objects.filter(pool__models__public_id=model)}
+    tried = [
+        (r.router_id, r.reason)
+        for r in caplog.records
+        if r.getMessage() == "router failed before the first byte, trying another"
+    ]
+    assert sorted(tried) == sorted(
+        [(ids[sims["stopped"].url], "NewConnectionError"), (ids[sims["failing"].url], "HTTP 503")]
+    )
+    (gave_up,) = [r for r in caplog.records if r.getMessage() == "every router tried failed"]
+    assert (gave_up.tried, gave_up.reason) == (2, tried[-1][1])
+
+
+def test_a_pool_whose_breakers_are_all_open_has_no_capacity(client, sims, alice_key):
+    from catalog.models import Router
+
+    model = _pool([sims["stopped"], sims["failing"]], name="cut-out")
+    for router in Router.objects.filter(pool__models__public_id=model):
+        for _ in range(balancer.FAILURES_TO_OPEN):
+            balancer.record_failure(router.pk)
+    _, raw = alice_key
+    response = _chat(client, raw, model)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert error["message"] == (
+        "No capacity is available for this model right now. Retry in a few seconds."
+    )
 
 
 def test_drop_mid_stream_ends_with_error_chunk_and_done(client, alice_key):
@@ -128,7 +165,9 @@ def test_hanging_router_times_out_with_504(client, alice_key):
         _, raw = alice_key
         response = _chat(client, raw, model)
     assert response.status_code == 504
-    assert response.json()["error"]["code"] == "upstream_timeout"
+    error = response.json()["error"]
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == "The model did not answer in time. Retry, or lower max_tokens."
 
 
 @pytest.mark.parametrize("option", ["--json-for-stream", "--interleave", "--no-done", "--no-usage"])

@@ -149,7 +149,10 @@ def test_other_router_errors_fail_over_to_another_router(client, alice_key, code
         assert _completions(good) == 3
 
 
-def test_a_connection_broken_after_the_request_went_out_is_not_sent_again(client, alice_key):
+def test_a_connection_broken_after_the_request_went_out_is_not_sent_again(
+    client, alice_key, caplog
+):
+    caplog.set_level(logging.WARNING, logger="inference.upstream")
     _, raw = alice_key
     # --drop-after cuts a non-stream request after reading it, without an answer.
     with RouterSim("--drop-after", "0", *SESSIONS) as sim:
@@ -161,9 +164,21 @@ def test_a_connection_broken_after_the_request_went_out_is_not_sent_again(client
             HTTP_AUTHORIZATION=f"Bearer {raw}",
         )
         assert response.status_code == 502
-        assert response.json()["error"]["code"] == "upstream_error"
+        error = response.json()["error"]
+        assert error["code"] == "upstream_error"
+        assert error["message"] == "The upstream model server failed. Retry in a moment."
         # Neither the portal nor urllib3 sent the generation a second time.
         assert _completions(sim) == 1
+    from catalog.models import Router
+
+    (broke,) = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "router connection broke after the request was sent"
+    ]
+    routers = set(Router.objects.filter(pool__models__public_id=model).values_list("pk", flat=True))
+    assert broke.router_id in routers
+    assert broke.reason == "ProtocolError"
 
 
 def test_a_router_that_cannot_be_reached_is_skipped(client, alice_key):
