@@ -195,3 +195,40 @@ def test_a_router_that_cannot_be_reached_is_skipped(client, alice_key):
         )
         assert response.status_code == 200
         assert _completions(good) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_router_answering_only_the_path_form_is_asked_again_there(client, alice_key, stream):
+    """Some deployments answer only `/api/<version>/completions/<session>`: the body form's
+    404 is followed by the path form on the same router, at the router's API version."""
+    import requests
+
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    _, raw = alice_key
+    with RouterSim("--path-only", "--sessions", "7", "--chunks", "2") as sim:
+        pool = RouterPool.objects.create(name="path-only")
+        Router.objects.create(
+            pool=pool, base_url=sim.url, session_id=7, token=sim.token, api_version="v3"
+        )
+        CatalogModel.objects.create(
+            public_id="cortensor/path-only", pool=pool, max_tokens=64, default_max_tokens=8
+        )
+        body = {"model": "cortensor/path-only", "messages": [{"role": "user", "content": "hi"}]}
+        response = client.post(
+            "/v1/chat/completions",
+            json.dumps({**body, "stream": stream}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+        assert response.status_code == 200
+        if stream:
+            text = b"".join(response.streaming_content).decode()
+            assert text.rstrip().endswith("data: [DONE]")
+            assert "word0" in text and "word1" in text
+        else:
+            assert response.json()["choices"][0]["message"]["content"] == " word0 word1"
+        seen = requests.get(f"{sim.url}/_sim/requests", headers=sim.headers, timeout=5).json()
+    (forwarded,) = seen["requests"]  # the body form's 404 came before the body was read
+    assert forwarded["path"] == "/api/v3/completions/7"
+    assert forwarded["body"]["stream"] is stream
