@@ -170,6 +170,27 @@ def test_hanging_router_times_out_with_504(client, alice_key):
     assert error["message"] == "The model did not answer in time. Retry, or lower max_tokens."
 
 
+def test_a_streams_reads_wait_the_routers_read_timeout_not_the_calls(client, alice_key):
+    """The model's timeout caps a JSON call; a stream's gaps between chunks wait the router's
+    read timeout (its whole length is STREAM_MAX_SECONDS)."""
+    from catalog.models import CatalogModel, Router
+
+    with RouterSim("--chunks", "3", "--chunk-delay-ms", "1500") as sim:
+        model = _pool([sim], name="slow-chunks")
+        CatalogModel.objects.filter(public_id=model).update(request_timeout=1)
+        Router.objects.filter(base_url=sim.url).update(read_timeout=30)
+        _, raw = alice_key
+        response = _chat(client, raw, model, stream=True)
+        assert response.status_code == 200
+        events = _sse(response)
+    assert events[-1] == "[DONE]"
+    assert all("error" not in e for e in events[:-1]), events
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]
+    )
+    assert text == " word0 word1 word2"
+
+
 @pytest.mark.parametrize("option", ["--json-for-stream", "--interleave", "--no-done", "--no-usage"])
 def test_router_oddities_are_survived(client, alice_key, option):
     with RouterSim(option, "--chunks", "3") as sim:
