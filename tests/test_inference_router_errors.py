@@ -232,3 +232,27 @@ def test_a_router_answering_only_the_path_form_is_asked_again_there(client, alic
     (forwarded,) = seen["requests"]  # the body form's 404 came before the body was read
     assert forwarded["path"] == "/api/v3/completions/7"
     assert forwarded["body"]["stream"] is stream
+
+
+def test_a_hung_router_with_a_long_read_timeout_still_ends_at_the_models_timeout(
+    live_server, alice_key
+):
+    """The model's timeout caps the router's own read timeout on a JSON call. The client waits
+    30 s for the 504 the model's 1 s brings (a regression waits out the router's hour)."""
+    import requests
+
+    from catalog.models import CatalogModel, Router
+
+    _, raw = alice_key
+    with RouterSim("--hang") as sim:
+        model = _pool([(sim, 1)], name="hung-long-read")
+        CatalogModel.objects.filter(public_id=model).update(request_timeout=1)
+        Router.objects.filter(base_url=sim.url).update(read_timeout=3600)
+        response = requests.post(
+            f"{live_server.url}/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {raw}"},
+            timeout=30,
+        )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
