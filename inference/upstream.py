@@ -114,7 +114,6 @@ class _NotStarted(Exception):
 class Upstream:
     router: RouterInfo
     response: urllib3.BaseHTTPResponse
-    connected_at: float
     deadline: float  # the call's total-time cap (monotonic), for reading the answer too
 
     def close(self) -> None:
@@ -268,9 +267,7 @@ def open_completion(
         if response.status in REQUEST_REFUSED:
             balancer.release(router.id)
             raise _request_refused(router, response)
-        return Upstream(
-            router=router, response=response, connected_at=time.monotonic(), deadline=deadline
-        )
+        return Upstream(router=router, response=response, deadline=deadline)
     if not tried:
         raise UpstreamUnavailable(
             "No capacity is available for this model right now. Retry in a few seconds."

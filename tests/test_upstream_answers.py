@@ -113,7 +113,7 @@ def _upstream(body: bytes, deadline: float | None = None) -> Upstream:
     )
     response = urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False, status=200)
     deadline = time.monotonic() + 60 if deadline is None else deadline
-    return Upstream(router=router, response=response, connected_at=0.0, deadline=deadline)
+    return Upstream(router=router, response=response, deadline=deadline)
 
 
 def _answer_of(size: int) -> bytes:

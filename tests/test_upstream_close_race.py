@@ -60,7 +60,7 @@ response = upstream.pool().request(
     "POST", f"http://127.0.0.1:{port}/x", body=b"{}", preload_content=False, retries=False
 )
 up = upstream.Upstream(
-    router=type("Router", (), {"id": 1})(), response=response, connected_at=0.0, deadline=0.0
+    router=type("Router", (), {"id": 1})(), response=response, deadline=0.0
 )
 
 
