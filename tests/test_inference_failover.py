@@ -260,3 +260,77 @@ def test_a_connect_that_outlasts_the_models_timeout_is_a_503(client, alice_key, 
     response = _chat(client, raw, "cortensor/unanswered")
     assert response.status_code == 503, response.content
     assert response.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_an_answer_clears_the_routers_failures(client, alice_key):
+    """The breaker counts failures in a row: an answer in between starts the count again."""
+    from catalog.models import Router
+
+    _, raw = alice_key
+    with RouterSim("--chunks", "2") as sim:
+        model = _pool([sim], name="recovering")
+        router = Router.objects.get(base_url=sim.url)
+        for _ in range(balancer.FAILURES_TO_OPEN - 1):
+            balancer.record_failure(router.pk)
+        assert _chat(client, raw, model).status_code == 200
+        for _ in range(balancer.FAILURES_TO_OPEN - 1):
+            balancer.record_failure(router.pk)
+    assert balancer.breaker_state(router.pk) == "closed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refused_request_gives_the_routers_slot_back(client, alice_key, stream):
+    from catalog.models import Router
+
+    _, raw = alice_key
+    with RouterSim("--status", "422") as sim:
+        model = _pool([sim], name="refusing-slot")
+        router = Router.objects.get(base_url=sim.url)
+        assert _chat(client, raw, model, stream=stream).status_code == 400
+    assert balancer.in_flight_snapshot().get(router.pk, 0) == 0
+    assert balancer.breaker_state(router.pk) == "closed"  # the request's fault, not the router's
+
+
+def test_an_unexpected_error_still_gives_the_router_its_verdict_and_slot_back():
+    """Whatever goes wrong between the pick and the answer (here: building the payload), the
+    router's slot is given back and the breaker counts it."""
+    from catalog.routing import ModelInfo, RouterInfo
+    from inference import upstream
+
+    router = RouterInfo(
+        id=9001,
+        pool_id=1,
+        base_url="http://127.0.0.1:9",
+        api_version="v1",
+        session_id=1,
+        token="t",
+        weight=1,
+        connect_timeout=1.0,
+        read_timeout=None,
+        health="healthy",
+    )
+    model = ModelInfo(
+        public_id="cortensor/x",
+        display_name="x",
+        description="",
+        pool_id=1,
+        pool_name="p",
+        context_length=4096,
+        chat_template="llama3",
+        default_max_tokens=8,
+        max_tokens=64,
+        request_timeout=5,
+        plan_ids=frozenset(),
+        created=0,
+    )
+
+    def payload_for(_router):
+        raise RuntimeError("no payload")
+
+    for _ in range(balancer.FAILURES_TO_OPEN):
+        with pytest.raises(RuntimeError):
+            upstream.open_completion(
+                routers=[router], model=model, payload_for=payload_for, stream=False
+            )
+    assert balancer.in_flight_snapshot().get(router.id, 0) == 0
+    assert balancer.breaker_state(router.id) == "open"
