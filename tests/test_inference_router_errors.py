@@ -234,18 +234,20 @@ def test_a_router_answering_only_the_path_form_is_asked_again_there(client, alic
     assert forwarded["body"]["stream"] is stream
 
 
+@pytest.mark.parametrize("form", [(), ("--path-only",)], ids=["body-form", "path-form"])
 def test_a_hung_router_with_a_long_read_timeout_still_ends_at_the_models_timeout(
-    live_server, alice_key
+    live_server, alice_key, form
 ):
-    """The model's timeout caps the router's own read timeout on a JSON call. The client waits
-    30 s for the 504 the model's 1 s brings (a regression waits out the router's hour)."""
+    """The model's timeout caps the router's own read timeout on a JSON call, on either form
+    of the route. The client waits 30 s for the 504 the model's 1 s brings (a regression waits
+    out the router's hour)."""
     import requests
 
     from catalog.models import CatalogModel, Router
 
     _, raw = alice_key
-    with RouterSim("--hang") as sim:
-        model = _pool([(sim, 1)], name="hung-long-read")
+    with RouterSim("--hang", *form) as sim:
+        model = _pool([(sim, 1)], name=f"hung-long-read{len(form)}")
         CatalogModel.objects.filter(public_id=model).update(request_timeout=1)
         Router.objects.filter(base_url=sim.url).update(read_timeout=3600)
         response = requests.post(
