@@ -205,6 +205,21 @@ def test_a_failed_router_call_is_observed_with_its_status(client, catalog, alice
     )
 
 
+def test_a_router_call_that_got_no_answer_is_observed_as_an_error(client, catalog, alice_key):
+    _, raw = alice_key
+    dead = RouterSim()
+    dead.stop()  # connection refused: no status to label the call with
+    Router.objects.filter(pk=catalog["router"].pk).update(base_url=dead.url)
+    bump_version()
+    before = scrape(client)
+    assert chat(client, raw).status_code == 503
+    after = scrape(client)
+    router = str(catalog["router"].pk)
+    assert value(after, "portal_upstream_latency_seconds_count", router=router, result="error") == (
+        value(before, "portal_upstream_latency_seconds_count", router=router, result="error") + 1
+    )
+
+
 # --- multiprocess: gunicorn with two workers ---------------------------------------------
 
 
