@@ -8,10 +8,11 @@ and all waiting is ``gevent.sleep``.
 Run it with ``python -m inference.simulator --port 5010 [options]`` (or
 ``python manage.py run_router_sim``); ``--help`` lists the faults it can inject.
 
-Besides the router routes, ``GET /_sim/requests`` returns the last completion request bodies it
-received, so integration tests can check what the portal actually forwarded, and
-``GET /_sim/hold`` / ``GET /_sim/release`` hold every stream after its first chunk until
-released, so a test can count how many streams a client keeps open at once.
+Besides the router routes, ``GET /_sim/requests`` returns the last completion requests it
+received (path, Content-Type, Accept and body), so integration tests can check what the
+portal actually forwarded, and ``GET /_sim/hold`` / ``GET /_sim/release`` hold every stream
+after its first chunk until released, so a test can count how many streams a client keeps
+open at once.
 """
 
 from __future__ import annotations
@@ -306,7 +307,14 @@ class _Simulator:
             raise _HTTPError(404, "not found")
 
         body = _read_json_object(environ)
-        self.recent.append({"path": environ.get("PATH_INFO", ""), "body": body})
+        self.recent.append(
+            {
+                "path": environ.get("PATH_INFO", ""),
+                "content_type": environ.get("CONTENT_TYPE", ""),
+                "accept": environ.get("HTTP_ACCEPT", ""),
+                "body": body,
+            }
+        )
         if config.access_log:
             # Which of the caller's requests this is (the portal sends its request id), so a
             # test can match what the router served with what was billed.

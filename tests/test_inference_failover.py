@@ -334,3 +334,18 @@ def test_an_unexpected_error_still_gives_the_router_its_verdict_and_slot_back():
             )
     assert balancer.in_flight_snapshot().get(router.id, 0) == 0
     assert balancer.breaker_state(router.id) == "open"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answered_request_gives_the_routers_slot_back(client, alice_key, stream):
+    from catalog.models import Router
+
+    _, raw = alice_key
+    with RouterSim("--chunks", "2") as sim:
+        model = _pool([sim], name="answering-slot")
+        router = Router.objects.get(base_url=sim.url)
+        response = _chat(client, raw, model, stream=stream)
+        assert response.status_code == 200
+        if stream:
+            assert _sse(response)[-1] == "[DONE]"
+    assert balancer.in_flight_snapshot().get(router.pk, 0) == 0

@@ -91,12 +91,30 @@ def test_forwarded_request_carries_session_prompt_and_reference(
     request_id = response["x-request-id"]
     seen = requests.get(f"{router_sim.url}/_sim/requests", headers=router_sim.headers).json()
     forwarded = next(r for r in seen["requests"] if r["body"].get("client_reference") == request_id)
+    assert (forwarded["content_type"], forwarded["accept"]) == ("application/json",) * 2
     body = forwarded["body"]
     assert body["session_id"] == 1
     assert body["prompt_type"] == 1
     assert body["temperature"] == 0.5
     assert body["max_tokens"] == 2
     assert body["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
+
+
+def test_a_forwarded_stream_asks_for_an_event_stream(client, catalog, alice_key, router_sim):
+    import requests
+
+    _, raw = alice_key
+    response = _chat(client, raw, stream=True)
+    assert response.status_code == 200
+    b"".join(response.streaming_content)
+    request_id = response["x-request-id"]
+    seen = requests.get(f"{router_sim.url}/_sim/requests", headers=router_sim.headers).json()
+    forwarded = next(r for r in seen["requests"] if r["body"].get("client_reference") == request_id)
+    assert (forwarded["content_type"], forwarded["accept"]) == (
+        "application/json",
+        "text/event-stream",
+    )
+    assert forwarded["body"]["stream"] is True
 
 
 def test_key_budgets_and_a_rotated_secret_in_its_grace_add_no_query(
