@@ -270,3 +270,25 @@ def pytest_collection_modifyitems(items):
         seconds = durations.module_seconds()
         # stable: a module's own tests, and modules of equal weight, keep their order
         items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose connections are never accepted: its backlog is full, so a new connection's
+    handshake gets no answer and the client's connect waits out its timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill the backlog; the ones past it stay in SYN_SENT
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        queued.append(client)
+    yield port
+    for client in queued:
+        client.close()
+    listener.close()

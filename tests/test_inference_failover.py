@@ -214,28 +214,6 @@ def test_router_oddities_are_survived(client, alice_key, option):
         assert usage["completion_tokens"] == 3
 
 
-@pytest.fixture
-def unanswered_port():
-    """A port whose connections are never accepted: its backlog is full, so a new connection's
-    handshake gets no answer and the client's connect waits out its timeout."""
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    queued = []
-    for _ in range(4):  # fill the backlog; the ones past it stay in SYN_SENT
-        client = socket.socket()
-        client.setblocking(False)
-        client.connect_ex(("127.0.0.1", port))
-        queued.append(client)
-    yield port
-    for client in queued:
-        client.close()
-    listener.close()
-
-
 def test_a_connect_that_outlasts_the_models_timeout_is_a_503(client, alice_key, unanswered_port):
     """The deadline passes while the only router's connect waits: nothing was sent, no router
     is left in time, and the customer gets the pool's 503, not an error of the portal's."""

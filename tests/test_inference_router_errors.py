@@ -258,3 +258,38 @@ def test_a_hung_router_with_a_long_read_timeout_still_ends_at_the_models_timeout
         )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_a_router_that_never_answers_the_connect_is_given_up_at_its_connect_timeout(
+    live_server, alice_key, unanswered_port
+):
+    """A connect gets the router's connect timeout (1 s here), not the model's minute: the
+    client waits 30 s for the 503 (a regression waits out the kernel's handshake retries)."""
+    import requests
+
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    pool = RouterPool.objects.create(name="no-handshake")
+    Router.objects.create(
+        pool=pool,
+        base_url=f"http://127.0.0.1:{unanswered_port}",
+        session_id=1,
+        token="t",
+        connect_timeout=1,
+    )
+    CatalogModel.objects.create(
+        public_id="cortensor/no-handshake",
+        pool=pool,
+        max_tokens=64,
+        default_max_tokens=8,
+        request_timeout=600,
+    )
+    _, raw = alice_key
+    response = requests.post(
+        f"{live_server.url}/v1/chat/completions",
+        json={"model": "cortensor/no-handshake", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {raw}"},
+        timeout=30,
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_unavailable"
