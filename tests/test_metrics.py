@@ -112,7 +112,9 @@ def test_with_a_token_set_the_token_is_required_even_from_loopback(client):
 def test_a_completion_is_counted_by_model_endpoint_and_outcome(client, catalog, alice_key):
     _, raw = alice_key
     before = scrape(client)
+    started = time.monotonic()
     assert chat(client, raw).status_code == 200
+    elapsed = time.monotonic() - started
     after = scrape(client)
     ok = {"model": LLAMA, "endpoint": "chat.completions", "outcome": "ok"}
     assert (
@@ -129,6 +131,11 @@ def test_a_completion_is_counted_by_model_endpoint_and_outcome(client, catalog, 
     assert value(after, "portal_upstream_latency_seconds_count", router=router, result="200") == (
         value(before, "portal_upstream_latency_seconds_count", router=router, result="200") + 1
     )
+    # The router call's observed duration is part of the request's, whatever the machine's speed.
+    observed = value(
+        after, "portal_upstream_latency_seconds_sum", router=router, result="200"
+    ) - value(before, "portal_upstream_latency_seconds_sum", router=router, result="200")
+    assert 0 < observed <= elapsed
     for kind in ("prompt", "completion"):
         assert value(after, "portal_tokens_total", model=LLAMA, kind=kind) > value(
             before, "portal_tokens_total", model=LLAMA, kind=kind
