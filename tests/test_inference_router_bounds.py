@@ -241,7 +241,9 @@ def test_a_trickling_sse_answer_to_a_json_request_is_cut_at_the_call_deadline(cl
         model = _model_on(sim, request_timeout=1)
         response = _post(client, raw, model)
     assert response.status_code == 504
-    assert response.json()["error"]["code"] == "upstream_timeout"
+    error = response.json()["error"]
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == "The model did not finish its answer in time."
 
 
 def test_a_stream_reaching_stream_max_seconds_ends_with_the_error_chunk(
