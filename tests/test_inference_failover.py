@@ -327,3 +327,19 @@ def test_an_answered_request_gives_the_routers_slot_back(client, alice_key, stre
         if stream:
             assert _sse(response)[-1] == "[DONE]"
     assert balancer.in_flight_snapshot().get(router.pk, 0) == 0
+
+
+def test_a_stream_whose_router_stops_sending_ends_with_a_timeout_chunk(client, alice_key):
+    from catalog.models import Router
+
+    with RouterSim("--chunks", "3", "--chunk-delay-ms", "1500") as sim:
+        model = _pool([sim], name="stopped-sending")
+        Router.objects.filter(base_url=sim.url).update(read_timeout=0.5)
+        _, raw = alice_key
+        response = _chat(client, raw, model, stream=True)
+        assert response.status_code == 200
+        events = _sse(response)
+    assert events[-1] == "[DONE]"
+    error = events[-2]["error"]
+    assert error["code"] == "upstream_timeout"
+    assert "incomplete" in error["message"]
