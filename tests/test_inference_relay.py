@@ -304,6 +304,15 @@ def test_a_stream_that_ends_before_its_finish_reason_is_broken(ending):
         list(iter_stream(_router_stream(PIECE + ending)))
 
 
+@pytest.mark.parametrize("odd", [b"1", b"true", b'["stop"]', b'""'])
+def test_a_finish_reason_that_is_no_text_finishes_nothing(odd):
+    odd_piece = (
+        b'data: {"id": "t1", "choices": [{"text": " b", "finish_reason": ' + odd + b"}]}\n\n"
+    )
+    events = list(iter_stream(_router_stream(PIECE + odd_piece + FINISH)))
+    assert [(e.text, e.finish_reason) for e in events] == [(" a", None), (" b", None), ("", "stop")]
+
+
 def _texts(body: bytes) -> list[tuple[str, str | None]]:
     return [(e.text, e.finish_reason) for e in iter_stream(_router_stream(body))]
 
