@@ -58,3 +58,26 @@ def usage_records(user, key, *, n: int, **values) -> list[UsageRecord]:
     return UsageRecord.objects.bulk_create(
         [usage_record(user, key, save=False, **values) for _ in range(n)]
     )
+
+
+def model_on_a_silent_port(port: int, *, connect_timeout: float, request_timeout: int) -> str:
+    """A model whose pool's only router is a port that never answers the handshake (the
+    `unanswered_port` fixture): its public id."""
+    from catalog.models import CatalogModel, Router, RouterPool
+
+    pool = RouterPool.objects.create(name=f"silent-{port}")
+    Router.objects.create(
+        pool=pool,
+        base_url=f"http://127.0.0.1:{port}",
+        session_id=1,
+        token="t",
+        connect_timeout=connect_timeout,
+    )
+    model = CatalogModel.objects.create(
+        public_id=f"cortensor/silent-{port}",
+        pool=pool,
+        max_tokens=64,
+        default_max_tokens=8,
+        request_timeout=request_timeout,
+    )
+    return model.public_id

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from inference import balancer
+from tests.builders import model_on_a_silent_port
 from tests.routersim import RouterSim
 
 pytestmark = pytest.mark.django_db
@@ -217,25 +218,9 @@ def test_router_oddities_are_survived(client, alice_key, option):
 def test_a_connect_that_outlasts_the_models_timeout_is_a_503(client, alice_key, unanswered_port):
     """The deadline passes while the only router's connect waits: nothing was sent, no router
     is left in time, and the customer gets the pool's 503, not an error of the portal's."""
-    from catalog.models import CatalogModel, Router, RouterPool
-
-    pool = RouterPool.objects.create(name="unanswered")
-    Router.objects.create(
-        pool=pool,
-        base_url=f"http://127.0.0.1:{unanswered_port}",
-        session_id=1,
-        token="default-dev-token",
-        connect_timeout=2,
-    )
-    CatalogModel.objects.create(
-        public_id="cortensor/unanswered",
-        pool=pool,
-        max_tokens=64,
-        default_max_tokens=8,
-        request_timeout=1,
-    )
+    model = model_on_a_silent_port(unanswered_port, connect_timeout=2, request_timeout=1)
     _, raw = alice_key
-    response = _chat(client, raw, "cortensor/unanswered")
+    response = _chat(client, raw, model)
     assert response.status_code == 503, response.content
     assert response.json()["error"]["code"] == "upstream_unavailable"
 
@@ -257,16 +242,27 @@ def test_an_answer_clears_the_routers_failures(client, alice_key):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_refused_request_gives_the_routers_slot_back(client, alice_key, stream):
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [(("--chunks", "2"), 200), (("--status", "422"), 400)],
+    ids=["ok", "refused"],
+)
+def test_an_answered_or_refused_request_gives_the_routers_slot_back(
+    client, alice_key, stream, answer, status
+):
     from catalog.models import Router
 
     _, raw = alice_key
-    with RouterSim("--status", "422") as sim:
-        model = _pool([sim], name="refusing-slot")
+    with RouterSim(*answer) as sim:
+        model = _pool([sim], name="slot")
         router = Router.objects.get(base_url=sim.url)
-        assert _chat(client, raw, model, stream=stream).status_code == 400
+        response = _chat(client, raw, model, stream=stream)
+        assert response.status_code == status
+        if stream and status == 200:
+            assert _sse(response)[-1] == "[DONE]"
     assert balancer.in_flight_snapshot().get(router.pk, 0) == 0
-    assert balancer.breaker_state(router.pk) == "closed"  # the request's fault, not the router's
+    # A refusal is the request's fault, not the router's.
+    assert balancer.breaker_state(router.pk) == "closed"
 
 
 def test_an_unexpected_error_still_gives_the_router_its_verdict_and_slot_back():
@@ -312,21 +308,6 @@ def test_an_unexpected_error_still_gives_the_router_its_verdict_and_slot_back():
             )
     assert balancer.in_flight_snapshot().get(router.id, 0) == 0
     assert balancer.breaker_state(router.id) == "open"
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_an_answered_request_gives_the_routers_slot_back(client, alice_key, stream):
-    from catalog.models import Router
-
-    _, raw = alice_key
-    with RouterSim("--chunks", "2") as sim:
-        model = _pool([sim], name="answering-slot")
-        router = Router.objects.get(base_url=sim.url)
-        response = _chat(client, raw, model, stream=stream)
-        assert response.status_code == 200
-        if stream:
-            assert _sse(response)[-1] == "[DONE]"
-    assert balancer.in_flight_snapshot().get(router.pk, 0) == 0
 
 
 def test_a_stream_whose_router_stops_sending_ends_with_a_timeout_chunk(client, alice_key):

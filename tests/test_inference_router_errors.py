@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from inference import balancer
+from tests.builders import model_on_a_silent_port
 from tests.routersim import RouterSim
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -267,27 +268,11 @@ def test_a_router_that_never_answers_the_connect_is_given_up_at_its_connect_time
     client waits 30 s for the 503 (a regression waits out the kernel's handshake retries)."""
     import requests
 
-    from catalog.models import CatalogModel, Router, RouterPool
-
-    pool = RouterPool.objects.create(name="no-handshake")
-    Router.objects.create(
-        pool=pool,
-        base_url=f"http://127.0.0.1:{unanswered_port}",
-        session_id=1,
-        token="t",
-        connect_timeout=1,
-    )
-    CatalogModel.objects.create(
-        public_id="cortensor/no-handshake",
-        pool=pool,
-        max_tokens=64,
-        default_max_tokens=8,
-        request_timeout=600,
-    )
+    model = model_on_a_silent_port(unanswered_port, connect_timeout=1, request_timeout=600)
     _, raw = alice_key
     response = requests.post(
         f"{live_server.url}/v1/chat/completions",
-        json={"model": "cortensor/no-handshake", "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
         headers={"Authorization": f"Bearer {raw}"},
         timeout=30,
     )
