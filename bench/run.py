@@ -399,17 +399,44 @@ request = function()
   if #keys > 0 then headers["Authorization"] = "Bearer " .. keys[(n %% #keys) + 1] end
   return wrk.format("POST", "%(path)s", headers, body)
 end
+-- every answer checked: its status and that its body carries the router's text
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+bad = 0
+response = function(status, headers, answer)
+  if status ~= 200 or not string.find(answer, "%(expect)s", 1, true) then bad = bad + 1 end
+end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("bad") end
+  io.write(string.format("Bad answers: %%d\\n", total))
+end
 """
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(
-    url: str, path: str, body: dict, *, connections: int, seconds: int, keys: list[str] = ()
+    url: str,
+    path: str,
+    body: dict,
+    *,
+    connections: int,
+    seconds: int,
+    keys: list[str] = (),
+    expect: str = "word0",
 ) -> dict:
+    """wrk's figures; errors counts non-2xx answers, socket errors, and answers whose status is
+    not 200 or whose body lacks `expect` (the simulator's first word, passed through)."""
     script = Path(tempfile.mkdtemp(prefix="bench-wrk-")) / "post.lua"
     script.write_text(
-        LUA % {"keys": ",".join(f'"{k}"' for k in keys), "body": json.dumps(body), "path": path}
+        LUA
+        % {
+            "keys": ",".join(f'"{k}"' for k in keys),
+            "body": json.dumps(body),
+            "path": path,
+            "expect": expect,
+        }
     )
     out = subprocess.run(
         [
@@ -444,6 +471,9 @@ def wrk(
     figures["errors"] = (int(bad.group(1)) if bad else 0) + (
         sum(int(x) for x in socket_errors.groups()) if socket_errors else 0
     )
+    # a non-2xx answer is counted by wrk and by the check: count it once
+    checked = int(re.search(r"^Bad answers: (\d+)$", out, re.M).group(1))
+    figures["errors"] += checked - (int(bad.group(1)) if bad else 0)
     figures["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     return figures
 
@@ -577,6 +607,65 @@ def ttft_one_at_a_time(
     return figures
 
 
+def ceiling(
+    router_url: str, key: str, body: dict, *, connections: tuple[int, ...], seconds: int, work: Path
+) -> list[dict]:
+    """The stack's own ceiling beside the portal (bench/ceiling.py): a minimal DRF view under
+    the same gunicorn (2 gevent workers), first with only a Redis key lookup and counter, then
+    also forwarding to the same simulator. What the portal's pipeline can at most come near."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).set(f"ceiling:key:{key}", 1)
+    rows = []
+    for name, router, expect in (
+        ("stack", "", "Hello."),
+        ("stack + router call", router_url, "word0"),
+    ):
+        port = free_port()
+        server = spawn(
+            # -c /dev/null: not the portal's gunicorn.conf.py (no access log, default worker)
+            [
+                str(VENV_BIN / "gunicorn"),
+                "-c",
+                "/dev/null",
+                "-k",
+                "gevent",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "bench.ceiling:application",
+            ],
+            env=base_env(CEILING_ROUTER=router),
+            log_path=work / f"ceiling-{len(rows)}.log",
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz")
+        wrk(url, "/v1/chat/completions", body, connections=4, seconds=2, keys=[key], expect=expect)
+        for count in connections:
+            cpu_before = cpu_seconds(children_of(server.pid))
+            figures = wrk(
+                url,
+                "/v1/chat/completions",
+                body,
+                connections=count,
+                seconds=seconds,
+                keys=[key],
+                expect=expect,
+            )
+            used = cpu_seconds(children_of(server.pid)) - cpu_before
+            figures["worker_cpu_ms_per_request"] = round(
+                used * 1000 / max(1, figures["requests"]), 2
+            )
+            figures["name"] = name
+            rows.append(figures)
+            log(f"  ceiling {figures}")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        _children.remove(server)
+    return rows
+
+
 def bulk_keys(total: int, sample: int) -> list[str]:
     """Bring the key table to `total` keys (bulk_create with real hashes); return `sample` raw
     keys drawn from the whole table, made by this function."""
@@ -697,6 +786,38 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def ceiling_section(rows: list[dict], portal: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    by_c = {p["connections"]: p for p in portal}
+    return [
+        "## The stack's ceiling (bench/ceiling.py, same run)",
+        "",
+        "A minimal DRF view under the same gunicorn (2 gevent workers, no access log, no "
+        "middleware): *stack* reads the bearer key from Redis (one GET), counts the request "
+        "(one INCR) and answers a fixed chat completion; *stack + router call* also forwards the "
+        "body to the same simulator over a pooled urllib3 connection and answers with its text. "
+        "No limits, no usage record, no validation, no logging: what the portal's pipeline can "
+        "at most come near on this machine.",
+        "",
+        "| server | connections | rps | p50 ms | p99 ms | errors | worker CPU ms/request |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {r['name']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} | {r['worker_cpu_ms_per_request']:.2f} |"
+            for r in rows
+        ),
+        *(
+            f"| the portal (above) | {c} | {by_c[c]['rps']:.0f} | {by_c[c]['p50_ms']:.2f} | "
+            f"{by_c[c]['p99_ms']:.2f} | {by_c[c]['errors']} | "
+            f"{by_c[c].get('worker_cpu_ms_per_request', float('nan')):.2f} |"
+            for c in sorted({r["connections"] for r in rows})
+            if c in by_c
+        ),
+        "",
+    ]
+
+
 def write_report(path: Path, data: dict, command: str) -> None:
     m, v, ns, st, keys = (
         data["machine"],
@@ -809,12 +930,15 @@ def write_report(path: Path, data: dict, command: str) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
+        "Errors: answers that were not 200 or whose body lacked the router's text (wrk checks "
+        "every answer), and socket errors. "
         "Worker CPU ms/request: user + system CPU of the two gunicorn workers during the run "
         "divided by the requests served (PostgreSQL, Redis, the simulator and wrk use more, on "
         "the same 2 CPUs). It depends much less on other load than the rates do: 2 CPUs / "
         f"{by_c[16].get('worker_cpu_ms_per_request', float('nan')):.2f} ms is the ceiling of "
         "the workers alone.",
         "",
+        *ceiling_section(data.get("ceiling", []), ns["portal"]),
         "## Time to first token, one stream at a time",
         "",
         f"{t1['chat']['streams']} streams each, one at a time on a new connection (like the "
@@ -1151,6 +1275,17 @@ def main() -> int:
             log(f"  direct {data['nonstream']['direct'][-1]}")
             log(f"  portal {data['nonstream']['portal'][-1]}")
 
+        if nonstream_connections:
+            log("the stack's ceiling (bench/ceiling.py)")
+            data["ceiling"] = ceiling(
+                fast_url,
+                key,
+                chat,
+                connections=tuple(c for c in nonstream_connections if c in (1, 16)),
+                seconds=seconds,
+                work=work,
+            )
+
         if args.profile:
             profile(web.pid, web_url, chat, key, seconds, work / "profile.txt")
 
@@ -1159,7 +1294,11 @@ def main() -> int:
                 fast_port, web_port, key, chat, direct_body, count=50 if args.quick else None
             )
         if args.nonstream_only or args.ttft_only:
-            print(json.dumps({k: data[k] for k in ("nonstream", "ttft_1") if k in data}, indent=2))
+            print(
+                json.dumps(
+                    {k: data[k] for k in ("nonstream", "ceiling", "ttft_1") if k in data}, indent=2
+                )
+            )
             return 0
 
         count = 200 if args.quick else 1000
