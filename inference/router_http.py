@@ -267,6 +267,7 @@ class RouterResponse:
         "_left",
         "_mode",
         "_origin",
+        "_pos",
         "_preloaded",
         "_sock",
         "_timeout",
@@ -292,7 +293,8 @@ class RouterResponse:
         self._origin = origin
         self._url = url
         self._timeout = read_timeout
-        self._buffer = buffered
+        self._buffer = buffered  # what was read off the socket; unread from _pos on
+        self._pos = 0
         self._crlf_due = False
         self._preloaded: bytes | None = None
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
@@ -328,10 +330,9 @@ class RouterResponse:
             return data
         mode = self._mode
         if mode == _LENGTH:
-            if not self._buffer:
+            if self._pos == len(self._buffer):
                 self._fill()
-            data = self._buffer[: min(amt, self._left)]
-            self._buffer = self._buffer[len(data) :]
+            data = self._take(min(amt, self._left))
             self._left -= len(data)
             if not self._left:
                 self._finish()
@@ -339,11 +340,10 @@ class RouterResponse:
         if mode == _CHUNKED:
             return self._read_chunked(amt)
         if mode == _TO_CLOSE:
-            if not self._buffer and not self._fill(eof_ends=True):
+            if self._pos == len(self._buffer) and not self._fill(eof_ends=True):
                 self._finish()
                 return b""
-            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
-            return data
+            return self._take(amt)
         return b""
 
     def stream(self, amt: int = _READ) -> Iterator[bytes]:
@@ -392,12 +392,11 @@ class RouterResponse:
                     self._finish()
                     break
                 continue
-            if not self._buffer:
+            if self._pos == len(self._buffer):
                 if pieces:
                     break
                 self._fill()
-            piece = self._buffer[: min(self._left, amt - size)]
-            self._buffer = self._buffer[len(piece) :]
+            piece = self._take(min(self._left, amt - size))
             self._left -= len(piece)
             self._crlf_due = not self._left
             pieces.append(piece)
@@ -408,12 +407,12 @@ class RouterResponse:
         """The buffer's next line without its line end; None if it is not all there and
         `wait` is false."""
         while True:
-            end = self._buffer.find(b"\n")
+            end = self._buffer.find(b"\n", self._pos)
             if end >= 0:
-                line = self._buffer[:end].rstrip(b"\r")
-                self._buffer = self._buffer[end + 1 :]
+                line = self._buffer[self._pos : end].rstrip(b"\r")
+                self._pos = end + 1
                 return line
-            if len(self._buffer) > MAX_LINE:
+            if len(self._buffer) - self._pos > MAX_LINE:
                 raise self._broken("a chunk line too long")
             if not wait:
                 return None
@@ -436,8 +435,16 @@ class RouterResponse:
             if eof_ends:
                 return False
             raise self._broken("the answer ended before its end")
-        self._buffer += data
+        self._buffer = self._buffer[self._pos :] + data
+        self._pos = 0
         return True
+
+    def _take(self, most: int) -> bytes:
+        """Up to `most` unread bytes of the buffer (moving on by an offset: a buffer of many
+        small chunks is not copied once per chunk)."""
+        start = self._pos
+        self._pos = end = min(len(self._buffer), start + most)
+        return self._buffer[start:end]
 
     def _finish(self) -> None:
         """The body was read to its end: the connection goes back to the pool if the router
@@ -446,7 +453,7 @@ class RouterResponse:
         self._mode = _DONE
         if sock is None:
             return
-        if self._keep and self._framed and not self._buffer:
+        if self._keep and self._framed and self._pos == len(self._buffer):
             self._origin.put(sock)
         else:
             sock.close()

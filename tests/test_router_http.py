@@ -146,6 +146,15 @@ def test_a_chunked_answer_cut_anywhere_is_read_whole_with_its_trailers(client):
     assert router.connections == 1
 
 
+def test_many_small_chunks_in_one_send_are_read_whole(client):
+    pieces = [str(i % 10).encode() for i in range(5000)]
+    body = b"".join(b"1\r\n" + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
+    router = Router([CHUNKED_HEAD + body], [OK])
+    assert post(client, router).data == b"".join(pieces)
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
 def test_a_chunked_read_returns_what_has_come_without_waiting_for_more(client):
     """An SSE event must reach the client when it comes, not when the next one does: here the
     router sends the rest only after the client has read the first event."""
