@@ -221,8 +221,7 @@ def _read_head(
         lines = data[:end].split(b"\n")
         data = data[end + sep :]
         status_line = lines[0].rstrip(b"\r")
-        version, _, rest = status_line.partition(b" ")
-        code = rest[:3]
+        version, code = [*status_line.split(None, 2), b"", b""][:2]
         if not version.startswith(b"HTTP/") or len(code) != 3 or not code.isdigit():
             raise ProtocolError("Connection aborted.", BadStatusLine(repr(status_line)))
         status = int(code)

@@ -194,6 +194,14 @@ def test_an_answer_not_read_to_its_end_closes_its_connection(client):
     assert router.connections == 2
 
 
+def test_a_status_line_without_a_reason_is_read(client):
+    router = Router([b"HTTP/1.1 204\r\n\r\n"], [OK])
+    response = post(client, router)
+    assert (response.status, response.data) == (204, b"")
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
 def test_an_interim_answer_is_skipped(client):
     router = Router([b"HTTP/1.1 100 Continue\r\n\r\n" + OK])
     response = post(client, router)
