@@ -160,12 +160,12 @@ def test_a_chunked_read_returns_what_has_come_without_waiting_for_more(client):
     router sends the rest only after the client has read the first event."""
     first_read = threading.Event()
     router = Router(
-        [CHUNKED_HEAD + b"9\r\ndata: 1\n\n\r\n", first_read, b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"]
+        [CHUNKED_HEAD + b"9\r\ndata: 1\n", first_read, b"\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"]
     )
     response = post(client, router, preload_content=False)
-    assert response.read1() == b"data: 1\n\n"
+    assert response.read1() == b"data: 1\n"  # the chunk's first bytes: the rest is not sent yet
     first_read.set()
-    assert b"".join(response.stream()) == b"data: 2\n\n"
+    assert b"".join(response.stream()) == b"\ndata: 2\n\n"
 
 
 def test_an_answer_without_length_ends_with_the_connection_which_is_not_reused(client):
@@ -214,8 +214,9 @@ def test_an_interim_answer_is_skipped(client):
         [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", None],
         [CHUNKED_HEAD + b"a\r\nshort", None],
         [CHUNKED_HEAD + b"zz\r\n", None],
+        [CHUNKED_HEAD + b"3\r\nabcdef\r\n0\r\n\r\n", None],
     ],
-    ids=["length", "chunked", "chunk-size"],
+    ids=["length", "chunked", "chunk-size", "chunk-too-long"],
 )
 def test_an_answer_cut_short_or_malformed_is_a_protocol_error(client, answer):
     router = Router(answer, [OK])
