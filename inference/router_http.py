@@ -268,6 +268,7 @@ class RouterResponse:
         "_origin",
         "_pos",
         "_preloaded",
+        "_reading",
         "_sock",
         "_timeout",
         "_url",
@@ -294,6 +295,7 @@ class RouterResponse:
         self._timeout = read_timeout
         self._buffer = buffered  # what was read off the socket; unread from _pos on
         self._pos = 0
+        self._reading = False  # a greenlet is blocked in this answer's socket read
         self._crlf_due = False
         self._preloaded: bytes | None = None
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
@@ -357,7 +359,7 @@ class RouterResponse:
     def preload(self) -> None:
         self._preloaded = b"".join(self.stream())
 
-    def _read_chunked(self, amt: int) -> bytes:
+    def _read_chunked(self, amt: int, *, wait: bool = True) -> bytes:
         """What the buffer holds of the chunks (reading the socket only when it holds none of
         the body), so that each read returns as soon as some of the body is there. `_left`:
         the bytes left of the current chunk; 0 at a chunk-size line; -1 in the trailers."""
@@ -366,13 +368,13 @@ class RouterResponse:
         while size < amt:
             if not self._left:
                 if self._crlf_due:
-                    line = self._line(wait=not pieces)
+                    line = self._line(wait=wait and not pieces)
                     if line is None:
                         break
                     if line:
                         raise self._broken("a chunk longer than its size")
                     self._crlf_due = False
-                line = self._line(wait=not pieces)
+                line = self._line(wait=wait and not pieces)
                 if line is None:
                     break
                 try:
@@ -384,7 +386,7 @@ class RouterResponse:
                 if not self._left:
                     self._left = -1
             if self._left < 0:
-                line = self._line(wait=not pieces)
+                line = self._line(wait=wait and not pieces)
                 if line is None:
                     break
                 if not line:  # the blank line after the trailers: the end
@@ -392,7 +394,7 @@ class RouterResponse:
                     break
                 continue
             if self._pos == len(self._buffer):
-                if pieces:
+                if pieces or not wait:
                     break
                 self._fill()
             piece = self._take(min(self._left, amt - size))
@@ -423,13 +425,16 @@ class RouterResponse:
         sock = self._sock
         if sock is None:
             raise self._broken("the answer was closed")
+        self._reading = True
         try:
             data = sock.recv(_READ)
         except TimeoutError as exc:
-            self.close()
+            self._shut()
             raise _read_timeout(self._url, self._timeout) from exc
         except OSError as exc:
             raise self._broken(repr(exc)) from exc
+        finally:
+            self._reading = False
         if not data:
             if eof_ends:
                 return False
@@ -459,14 +464,32 @@ class RouterResponse:
 
     def _broken(self, why: str) -> ProtocolError:
         """The answer cannot be read on: its connection is closed, never reused."""
-        self.close()
+        self._shut()
         return ProtocolError(f"Connection broken: {why}")
 
     # -- ending ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """End the answer: shut its connection down both ways, which wakes a reader blocked
-        on it in another greenlet (at EOF) and tells the router, then close it. Never raises."""
+        """End the answer. Never raises, never waits.
+
+        A stream is read up to its [DONE] event, not to the chunked body's end after it: if
+        that end has come already, it is read here (without waiting: the socket is
+        non-blocking for it) and the connection goes back to the pool. Otherwise, or when a
+        reader in another greenlet is blocked on the socket, the connection is shut down both
+        ways, which wakes that reader (at EOF) and tells the router, then closed."""
+        sock = self._sock
+        if sock is not None and self._mode == _CHUNKED and self._left <= 0 and not self._reading:
+            sock.settimeout(0)
+            try:
+                self._read_chunked(_READ, wait=False)
+                if self._pos == len(self._buffer) and self._sock is not None:
+                    self._fill()
+                    self._read_chunked(_READ, wait=False)
+            except (ProtocolError, ReadTimeoutError):
+                return  # closed
+        self._shut()
+
+    def _shut(self) -> None:
         sock, self._sock = self._sock, None
         self._mode = _DONE
         if sock is None:

@@ -6,6 +6,7 @@ router raises, and TLS with certificate verification."""
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import subprocess
@@ -23,7 +24,8 @@ WAIT = 10  # seconds a test waits for what it needs before it fails (never a sle
 
 class Router:
     """Accepts connections; each request is answered with the next script in `answers`: bytes
-    are sent (each its own send), a threading.Event is waited for, None closes the connection.
+    are sent (each its own send), a threading.Event is waited for, a function is called, None
+    closes the connection.
     `requests` holds each request as received, `connections` counts accepted connections."""
 
     def __init__(self, *answers: list, tls: ssl.SSLContext | None = None) -> None:
@@ -58,6 +60,8 @@ class Router:
                         return
                     if isinstance(item, threading.Event):
                         assert item.wait(WAIT)
+                    elif callable(item):
+                        item()
                     else:
                         conn.sendall(item)
         except (OSError, ssl.SSLError):
@@ -200,6 +204,43 @@ def test_a_status_line_without_a_reason_is_read(client):
     assert (response.status, response.data) == (204, b"")
     assert post(client, router).data == b'{"b":2}'
     assert router.connections == 1
+
+
+DONE = b"b\r\ndata: end\n\n\r\n"  # a stream's last event, its chunk
+END = b"0\r\n\r\n"  # the chunked body's end, after it
+
+
+def test_a_stream_closed_after_its_last_event_with_its_end_read_already_is_reused(client):
+    router = Router([CHUNKED_HEAD + DONE + END], [OK])
+    response = post(client, router, preload_content=False)
+    assert response.read1(11) == b"data: end\n\n"  # up to the last event, as the reader stops
+    response.close()
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
+def test_a_stream_closed_after_its_last_event_reads_its_end_if_it_has_come(client):
+    go, sent = threading.Event(), threading.Event()
+    router = Router([CHUNKED_HEAD + DONE, go, END, sent.set], [OK])
+    response = post(client, router, preload_content=False)
+    assert response.read1() == b"data: end\n\n"
+    go.set()
+    assert sent.wait(WAIT)
+    assert select.select([response._sock], [], [], WAIT)[0]  # arrived (the test's only wait)
+    response.close()
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
+def test_a_stream_closed_before_its_end_has_come_is_not_reused_and_close_does_not_wait(client):
+    go = threading.Event()
+    router = Router([CHUNKED_HEAD + DONE, go, END], [OK])
+    response = post(client, router, preload_content=False)
+    assert response.read1() == b"data: end\n\n"
+    response.close()  # the router sends the end only after this returned
+    go.set()
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 2
 
 
 def test_an_interim_answer_is_skipped(client):
