@@ -1,22 +1,17 @@
 """Talking to routers: a pooled HTTP client per worker, failover before the first byte,
 and a lenient reader for the router's answers and streams.
 
-urllib3 directly rather than requests: requests' session merging, hooks and cookie jar were
-about half of the router call's cost on every request (BENCHMARKS.md), and nothing here needs
-them (no cookies, no redirects, no proxies from the environment)."""
+The client is the portal's own (inference/router_http.py): urllib3 and http.client were most
+of the router call's CPU, and requests before them half again (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-import urllib3
 from django.conf import settings
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -28,9 +23,9 @@ from urllib3.exceptions import (
 from catalog.routing import ModelInfo, RouterInfo
 from core import metrics
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from core.sockets import readable_now
 from inference import balancer
 from inference.router_api import api_for
+from inference.router_http import RouterClient, RouterResponse
 
 log = logging.getLogger(__name__)
 
@@ -38,71 +33,19 @@ MAX_TRIES = 3
 # The router says the request itself is wrong (too long, a bad parameter): the customer's to
 # fix. Any other error status says the router did not take the work, so another one may.
 REQUEST_REFUSED = {400, 413, 422}
+USER_AGENT = "cortensor-portal"
+_encoder = json.JSONEncoder(separators=(",", ":"))
 
-_pool: urllib3.PoolManager | None = None
+_pool: RouterClient | None = None
 
 
-def pool() -> urllib3.PoolManager:
-    """One pool per process: connections to routers are reused across requests. retries=False:
-    urllib3 must never send a completion twice; open_completion decides what is retried."""
+def pool() -> RouterClient:
+    """One client per process: connections to routers are reused across requests. It never
+    sends a request twice: open_completion decides what is retried."""
     global _pool
     if _pool is None:
-        _pool = urllib3.PoolManager(num_pools=64, maxsize=2048, block=False, retries=False)
-        _pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        _pool = RouterClient(user_agent=USER_AGENT)
     return _pool
-
-
-class _RouterConnection(urllib3.connection.HTTPConnection):
-    """urllib3's connection to a router, with two changes (HTTP and HTTPS alike).
-
-    urllib3 asks whether a pooled connection is still usable (nothing to read, not closed by
-    the router) before each request on it: here the same question is asked of the operating
-    system's poll rather than gevent's (core/sockets.py).
-
-    A request's headers are held back and sent with the first bytes of its body, in one send:
-    http.client sends the headers, then the body, each a packet and a wake-up of the router
-    on a socket without Nagle's delay. What `request` did not send them with (no body) is
-    sent alone when it returns; if it raises, the request was not sent and they are dropped."""
-
-    _held = b""
-    _holding = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self.sock is not None and not readable_now(self.sock)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        self._held, self._holding = b"", True
-        try:
-            super().request(*args, **kwargs)
-        finally:
-            self._holding = False
-        held, self._held = self._held, b""
-        if held:
-            super().send(held)
-
-    def send(self, data: Any) -> None:
-        if self._holding:  # the request's first send: its headers
-            self._held, self._holding = bytes(data), False
-            return
-        held, self._held = self._held, b""
-        super().send(held + data if held else data)
-
-
-class _HTTPConnection(_RouterConnection):
-    pass
-
-
-class _HTTPSConnection(_RouterConnection, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
 
 
 class _NotStarted(Exception):
@@ -113,65 +56,39 @@ class _NotStarted(Exception):
 @dataclass(slots=True)
 class Upstream:
     router: RouterInfo
-    response: urllib3.BaseHTTPResponse
+    response: RouterResponse
     deadline: float  # the call's total-time cap (monotonic), for reading the answer too
 
     def close(self) -> None:
-        """End the router's answer and free its connection. Never raises.
+        """End the router's answer and free its connection (back to the pool if the answer
+        was read to its end, else closed). Never raises.
 
         A stream's answer is read on another greenlet (inference.services._pump), which may be
-        blocked inside the response's buffered socket reader when the stream ends on the client
-        side (a client cut off after the write timeout): closing that reader from here then
-        raises ("reentrant call inside BufferedReader") and would leave the router generating
-        into an open connection. So the socket is shut down first, which works from any
-        greenlet: the router sees its connection end and the reader wakes to EOF."""
+        blocked on the router's socket when the stream ends on the client side (a client cut
+        off after the write timeout): the response shuts the socket down before it closes it,
+        so the router sees its connection end and the reader wakes."""
         try:
-            _shutdown(self.response)
-            _discard(self.response)
-        except Exception as exc:
-            # Shut down already: the reader ends at EOF and its socket is closed with it.
-            log.info(
-                "upstream response ended by shutdown (%s)",
-                exc.__class__.__name__,
-                extra={"router_id": self.router.id},
-            )
+            self.response.close()
         finally:
             balancer.release(self.router.id)
 
 
-def _shutdown(response: urllib3.BaseHTTPResponse) -> None:
-    """Shut the response's connection down both ways (not close: another greenlet may be
-    reading it)."""
-    sock = getattr(getattr(response, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    """Close a response we will not read to the end (its connection is not reused)."""
-    try:
-        response.close()
-    finally:
-        response.release_conn()
-
-
-def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeout: float):
+def _post(router: RouterInfo, url: str, body: bytes, stream: bool, read_timeout: float):
     started = time.monotonic()  # the upstream latency metric, failed attempts included
     result = "error"
     try:
         response = pool().request(
             "POST",
             url,
-            body=json.dumps(payload).encode(),
+            body=body,
             headers={
                 "Authorization": f"Bearer {router.token}",
                 "Content-Type": "application/json",
                 "Accept": "text/event-stream" if stream else "application/json",
             },
-            timeout=urllib3.Timeout(connect=router.connect_timeout, read=read_timeout),
+            connect_timeout=router.connect_timeout,
+            read_timeout=read_timeout,
             preload_content=False,
-            redirect=False,
         )
         result = str(response.status)
         return response
@@ -181,7 +98,7 @@ def _post(router: RouterInfo, url: str, payload: dict, stream: bool, read_timeou
 
 def _open_one(
     router: RouterInfo, model: ModelInfo, payload: dict, stream: bool, deadline: float
-) -> urllib3.BaseHTTPResponse:
+) -> RouterResponse:
     api = api_for(router.api_version)
     body_url, path_url = api.completion_urls(router.base_url, router.session_id)
     read_timeout = router.read_timeout or float(model.request_timeout)
@@ -190,26 +107,27 @@ def _open_one(
         # time is settings.STREAM_MAX_SECONDS).
         read_timeout = max(0.001, min(read_timeout, deadline - time.monotonic()))
     try:
-        response = _post(router, body_url, payload, stream, read_timeout)
+        body = _encoder.encode(payload).encode()
+        response = _post(router, body_url, body, stream, read_timeout)
         if response.status == 404:
             # Some deployments answer only the path form (or only the body form).
-            _discard(response)
-            response = _post(router, path_url, payload, stream, read_timeout)
+            response.close()
+            response = _post(router, path_url, body, stream, read_timeout)
     except (ConnectTimeoutError, SSLError) as exc:  # NewConnectionError too: nothing was sent
         raise _NotStarted(exc.__class__.__name__) from None
     # A connection that broke after the request went out (ProtocolError) is not caught here:
     # the router may be generating already, and sending it again would run it twice.
     if response.status >= 400 and response.status not in REQUEST_REFUSED:
-        _discard(response)
+        response.close()
         raise _NotStarted(f"HTTP {response.status}")
     return response
 
 
-def _request_refused(router: RouterInfo, response: urllib3.BaseHTTPResponse) -> InvalidRequest:
+def _request_refused(router: RouterInfo, response: RouterResponse) -> InvalidRequest:
     """A router's 400/413/422 as the customer's 400. The router's own words stay in our log
     (status only): they can name sessions, URLs or miners, which customers never see."""
     status = response.status
-    _discard(response)
+    response.close()
     log.info("router refused the request", extra={"router_id": router.id, "status": status})
     if status == 413:
         return InvalidRequest(
@@ -352,7 +270,6 @@ def read_completion(upstream: Upstream) -> Completion:
                 raise AnswerTooLarge()
             if _past(upstream.deadline):
                 raise ReadTimeoutError(None, None, "the call's deadline")  # type: ignore[arg-type]
-        upstream.response.release_conn()  # read to the end: the connection is reusable
         data = json.loads(body)
     except ReadTimeoutError:
         raise UpstreamTimeout(
@@ -376,15 +293,13 @@ class StreamBroken(Exception):
     """The router's stream ended before a finish_reason (dropped connection or bad data)."""
 
 
-def is_event_stream(response: urllib3.BaseHTTPResponse) -> bool:
-    return "text/event-stream" in response.headers.get("Content-Type", "")
+def is_event_stream(response: RouterResponse) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
 
 
-def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    """Bytes as the router sends them (not a fixed read size, which would hold SSE back)."""
-    if response.chunked and response.supports_chunked_reads():  # type: ignore[attr-defined]
-        yield from response.read_chunked(decode_content=True)
-        return
+def _chunks(response: RouterResponse) -> Iterator[bytes]:
+    """Bytes as the router sends them (not a fixed read size, which would hold SSE back). The
+    connection goes back to the pool when the answer was read to its end."""
     while True:
         data = response.read1(65536)
         if not data:
@@ -419,9 +334,23 @@ class LineSplitter:
         return lines
 
 
-def iter_stream(
-    response: urllib3.BaseHTTPResponse, deadline: float | None = None
-) -> Iterator[StreamEvent]:
+_decode = json.JSONDecoder().raw_decode
+
+
+def _event_json(data: bytes) -> object:
+    """json.loads(data) in about half its time for the usual event (an object in UTF-8):
+    json.loads on bytes guesses the encoding, decodes, and scans for whitespace around the
+    value (`data` has none: it was stripped). Anything else goes to json.loads itself."""
+    if data[:1] != b"{" or data[1:2] == b"\x00":  # not UTF-8 (json.loads tells UTF-16 so)
+        return json.loads(data)
+    text = data.decode("utf-8", "surrogatepass")  # what json.loads decodes UTF-8 with
+    obj, end = _decode(text)
+    if end != len(text):
+        raise ValueError("extra data after the event's JSON")
+    return obj
+
+
+def iter_stream(response: RouterResponse, deadline: float | None = None) -> Iterator[StreamEvent]:
     """Router SSE -> events. Survives: chunks of a second task id (kept to the first id's),
     a usage-only final chunk, a missing [DONE] after a finish_reason. Raises StreamBroken on
     EOF before a finish_reason, on a broken connection or an oversized event; UpstreamTimeout
@@ -443,7 +372,7 @@ def iter_stream(
                         raise StreamBroken("[DONE] before a finish_reason")
                     return
                 try:
-                    obj = json.loads(data)
+                    obj = _event_json(data)
                 except ValueError:
                     continue
                 if not isinstance(obj, dict):

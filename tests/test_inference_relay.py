@@ -332,6 +332,28 @@ def test_nothing_after_done_is_relayed():
     assert _texts(PIECE + FINISH + b"data: [DONE]\n\n" + more) == [(" a", None), ("", "stop")]
 
 
+@pytest.mark.parametrize(
+    ("payload", "kept"),
+    [
+        (b'{"id": "t1", "choices": [{"text": " b"}]}', [" b"]),
+        (b'{"id": "t1", "choices": [{"text": " b"}]} {"more": 1}', []),  # extra data
+        (b'{"id": "t1", "choices": [{"text": " b"}]}}', []),
+        (b'{"id": "t1", "choices": [{"text": " b"', []),  # cut short
+        (b'{"id": "t1", "choices": [{"text": "\xff"}]}', []),  # not UTF-8
+        (b'{"id": "t1", "choices": [{"text": "\xed\xa0\x80"}]}', ["\ud800"]),  # a lone surrogate
+        (b'\xef\xbb\xbf{"id": "t1", "choices": [{"text": " b"}]}', [" b"]),  # a UTF-8 BOM
+        ('{"id": "t1", "choices": [{"text": " b"}]}'.encode("utf-16-le"), [" b"]),
+        (b'["id", "t1"]', []),  # JSON, not an object
+    ],
+    ids=["object", "extra", "brace", "cut", "not-utf8", "surrogate", "bom", "utf16", "list"],
+)
+def test_an_events_json_is_read_as_json_loads_reads_bytes(payload, kept):
+    """The events' JSON is parsed on a quicker path than json.loads for the usual UTF-8
+    object (inference.upstream._event_json); what it keeps and skips is json.loads's."""
+    texts = _texts(PIECE + b"data: " + payload + b"\n\n" + FINISH)
+    assert texts == [(" a", None), *((t, None) for t in kept), ("", "stop")]
+
+
 def test_a_stream_past_its_deadline_times_out():
     with pytest.raises(UpstreamTimeout):
         list(iter_stream(_router_stream(PIECE + FINISH), deadline=time.monotonic() - 1))
