@@ -165,8 +165,27 @@ class CoalescingResponse(wsgi.Response):
         self.sock.sendall(held + data)
 
 
+class SettledConfig:
+    """gunicorn's configuration as a worker reads it: each setting looked up once.
+
+    `Config.__getattr__` finds a setting only after ordinary attribute lookup has failed
+    (an AttributeError raised and caught) and then asks the setting for its value: gunicorn
+    reads ~30 settings that way for every request (its parser alone 18). A worker never
+    changes its configuration (a reload starts new workers), so the first answer is kept as
+    an attribute of its own. Names that are not settings still raise AttributeError."""
+
+    def __init__(self, cfg) -> None:
+        self._cfg = cfg
+
+    def __getattr__(self, name: str):
+        value = getattr(self._cfg, name)
+        setattr(self, name, value)
+        return value
+
+
 class ApiErrorGeventWorker(GeventWorker):
     def init_process(self):
+        self.cfg = SettledConfig(self.cfg)
         # wsgi.create() makes the HTTP/1 response of every request from this name.
         wsgi.Response = CoalescingResponse  # type: ignore[misc]
         super().init_process()
