@@ -14,8 +14,10 @@ and importing `portal` there would import Celery and Django before gevent patche
 
 from __future__ import annotations
 
+import email.utils
 import json
 import secrets
+import time
 
 from gunicorn import util
 from gunicorn.http import errors, wsgi
@@ -183,9 +185,26 @@ class SettledConfig:
         return value
 
 
+_date = (0, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's `util.http_date`, the Date header of every response, formatted once a
+    second instead of once a response (email.utils.formatdate costs ~2.3 us; the header
+    counts whole seconds either way)."""
+    global _date
+    if timestamp is not None:
+        return email.utils.formatdate(timestamp, localtime=False, usegmt=True)
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, localtime=False, usegmt=True))
+    return _date[1]
+
+
 class ApiErrorGeventWorker(GeventWorker):
     def init_process(self):
         self.cfg = SettledConfig(self.cfg)
+        util.http_date = http_date
         # wsgi.create() makes the HTTP/1 response of every request from this name.
         wsgi.Response = CoalescingResponse  # type: ignore[misc]
         super().init_process()

@@ -78,6 +78,21 @@ def test_a_worker_reads_each_setting_as_gunicorn_configured_it():
     assert getattr(settled, "http_parser_of_a_later_gunicorn", "auto") == "auto"
 
 
+def test_the_date_header_is_the_one_gunicorn_would_write():
+    import email.utils
+    import time
+
+    from gunicorn_worker import http_date
+
+    while True:  # a pair read within one second, whenever the test runs
+        before = int(time.time())
+        first, second = http_date(), http_date()
+        if int(time.time()) == before:
+            break
+    assert first == second == email.utils.formatdate(before, localtime=False, usegmt=True)
+    assert http_date(784111777.5) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
 def test_config_reads_the_environment():
     conf = _conf(
         WEB_CONCURRENCY="5",
