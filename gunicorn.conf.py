@@ -18,8 +18,10 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 
 from dotenv import dotenv_values
+from gunicorn import glogging
 
 # The checkout's .env (what `make run` writes and portal/settings.py reads) counts here too, so
 # `make serve` binds where the settings think it serves; the environment always wins, and
@@ -133,6 +135,63 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class JsonAccessLogger(glogging.Logger):
+    """gunicorn's logger, whose access line carries only the atoms JsonLogFormatter writes.
+
+    gunicorn's own `access()` builds a dict of every request header, response header and
+    environ entry, copies it to escape quotes, and asks logging where it was called from, for
+    a line that reads eight of them: about 5 % of a worker's time at 16 connections. Used
+    only while every handler of the access log formats with JsonLogFormatter (the JSON
+    default); any other handler (a text file, syslog) gets gunicorn's own atoms."""
+
+    _json_only = False
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        handlers = self.access_log.handlers
+        self._json_only = (
+            bool(handlers)
+            and not self.access_log.propagate
+            and all(isinstance(h.formatter, JsonLogFormatter) for h in handlers)
+        )
+
+    def access(self, resp, req, environ, request_time):
+        if not self._json_only:
+            return super().access(resp, req, environ, request_time)
+        log = self.access_log
+        if not log.isEnabledFor(logging.INFO):
+            return None
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        request_id = "-"
+        for name, value in reversed(resp.headers):  # the last one, as in gunicorn's atoms
+            if name.lower() == "x-request-id":
+                request_id = value
+                break
+        # What gunicorn's atoms and SafeAtoms hold for these names, quotes escaped alike.
+        atoms = {
+            "{x-request-id}o": request_id,
+            "m": environ.get("REQUEST_METHOD"),
+            "U": environ.get("PATH_INFO"),
+            "s": status,
+            "B": getattr(resp, "sent", None),
+            "D": request_time.seconds * 1000000 + request_time.microseconds,
+            "h": environ.get("REMOTE_ADDR", "-"),
+        }
+        for name, value in atoms.items():
+            if isinstance(value, str) and '"' in value:
+                atoms[name] = value.replace('"', '\\"')
+        record = log.makeRecord(
+            log.name, logging.INFO, "(unknown file)", 0, self.cfg.access_log_format, (atoms,), None
+        )
+        try:
+            log.handle(record)
+        except Exception:
+            self.error(traceback.format_exc())
+        return None
+
+
 if _ACCESS_LOG.strip().lower() in {"0", "off", "false", "no", ""}:
     accesslog = None
 elif _ACCESS_LOG != "-":
@@ -176,6 +235,7 @@ if _LOG_FORMAT == "json":
         },
         "root": {"level": "INFO", "handlers": []},
     }
+    logger_class = JsonAccessLogger
 
 
 class SlowClientFilter(logging.Filter):

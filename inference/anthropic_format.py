@@ -210,8 +210,28 @@ def message_body(
     }
 
 
+# One encoder for every event: json.dumps with separators builds a new one for each call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _event(name: str, payload: dict) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+    return f"event: {name}\ndata: {_COMPACT.encode(payload)}\n\n".encode()
+
+
+def _text_delta(text: str) -> dict:
+    return {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+
+
+# A text delta is most of a stream: its bytes around the text, built once (the same bytes
+# _event would make, without a dict and an encoder run per token). The text is the event's
+# last string, so its marker is the last one found.
+_DELTA_PREFIX, _DELTA_SUFFIX = _event("content_block_delta", _text_delta("\x00")).rsplit(
+    json.dumps("\x00").encode(), 1
+)
 
 
 class EventWriter:
@@ -249,14 +269,7 @@ class EventWriter:
         )
 
     def content(self, text: str) -> bytes:
-        return _event(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": text},
-            },
-        )
+        return _DELTA_PREFIX + json.dumps(text).encode() + _DELTA_SUFFIX
 
     def finish(
         self, *, relay: Relay, router_finish: str | None, input_tokens: int, output_tokens: int

@@ -44,6 +44,10 @@ def completion_body(
     }
 
 
+# One encoder for every chunk: json.dumps with separators builds a new one for each call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 class ChunkWriter:
     """Encodes one stream's SSE events; the id, created and model repeat on every chunk."""
 
@@ -64,11 +68,7 @@ class ChunkWriter:
         self._content_prefix, self._content_suffix = whole.rsplit(json.dumps(marker).encode(), 1)
 
     def _event(self, payload: dict) -> bytes:
-        return (
-            b"data: "
-            + json.dumps({**self._head, **payload}, separators=(",", ":")).encode()
-            + b"\n\n"
-        )
+        return b"data: " + _COMPACT.encode({**self._head, **payload}).encode() + b"\n\n"
 
     def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
         if self.chat:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponseBase, JsonResponse
-from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -38,6 +40,41 @@ class V1View(APIView):
     throttle_classes: list = []
     parser_classes = [JSONParser]
     content_negotiation_class = AnyAccept
+
+    # DRF makes a new authenticator, parser, renderer and negotiator for every request and
+    # joins the Allow header from the handler methods: all stateless, fixed per view class.
+    _authenticators: tuple[BaseAuthentication, ...]
+    _parsers: tuple[BaseParser, ...]
+    _renderers: tuple[BaseRenderer, ...]
+    _negotiator: BaseContentNegotiation
+    _response_headers: dict[str, str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._authenticators = tuple(c() for c in cls.authentication_classes)
+        cls._parsers = tuple(c() for c in cls.parser_classes)
+        cls._renderers = tuple(c() for c in cls.renderer_classes)
+        cls._negotiator = cls.content_negotiation_class()
+        cls._response_headers = None
+
+    def get_authenticators(self) -> tuple[BaseAuthentication, ...]:  # type: ignore[override]
+        return self._authenticators
+
+    def get_parsers(self) -> tuple[BaseParser, ...]:  # type: ignore[override]
+        return self._parsers
+
+    def get_renderers(self) -> tuple[BaseRenderer, ...]:  # type: ignore[override]
+        return self._renderers
+
+    def get_content_negotiator(self) -> BaseContentNegotiation:
+        return self._negotiator
+
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        cls = type(self)
+        if cls._response_headers is None:  # Allow counts HEAD, which View.setup adds to GET
+            cls._response_headers = super().default_response_headers
+        return dict(cls._response_headers)  # finalize_response pops Vary from it
 
     def finalize_response(  # type: ignore[override] # JSON and SSE answers are not DRF's
         self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any

@@ -240,6 +240,21 @@ def test_stream_events_in_anthropic_order(client, catalog, alice_key):
     }
 
 
+@pytest.mark.parametrize("text", ["word", ' say "hi"\n\t', "é 中文 \u2028 😀", "", "\x00", "\\"])
+def test_a_text_delta_is_one_compact_json_event_whatever_the_text(text):
+    from inference.anthropic_format import EventWriter
+
+    raw = EventWriter(ident="msg_1", model="m", request_id="req_1").content(text)
+    name, data, *rest = raw.decode().split("\n")
+    assert name == "event: content_block_delta" and rest == ["", ""]
+    payload = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+    assert data == "data: " + json.dumps(payload, separators=(",", ":"))
+
+
 def test_router_failure_mid_stream_ends_with_an_error_event(client, catalog, alice_key):
     _, raw = alice_key
     with RouterSim("--sessions", "1", "--drop-after", "2") as broken:

@@ -108,6 +108,21 @@ def test_answers_on_v1_expose_the_request_id_and_rate_limit_headers(client, cata
         assert response["openai-processing-ms"].isdigit()
 
 
+def test_answers_on_v1_name_the_methods_their_path_takes(client, catalog, alice_key):
+    """DRF's Allow header, as each view's methods make it (HEAD wherever GET is), on answers
+    and refusals alike, request after request."""
+    _, raw = alice_key
+    for _ in range(2):
+        assert client.get("/v1/models")["Allow"] == "GET, HEAD, OPTIONS"
+        models = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}")
+        assert models.status_code == 200 and models["Allow"] == "GET, HEAD, OPTIONS"
+        answered = _post(client, raw, _chat(max_tokens=2))
+        assert answered.status_code == 200 and answered["Allow"] == "POST, OPTIONS"
+        wrong = client.get("/v1/chat/completions", HTTP_AUTHORIZATION=f"Bearer {raw}")
+        assert wrong.status_code == 405 and wrong["Allow"] == "POST, OPTIONS"
+        assert "Vary" not in answered
+
+
 def test_pages_and_the_key_api_stay_same_origin(client, alice):
     for path in ("/", "/docs", "/api/keys"):
         response = client.get(path, HTTP_ORIGIN="https://evil.example")

@@ -113,6 +113,99 @@ def test_requests_through_gunicorn_log_json_lines_without_secrets(served_json):
         assert secret not in text
 
 
+# What gunicorn's own access() would have handed the JSON formatter, beside what the portal's
+# logger hands it, for the same answers: quotes in values, no request id, no byte count, an
+# IPv6 client. Run in a subprocess: gunicorn.conf.py sets process-wide environment and logging.
+_ACCESS_LINES = """
+import io, json, logging, runpy
+from datetime import timedelta
+from types import SimpleNamespace
+from gunicorn import glogging
+from gunicorn.config import Config
+
+conf = runpy.run_path("gunicorn.conf.py")
+assert conf["logger_class"] is conf["JsonAccessLogger"]
+stream = io.StringIO()
+handler = logging.StreamHandler(stream)
+handler.setFormatter(conf["JsonLogFormatter"]())
+access = logging.getLogger("gunicorn.access")
+access.addHandler(handler)
+access.propagate = False
+cfg = Config()
+logger = conf["JsonAccessLogger"](cfg)
+
+def refused(*args):
+    raise AssertionError("the JSON line was built from gunicorn's atoms")
+
+req = SimpleNamespace(headers=[("AUTHORIZATION", "Bearer secret"), ("HOST", "h")])
+cases = [
+    (
+        SimpleNamespace(status="200 OK", sent=5120, headers=[
+            ("Content-Type", "application/json"), ("X-Request-Id", 'req_"quoted"')]),
+        {"REQUEST_METHOD": "POST", "PATH_INFO": '/v1/chat/"x"', "REMOTE_ADDR": "::1",
+         "RAW_URI": "/v1/chat/x?a=1", "SERVER_PROTOCOL": "HTTP/1.1", "QUERY_STRING": "a=1"},
+        timedelta(seconds=1, microseconds=234567),
+    ),
+    (
+        SimpleNamespace(status=431, sent=None, headers=[]),
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/models", "RAW_URI": "/v1/models",
+         "SERVER_PROTOCOL": "HTTP/1.0"},
+        timedelta(microseconds=999),
+    ),
+]
+out = []
+for resp, environ, took in cases:
+    atoms = glogging.SafeAtoms(glogging.Logger.atoms(logger, resp, req, environ, took))
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, "", 0, cfg.access_log_format, (atoms,), None
+    )
+    before = handler.format(record)
+    logger.atoms = refused
+    logger.access(resp, req, environ, took)
+    del logger.atoms
+    out.append([before, stream.getvalue().splitlines()[-1]])
+
+# An access log file beside it (ACCESS_LOG=<file>): gunicorn's own text line there.
+import tempfile
+path = tempfile.mktemp()
+cfg.set("accesslog", path)
+logger.setup(cfg)
+resp, environ, took = cases[0]
+logger.access(resp, req, environ, took)
+logging.getLogger("gunicorn.access").handlers[-1].flush()
+out.append(open(path).read().strip())
+print(json.dumps(out))
+"""
+
+
+def test_the_json_access_line_is_the_one_gunicorns_atoms_made():
+    import subprocess
+    import sys
+
+    from tests.routersim import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", _ACCESS_LINES],
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", "ENV_FILE": "", "ACCESS_LOG": "-"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    *pairs, text_line = json.loads(done.stdout)
+    for before, after in pairs:
+        before, after = json.loads(before), json.loads(after)
+        assert before.pop("ts")[:10] == after.pop("ts")[:10]
+        assert after == before
+    first = json.loads(pairs[0][1])
+    assert first["request_id"] == 'req_\\"quoted\\"' and first["path"] == '/v1/chat/\\"x\\"'
+    assert first["status"] == 200 and first["bytes"] == 5120 and first["duration_ms"] == 1234.57
+    assert json.loads(pairs[1][1])["request_id"] == "-"
+    assert text_line.startswith("::1 - - ["), text_line
+    assert '"POST /v1/chat/x?a=1 HTTP/1.1" 200 5120 "-" "-"' in text_line
+
+
 # --- Celery worker and beat: the same JSON lines as the web -------------------------------------
 
 

@@ -57,6 +57,42 @@ def test_config_defaults_are_two_gevent_workers_on_port_8000():
     assert conf["graceful_timeout"] > 0 and conf["worker_connections"] >= 1000
 
 
+def test_a_worker_reads_each_setting_as_gunicorn_configured_it():
+    """The worker keeps what a setting said the first time it was read (SettledConfig)."""
+    from gunicorn.config import Config
+
+    from gunicorn_worker import SettledConfig
+
+    cfg = Config()
+    cfg.set("keepalive", 5)
+    cfg.set("limit_request_field_size", 20 * 1024)
+    settled = SettledConfig(cfg)
+    for name in cfg.settings:
+        assert getattr(settled, name) == getattr(cfg, name), name
+        assert getattr(settled, name) == getattr(cfg, name), name  # the kept answer too
+    assert settled.keepalive == 5 and settled.limit_request_field_size == 20 * 1024
+    assert settled.is_ssl == cfg.is_ssl
+    assert settled.proxy_allow_networks() == cfg.proxy_allow_networks()
+    with pytest.raises(AttributeError):
+        settled.not_a_setting  # noqa: B018
+    assert getattr(settled, "http_parser_of_a_later_gunicorn", "auto") == "auto"
+
+
+def test_the_date_header_is_the_one_gunicorn_would_write():
+    import email.utils
+    import time
+
+    from gunicorn_worker import http_date
+
+    while True:  # a pair read within one second, whenever the test runs
+        before = int(time.time())
+        first, second = http_date(), http_date()
+        if int(time.time()) == before:
+            break
+    assert first == second == email.utils.formatdate(before, localtime=False, usegmt=True)
+    assert http_date(784111777.5) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
 def test_config_reads_the_environment():
     conf = _conf(
         WEB_CONCURRENCY="5",
