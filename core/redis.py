@@ -304,44 +304,58 @@ def run_scripts(client, calls: list[tuple]) -> list:
     """Run many script calls, `(script, keys, args)`, in one round trip per node; their results
     in order, an exception object in place of a failed call's.
 
-    redis-py refuses scripts in a cluster pipeline, so on a cluster the calls are grouped by
-    the primary that holds their slot and sent down that node's own (plain) pipeline, which
-    loads its scripts first. A call whose slot moved meanwhile (MOVED, ASK: the script did not
-    run) goes once more through the cluster client, which follows the redirection."""
+    Each call is an EVALSHA in a plain pipeline, not the script itself: a pipeline holding
+    scripts first asks the server whether it has them (SCRIPT EXISTS, a round trip of its own
+    every time). A call the server answers NOSCRIPT (it restarted, or its scripts were flushed:
+    the script did not run) goes once more through the client, which loads it. On a cluster
+    the calls are grouped by the primary that holds their slot and sent down that node's own
+    pipeline (redis-py refuses scripts in a cluster pipeline); a call whose slot moved
+    meanwhile (MOVED, ASK: it did not run either) also goes once more through the cluster
+    client, which follows the redirection."""
     import redis
 
-    if not is_cluster(client):
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return pipe.execute(raise_on_error=False)
     results: list = [None] * len(calls)
-    groups: dict[str, tuple] = {}
-    try:
-        for i, (_script, keys, _args) in enumerate(calls):
-            node = client.get_node_from_key(keys[0])
-            groups.setdefault(node.name, (node, []))[1].append(i)
-    except RedisClusterException as exc:  # no slot map: no node answered
-        raise _unreachable(exc) from exc
-    for node, indexes in groups.values():
-        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+    groups: dict[str, tuple] = {}  # node -> (its plain client, the indexes of its calls)
+    if not is_cluster(client):
+        groups[""] = (client, list(range(len(calls))))
+    else:
+        try:
+            for i, (_script, keys, _args) in enumerate(calls):
+                node = client.get_node_from_key(keys[0])
+                if node.name not in groups:
+                    groups[node.name] = (client.get_redis_connection(node), [])
+                groups[node.name][1].append(i)
+        except RedisClusterException as exc:  # no slot map: no node answered
+            raise _unreachable(exc) from exc
+    for server, indexes in groups.values():
+        pipe = server.pipeline(transaction=False)
         for i in indexes:
             script, keys, args = calls[i]
-            script(keys=keys, args=args, client=pipe)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
             out = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:  # the node is unreachable: none of them ran
-            out = [exc] * len(indexes)
+        except redis.RedisError as exc:
+            if not is_cluster(client):
+                raise
+            out = [exc] * len(indexes)  # the node is unreachable: none of them ran
         for i, result in zip(indexes, out, strict=True):
             results[i] = result
     for i, result in enumerate(results):
-        if isinstance(result, redis.exceptions.AskError | redis.exceptions.TryAgainError):
+        if isinstance(result, _DID_NOT_RUN):
             script, keys, args = calls[i]
             try:
                 results[i] = script(keys=keys, args=args)
             except redis.RedisError as exc:
                 results[i] = exc
     return results
+
+
+# Script replies that say the script did not run, so running it again cannot count twice.
+_DID_NOT_RUN = (
+    redis.exceptions.NoScriptError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+)
 
 
 def redis_ping() -> str:

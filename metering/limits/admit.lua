@@ -50,6 +50,7 @@ local cutoff = now - W
 local live = '(' .. cutoff
 
 local used, reset, retry, failed = {}, {}, {}, {}
+local gones = {}  -- token windows: the tokens of the entries that expired, not yet taken off
 
 local function newest_reset(z)
   local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
@@ -59,8 +60,14 @@ end
 
 local function requests_window(n)
   local z = K[n]
-  if not dry then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
-  local count = redis.call('ZCOUNT', z, live, '+inf')
+  local count
+  if dry then
+    count = redis.call('ZCOUNT', z, live, '+inf')
+  else
+    -- what is left after the expired entries are dropped is the live ones
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+    count = redis.call('ZCARD', z)
+  end
   used[n], retry[n] = count, 0
   if count >= lim[n] then
     -- it fits again when the (count - limit + 1)-th oldest admission leaves the window
@@ -79,16 +86,20 @@ local function tokens_window(n)
   else
     -- a running sum, so an admission costs O(expired) and not O(requests in the window)
     local expired = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+    local gone = 0
     if #expired > 0 then
-      local gone = 0
-      for _, m in ipairs(expired) do
-        gone = gone + (tonumber(redis.call('HGET', h, m)) or 0)
-        redis.call('HDEL', h, m)
+      for i = 1, #expired, 1000 do  -- (unpack's stack is bounded)
+        local part = {unpack(expired, i, math.min(i + 999, #expired))}
+        for _, v in ipairs(redis.call('HMGET', h, unpack(part))) do
+          gone = gone + (tonumber(v) or 0)
+        end
+        redis.call('HDEL', h, unpack(part))
       end
       redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-      if gone > 0 then redis.call('DECRBY', s, gone) end
     end
-    total = math.max(0, tonumber(redis.call('GET', s)) or 0)
+    -- what left is taken off the sum once, with the reservation if admitted (below)
+    gones[n] = gone
+    total = math.max(0, (tonumber(redis.call('GET', s)) or 0) - gone)
   end
   used[n], retry[n] = total, 0
   if total >= lim[n] or total + reserve > lim[n] then
@@ -126,14 +137,23 @@ local is_day = {rpd = true, tpd = true, k_rpd = true, k_tpd = true}
 local inflight_key = K.inflight
 local inflight = 0
 if lim.conc >= 0 then
-  if not dry then redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now) end
-  inflight = redis.call('ZCOUNT', inflight_key, '(' .. now, '+inf')
+  if dry then
+    inflight = redis.call('ZCOUNT', inflight_key, '(' .. now, '+inf')
+  else
+    redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
+    inflight = redis.call('ZCARD', inflight_key)
+  end
   if inflight >= lim.conc then failed[#failed + 1] = 'conc' end
 end
 for _, n in ipairs({'p_rpm', 'k_rpm'}) do if lim[n] >= 0 then requests_window(n) end end
 for _, n in ipairs({'p_tpm', 'k_tpm'}) do if lim[n] >= 0 then tokens_window(n) end end
-for _, n in ipairs(period_names) do
-  local v = math.max(0, tonumber(redis.call('GET', periods[n])) or 0)
+-- one read of the eight counters; an absent one (false) is new: it gets its expiry when it
+-- is first counted (below), and every later writer finds it there
+local period_keys = {}
+for i, n in ipairs(period_names) do period_keys[i] = periods[n] end
+local current = redis.call('MGET', unpack(period_keys))
+for i, n in ipairs(period_names) do
+  local v = math.max(0, tonumber(current[i]) or 0)
   used[n] = v
   if lim[n] >= 0 and (v >= lim[n] or v + cost[n] > lim[n]) then failed[#failed + 1] = n end
 end
@@ -160,19 +180,24 @@ if admitted then
       local z, h, s = K[n], K[n .. '_t'], K[n .. '_s']
       redis.call('ZADD', z, now, member)
       redis.call('HSET', h, member, reserve)
-      redis.call('INCRBY', s, reserve)
+      redis.call('INCRBY', s, reserve - gones[n])
       for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, ttl) end
       used[n], reset[n] = used[n] + reserve, W
+      gones[n] = 0
     end
   end
   -- day and month counters move even when unlimited: a plan change mid-month then starts
   -- from the true count, and the status page can show usage (the key's too: a budget set
   -- mid-month counts what the key already used)
-  for _, n in ipairs(period_names) do
+  for i, n in ipairs(period_names) do
     redis.call('INCRBY', periods[n], cost[n])
-    redis.call('EXPIREAT', periods[n], is_day[n] and day_exp or month_exp)
+    if not current[i] then redis.call('EXPIREAT', periods[n], is_day[n] and day_exp or month_exp) end
     used[n] = used[n] + cost[n]
   end
+end
+-- a token window's sum not rewritten above still loses what expired
+for _, n in ipairs({'p_tpm', 'k_tpm'}) do
+  if gones[n] and gones[n] > 0 then redis.call('DECRBY', K[n .. '_s'], gones[n]) end
 end
 
 -- A window's reset: W after an admission it logged (set above), else when its newest entry
