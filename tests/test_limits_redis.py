@@ -131,13 +131,17 @@ def test_the_scripts_are_reloaded_after_redis_forgets_them(counting):
     assert commands[-3:] == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]
 
 
-def test_a_batched_settle_after_redis_forgot_the_scripts_settles_each_admission_once(settings):
-    """The usage writer's settles go down one pipeline as bare EVALSHAs (no SCRIPT EXISTS
-    first): after a flush each answers NOSCRIPT, so it did not run, and runs once more."""
+@pytest.mark.parametrize("lane", [False, True], ids=["pipeline", "lane"])
+def test_a_batched_settle_after_redis_forgot_the_scripts_settles_each_admission_once(
+    settings, lane
+):
+    """The usage writer's settles go down one pipeline (or one write on the lane) as bare
+    EVALSHAs, no SCRIPT EXISTS first: after a flush each answers NOSCRIPT, so it did not run,
+    and runs once more."""
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL (CI sets it)")
     client = redis_from_url(settings.REDIS_URL)
-    backend = RedisBackend(client)
+    backend = RedisBackend(client, lane=direct_lane(client) if lane else None)
     admissions = [
         limits_admit(
             principal=principal(),

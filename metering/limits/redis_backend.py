@@ -238,7 +238,7 @@ class RedisBackend(LimitsBackend):
             for ticket, reserved, actual in items
         ]
         try:
-            results = run_scripts(self.client, calls)
+            results = run_scripts(self.client, calls, lane=self._lane)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
         except redis.RedisError as exc:
