@@ -141,7 +141,7 @@ class RedisBackend(LimitsBackend):
         return outcome
 
     @staticmethod
-    def _keys(ticket: Ticket) -> list[str]:
+    def _keys(ticket: Ticket) -> tuple[str, ...]:
         p = ticket.periods
         return keys.script_keys(ticket.org_base, ticket.key_base, p.day, p.month)
 
