@@ -135,13 +135,9 @@ class DirectLane:
         """Send one command, each of its words an argument ("CLIENT", "ID"), and read its reply
         (raw: no response callback); raises what the client would (ConnectionError,
         TimeoutError, ResponseError and its kinds)."""
-        try:
-            connection = self._idle.pop()
-        except IndexError:
-            if self._open >= self.MAX_OPEN:
-                return self._client.execute_command(*args)
-            connection = self._pool.connection_class(**self._pool.connection_kwargs)
-            self._open += 1
+        connection = self._take()
+        if connection is None:
+            return self._client.execute_command(*args)
         try:
             if connection.is_connected and _stale(connection):
                 connection.disconnect()  # the next send connects afresh
@@ -156,6 +152,45 @@ class DirectLane:
             raise
         self._idle.append(connection)
         return reply
+
+    def execute_many(self, commands: list[tuple]) -> list:
+        """Send commands in one write and read their replies, in order (raw), an error reply as
+        its exception in its place, like the client's pipeline; raises ConnectionError or
+        TimeoutError as it would (some of the commands may have run). Without the pipeline's
+        per-argument packing and its chunked sends: one buffer packed by hiredis."""
+        connection = self._take()
+        if connection is None:
+            pipe = self._client.pipeline(transaction=False)
+            for args in commands:
+                pipe.execute_command(*args)
+            return pipe.execute(raise_on_error=False)
+        replies: list = []
+        try:
+            if connection.is_connected and _stale(connection):
+                connection.disconnect()
+            packed = [part for args in commands for part in _pack(connection, args)]
+            connection.send_packed_command([b"".join(packed)], check_health=False)
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # read whole: the next reply follows
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()
+            self._idle.append(connection)
+            raise
+        self._idle.append(connection)
+        return replies
+
+    def _take(self):
+        """An idle connection, a new one, or None past MAX_OPEN (then the client's pool)."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            if self._open >= self.MAX_OPEN:
+                return None
+            self._open += 1
+            return self._pool.connection_class(**self._pool.connection_kwargs)
 
     def forget(self) -> None:
         """Drop the connections without closing them (a forked child: they are the parent's)."""
@@ -300,48 +335,69 @@ def node_client(client, key: str):
     return client.get_redis_connection(client.get_node_from_key(key))
 
 
-def run_scripts(client, calls: list[tuple]) -> list:
-    """Run many script calls, `(script, keys, args)`, in one round trip per node; their results
-    in order, an exception object in place of a failed call's.
+def run_scripts(client, calls: list[tuple], *, lane: DirectLane | None = None) -> list:
+    """Run many script calls, `(script, keys, args)`, in one round trip per node (down `lane`
+    when there is one); their results in order, an exception object in place of a failed
+    call's.
 
-    redis-py refuses scripts in a cluster pipeline, so on a cluster the calls are grouped by
-    the primary that holds their slot and sent down that node's own (plain) pipeline, which
-    loads its scripts first. A call whose slot moved meanwhile (MOVED, ASK: the script did not
-    run) goes once more through the cluster client, which follows the redirection."""
+    Each call is an EVALSHA in a plain pipeline, not the script itself: a pipeline holding
+    scripts first asks the server whether it has them (SCRIPT EXISTS, a round trip of its own
+    every time). A call the server answers NOSCRIPT (it restarted, or its scripts were flushed:
+    the script did not run) goes once more through the client, which loads it. On a cluster
+    the calls are grouped by the primary that holds their slot and sent down that node's own
+    pipeline (redis-py refuses scripts in a cluster pipeline); a call whose slot moved
+    meanwhile (MOVED, ASK: it did not run either) also goes once more through the cluster
+    client, which follows the redirection."""
     import redis
 
-    if not is_cluster(client):
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return pipe.execute(raise_on_error=False)
     results: list = [None] * len(calls)
-    groups: dict[str, tuple] = {}
-    try:
-        for i, (_script, keys, _args) in enumerate(calls):
-            node = client.get_node_from_key(keys[0])
-            groups.setdefault(node.name, (node, []))[1].append(i)
-    except RedisClusterException as exc:  # no slot map: no node answered
-        raise _unreachable(exc) from exc
-    for node, indexes in groups.values():
-        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+    groups: dict[str, tuple] = {}  # node -> (its plain client, the indexes of its calls)
+    if not is_cluster(client):
+        groups[""] = (client, list(range(len(calls))))
+    else:
+        try:
+            for i, (_script, keys, _args) in enumerate(calls):
+                node = client.get_node_from_key(keys[0])
+                if node.name not in groups:
+                    groups[node.name] = (client.get_redis_connection(node), [])
+                groups[node.name][1].append(i)
+        except RedisClusterException as exc:  # no slot map: no node answered
+            raise _unreachable(exc) from exc
+    for server, indexes in groups.values():
+        evalshas = []
         for i in indexes:
             script, keys, args = calls[i]
-            script(keys=keys, args=args, client=pipe)
+            evalshas.append(("EVALSHA", script.sha, len(keys), *keys, *args))
         try:
-            out = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:  # the node is unreachable: none of them ran
-            out = [exc] * len(indexes)
+            if lane is not None:  # (given for a single Redis only: `direct_lane`)
+                out = lane.execute_many(evalshas)
+            else:
+                pipe = server.pipeline(transaction=False)
+                for args in evalshas:
+                    pipe.execute_command(*args)
+                out = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            if not is_cluster(client):
+                raise
+            out = [exc] * len(indexes)  # the node is unreachable: none of them ran
         for i, result in zip(indexes, out, strict=True):
             results[i] = result
     for i, result in enumerate(results):
-        if isinstance(result, redis.exceptions.AskError | redis.exceptions.TryAgainError):
+        if isinstance(result, _DID_NOT_RUN):
             script, keys, args = calls[i]
             try:
                 results[i] = script(keys=keys, args=args)
             except redis.RedisError as exc:
                 results[i] = exc
     return results
+
+
+# Script replies that say the script did not run, so running it again cannot count twice.
+_DID_NOT_RUN = (
+    redis.exceptions.NoScriptError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+)
 
 
 def redis_ping() -> str:

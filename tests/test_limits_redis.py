@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import ServiceUnavailable
 from core.redis import direct_lane, is_cluster, redis_from_url
-from metering.limits import get_backend, keys, limits_admit
+from metering.limits import get_backend, keys, limits_admit, limits_settle_many
 from metering.limits.memory_backend import MemoryBackend
 from metering.limits.redis_backend import RedisBackend
 from tests.test_limits_support import make_plan, principal, unreachable_redis_client
@@ -129,6 +129,94 @@ def test_the_scripts_are_reloaded_after_redis_forgets_them(counting):
 
     commands, _ = _forgotten_then(counting, admit_then_settle)
     assert commands[-3:] == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]
+
+
+@pytest.mark.parametrize("lane", [False, True], ids=["pipeline", "lane"])
+def test_a_batched_settle_after_redis_forgot_the_scripts_settles_each_admission_once(
+    settings, lane
+):
+    """The usage writer's settles go down one pipeline (or one write on the lane) as bare
+    EVALSHAs, no SCRIPT EXISTS first: after a flush each answers NOSCRIPT, so it did not run,
+    and runs once more."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL (CI sets it)")
+    client = redis_from_url(settings.REDIS_URL)
+    backend = RedisBackend(client, lane=direct_lane(client) if lane else None)
+    admissions = [
+        limits_admit(
+            principal=principal(),
+            plan=PLAN,
+            reserve_tokens=100,
+            request_id=f"batch-{n}",
+            backend=backend,
+        )
+        for n in range(3)
+    ]
+    ticket = admissions[0].ticket
+    assert ticket is not None
+    tokens_today = keys.period(ticket.org_base, "tpd", ticket.periods.day, ticket.periods.month)
+    before = int(client.get(tokens_today))
+    client.script_flush()  # a Redis restart loses the script cache
+    limits_settle_many([(admission, 10) for admission in admissions])
+    assert int(client.get(tokens_today)) == before - 3 * 90
+    assert all(admission.settled for admission in admissions)
+    client.close()
+
+
+def test_day_and_month_counters_expire_after_their_period_whoever_made_them(settings):
+    """Admission sets a counter's expiry only when it makes the counter, and settling only when
+    it does (the counter was lost) or floors it at zero (SET drops an expiry): each case keeps
+    one, a day past the day's or the month's end."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL (CI sets it)")
+    client = redis_from_url(settings.REDIS_URL)
+    backend = RedisBackend(client)
+
+    def admit(request_id: str):
+        return limits_admit(
+            principal=principal(),
+            plan=PLAN,
+            reserve_tokens=100,
+            request_id=request_id,
+            backend=backend,
+        )
+
+    first = admit("expiry-a")
+    ticket = first.ticket
+    assert ticket is not None
+    periods = ticket.periods
+    org = {
+        name: keys.period(ticket.org_base, name, periods.day, periods.month)
+        for name in ("rpd", "tpd", "rpmo", "tpmo")
+    }
+    own = dict(
+        zip(
+            ("rpd", "tpd", "rpmo", "tpmo"),
+            keys.key_periods(ticket.key_base, periods.day, periods.month),
+            strict=True,
+        )
+    )
+    ends = {"rpd": periods.day_expire_at, "tpd": periods.day_expire_at}
+    ends.update(rpmo=periods.month_expire_at, tpmo=periods.month_expire_at)
+    client.delete(*org.values(), *own.values())
+    second = admit("expiry-b")  # makes every counter anew
+    for name, end in ends.items():
+        assert client.expiretime(org[name]) == end, name
+        assert client.expiretime(own[name]) == end, name
+    third = admit("expiry-c")  # finds them there
+    for name, end in ends.items():
+        assert client.expiretime(org[name]) == end, name
+    client.delete(org["tpd"], own["tpd"])
+    second.settle(total_tokens=0)  # lost counters, settled below zero: floored, expiring
+    assert client.get(org["tpd"]) == b"0"
+    assert client.expiretime(org["tpd"]) == periods.day_expire_at
+    client.delete(org["tpmo"], own["tpmo"])
+    third.settle(total_tokens=150)  # a lost counter made by the settle's own count
+    assert client.get(org["tpmo"]) == b"50"
+    assert client.expiretime(org["tpmo"]) == periods.month_expire_at
+    assert client.expiretime(own["tpmo"]) == periods.month_expire_at
+    first.settle(total_tokens=100)
+    client.close()
 
 
 def test_unreachable_redis_fails_closed_with_a_clear_503(unreachable, settings):

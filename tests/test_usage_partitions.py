@@ -111,6 +111,36 @@ def test_the_unique_key_itself_refuses_a_replay_that_skips_the_writers_check(ali
 
 
 @pytest.mark.django_db
+def test_a_copy_stamped_differently_is_not_written_again(alice_key):
+    """The unique key alone would take a copy of a record whose timestamp differs: the batch's
+    look-up by request id, within a day of its timestamps, keeps it out."""
+    usage, fresh = _usage(alice_key[0]), _usage(alice_key[0])
+    assert records_insert([usage.row()], source="writer") == 1
+    copy = {**usage.row(), "created_at": usage.created_at + timedelta(hours=2)}
+    assert records_insert([copy, fresh.row()], source="writer") == 1
+    assert UsageRecord.objects.filter(request_id=usage.request_id).count() == 1
+    assert UsageRecord.objects.filter(request_id=fresh.request_id).count() == 1
+
+
+@postgres_only
+@pytest.mark.django_db
+def test_a_line_of_an_earlier_release_takes_the_defaults_of_the_fields_it_lacks(alice_key):
+    """Spool and journal lines written before a field existed lack it: the batch statement
+    gives it the field's default (not a null its column refuses), so the batch goes in whole."""
+    usage = _usage(alice_key[0])
+    row = usage.row()
+    for name in ("streamed", "estimated", "admitted", "end_user", "org_id"):
+        del row[name]
+    with CaptureQueriesContext(connection) as ctx:
+        assert records_insert([row], source="spool") == 1
+    inserts = [q for q in ctx.captured_queries if "INSERT INTO" in q["sql"]]
+    assert len(inserts) == 1
+    record = UsageRecord.objects.get(request_id=usage.request_id)
+    assert (record.streamed, record.estimated, record.admitted) == (False, False, False)
+    assert record.end_user is None and record.org_id is None
+
+
+@pytest.mark.django_db
 def test_records_are_found_by_primary_key_as_before(alice, alice_key):
     (record,) = usage_records(alice, alice_key[0], n=1)
     assert UsageRecord.objects.get(pk=record.pk).request_id == record.request_id
@@ -219,16 +249,14 @@ def test_the_beat_task_and_the_command_make_months_ahead(capsys):
 @postgres_only
 @pytest.mark.django_db
 def test_a_batch_holding_a_record_already_written_writes_the_others(alice_key):
-    """The batch insert itself (COPY to a stage, INSERT ... ON CONFLICT DO NOTHING on
-    PostgreSQL) skips a replayed record: another writer may have written it after the
-    existence check."""
+    """The batch insert itself (INSERT ... ON CONFLICT DO NOTHING on PostgreSQL) skips a
+    replayed record: another writer may have written it after the existence check."""
     from metering import recording
 
     there, new, later = (_usage(alice_key[0]) for _ in range(3))
     UsageRecord.objects.create(**there.row())
     with CaptureQueriesContext(connection) as ctx:
         assert recording._insert_many([there.row(), new.row()]) == {new.request_id}
-        # The same transaction: nothing staged twice.
         assert recording._insert_many([later.row()]) == {later.request_id}
     rows = UsageRecord.objects.filter(
         request_id__in=[there.request_id, new.request_id, later.request_id]

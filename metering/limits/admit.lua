@@ -40,16 +40,22 @@ local lease = tonumber(ARGV[4])
 local W = tonumber(ARGV[5])
 local day, month = ARGV[6], ARGV[7]
 local day_exp, month_exp = tonumber(ARGV[8]), tonumber(ARGV[9])
-local names = {'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm', 'rpd', 'tpd', 'rpmo', 'tpmo', 'conc'}
-local lim = {}
-for i, n in ipairs(names) do lim[n] = tonumber(ARGV[9 + i]) end
-local key_names = {'k_rpd', 'k_tpd', 'k_rpmo', 'k_tpmo'}
-for i, n in ipairs(key_names) do lim[n] = tonumber(ARGV[20 + i]) or -1 end
+-- (tables are built once per call and reused below: each constructor is work and garbage)
+local lim = {
+  p_rpm = tonumber(ARGV[10]), k_rpm = tonumber(ARGV[11]), p_tpm = tonumber(ARGV[12]),
+  k_tpm = tonumber(ARGV[13]), rpd = tonumber(ARGV[14]), tpd = tonumber(ARGV[15]),
+  rpmo = tonumber(ARGV[16]), tpmo = tonumber(ARGV[17]), conc = tonumber(ARGV[18]),
+  k_rpd = tonumber(ARGV[21]) or -1, k_tpd = tonumber(ARGV[22]) or -1,
+  k_rpmo = tonumber(ARGV[23]) or -1, k_tpmo = tonumber(ARGV[24]) or -1,
+}
+local RPM, TPM = {'p_rpm', 'k_rpm'}, {'p_tpm', 'k_tpm'}
+local WINDOWS = {'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}
 local dry = ARGV[19] == '1'
 local cutoff = now - W
 local live = '(' .. cutoff
 
 local used, reset, retry, failed = {}, {}, {}, {}
+local gones = {}  -- token windows: the tokens of the entries that expired, not yet taken off
 
 local function newest_reset(z)
   local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
@@ -59,8 +65,14 @@ end
 
 local function requests_window(n)
   local z = K[n]
-  if not dry then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
-  local count = redis.call('ZCOUNT', z, live, '+inf')
+  local count
+  if dry then
+    count = redis.call('ZCOUNT', z, live, '+inf')
+  else
+    -- what is left after the expired entries are dropped is the live ones
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+    count = redis.call('ZCARD', z)
+  end
   used[n], retry[n] = count, 0
   if count >= lim[n] then
     -- it fits again when the (count - limit + 1)-th oldest admission leaves the window
@@ -79,16 +91,20 @@ local function tokens_window(n)
   else
     -- a running sum, so an admission costs O(expired) and not O(requests in the window)
     local expired = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+    local gone = 0
     if #expired > 0 then
-      local gone = 0
-      for _, m in ipairs(expired) do
-        gone = gone + (tonumber(redis.call('HGET', h, m)) or 0)
-        redis.call('HDEL', h, m)
+      for i = 1, #expired, 1000 do  -- (unpack's stack is bounded)
+        local part = {unpack(expired, i, math.min(i + 999, #expired))}
+        for _, v in ipairs(redis.call('HMGET', h, unpack(part))) do
+          gone = gone + (tonumber(v) or 0)
+        end
+        redis.call('HDEL', h, unpack(part))
       end
       redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-      if gone > 0 then redis.call('DECRBY', s, gone) end
     end
-    total = math.max(0, tonumber(redis.call('GET', s)) or 0)
+    -- what left is taken off the sum once, with the reservation if admitted (below)
+    gones[n] = gone
+    total = math.max(0, (tonumber(redis.call('GET', s)) or 0) - gone)
   end
   used[n], retry[n] = total, 0
   if total >= lim[n] or total + reserve > lim[n] then
@@ -110,10 +126,6 @@ local function tokens_window(n)
   end
 end
 
-local periods = {
-  rpd = K.rpd, tpd = K.tpd, rpmo = K.rpmo, tpmo = K.tpmo,
-  k_rpd = K.k_rpd, k_tpd = K.k_tpd, k_rpmo = K.k_rpmo, k_tpmo = K.k_tpmo,
-}
 local cost = {
   rpd = 1, tpd = reserve, rpmo = 1, tpmo = reserve,
   k_rpd = 1, k_tpd = reserve, k_rpmo = 1, k_tpmo = reserve,
@@ -126,14 +138,21 @@ local is_day = {rpd = true, tpd = true, k_rpd = true, k_tpd = true}
 local inflight_key = K.inflight
 local inflight = 0
 if lim.conc >= 0 then
-  if not dry then redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now) end
-  inflight = redis.call('ZCOUNT', inflight_key, '(' .. now, '+inf')
+  if dry then
+    inflight = redis.call('ZCOUNT', inflight_key, '(' .. now, '+inf')
+  else
+    redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
+    inflight = redis.call('ZCARD', inflight_key)
+  end
   if inflight >= lim.conc then failed[#failed + 1] = 'conc' end
 end
-for _, n in ipairs({'p_rpm', 'k_rpm'}) do if lim[n] >= 0 then requests_window(n) end end
-for _, n in ipairs({'p_tpm', 'k_tpm'}) do if lim[n] >= 0 then tokens_window(n) end end
-for _, n in ipairs(period_names) do
-  local v = math.max(0, tonumber(redis.call('GET', periods[n])) or 0)
+for _, n in ipairs(RPM) do if lim[n] >= 0 then requests_window(n) end end
+for _, n in ipairs(TPM) do if lim[n] >= 0 then tokens_window(n) end end
+-- one read of the eight counters; an absent one (false) is new: it gets its expiry when it
+-- is first counted (below), and every later writer finds it there
+local current = redis.call('MGET', K.rpd, K.tpd, K.rpmo, K.tpmo, K.k_rpd, K.k_tpd, K.k_rpmo, K.k_tpmo)
+for i, n in ipairs(period_names) do
+  local v = math.max(0, tonumber(current[i]) or 0)
   used[n] = v
   if lim[n] >= 0 and (v >= lim[n] or v + cost[n] > lim[n]) then failed[#failed + 1] = n end
 end
@@ -146,7 +165,7 @@ if admitted then
     redis.call('PEXPIRE', inflight_key, lease + 1000)
     inflight = inflight + 1
   end
-  for _, n in ipairs({'p_rpm', 'k_rpm'}) do
+  for _, n in ipairs(RPM) do
     if lim[n] >= 0 then
       local z = K[n]
       redis.call('ZADD', z, now, member)
@@ -154,30 +173,37 @@ if admitted then
       used[n], reset[n] = used[n] + 1, W
     end
   end
-  for _, n in ipairs({'p_tpm', 'k_tpm'}) do
+  for _, n in ipairs(TPM) do
     -- nothing reserved, nothing logged: a settle above zero logs its tokens when it comes
     if lim[n] >= 0 and reserve > 0 then
       local z, h, s = K[n], K[n .. '_t'], K[n .. '_s']
       redis.call('ZADD', z, now, member)
       redis.call('HSET', h, member, reserve)
-      redis.call('INCRBY', s, reserve)
-      for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, ttl) end
+      redis.call('INCRBY', s, reserve - gones[n])
+      redis.call('PEXPIRE', z, ttl)
+      redis.call('PEXPIRE', h, ttl)
+      redis.call('PEXPIRE', s, ttl)
       used[n], reset[n] = used[n] + reserve, W
+      gones[n] = 0
     end
   end
   -- day and month counters move even when unlimited: a plan change mid-month then starts
   -- from the true count, and the status page can show usage (the key's too: a budget set
   -- mid-month counts what the key already used)
-  for _, n in ipairs(period_names) do
-    redis.call('INCRBY', periods[n], cost[n])
-    redis.call('EXPIREAT', periods[n], is_day[n] and day_exp or month_exp)
+  for i, n in ipairs(period_names) do
+    redis.call('INCRBY', K[n], cost[n])
+    if not current[i] then redis.call('EXPIREAT', K[n], is_day[n] and day_exp or month_exp) end
     used[n] = used[n] + cost[n]
   end
+end
+-- a token window's sum not rewritten above still loses what expired
+for _, n in ipairs(TPM) do
+  if gones[n] and gones[n] > 0 then redis.call('DECRBY', K[n .. '_s'], gones[n]) end
 end
 
 -- A window's reset: W after an admission it logged (set above), else when its newest entry
 -- leaves it (read last: an admission that logs one needs no read).
-for _, n in ipairs({'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}) do
+for _, n in ipairs(WINDOWS) do
   if used[n] ~= nil and reset[n] == nil then reset[n] = newest_reset(K[n]) end
 end
 
@@ -187,7 +213,7 @@ if admitted and ARGV[20] and ARGV[20] ~= '' then
 end
 
 local out = {admitted and 1 or 0, now, inflight, table.concat(failed, ',')}
-for _, n in ipairs({'p_rpm', 'k_rpm', 'p_tpm', 'k_tpm'}) do
+for _, n in ipairs(WINDOWS) do
   out[#out + 1] = used[n] or 0
   out[#out + 1] = reset[n] or 0
   out[#out + 1] = retry[n] or 0

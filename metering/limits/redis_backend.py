@@ -141,7 +141,7 @@ class RedisBackend(LimitsBackend):
         return outcome
 
     @staticmethod
-    def _keys(ticket: Ticket) -> list[str]:
+    def _keys(ticket: Ticket) -> tuple[str, ...]:
         p = ticket.periods
         return keys.script_keys(ticket.org_base, ticket.key_base, p.day, p.month)
 
@@ -238,7 +238,7 @@ class RedisBackend(LimitsBackend):
             for ticket, reserved, actual in items
         ]
         try:
-            results = run_scripts(self.client, calls)
+            results = run_scripts(self.client, calls, lane=self._lane)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unreachable: {exc}") from exc
         except redis.RedisError as exc:

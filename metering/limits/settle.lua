@@ -4,10 +4,12 @@
 -- ARGV: 1 now_ms ('' = server TIME), 2 member, 3 reserved, 4 actual, 5 window_ms, 6 day,
 --       7 month, 8 day expire-at (s), 9 month expire-at (s), 10 tracks (c, p, k letters)
 
-local now = tonumber(ARGV[1])
-if not now then
+-- the clock is read only for an overrun logged from now (below)
+local function now_ms()
+  local now = tonumber(ARGV[1])
+  if now then return now end
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local member = ARGV[2]
 local delta = tonumber(ARGV[4]) - tonumber(ARGV[3])
@@ -22,7 +24,12 @@ redis.call('ZREM', KEYS[15], member)
 
 local function adjust(key, expire_at)
   if delta == 0 then return end
-  if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0) end
+  local v = redis.call('INCRBY', key, delta)
+  if v < 0 then
+    redis.call('SET', key, 0)  -- (which drops the expiry)
+  elseif v ~= delta then
+    return  -- it was there: admission gave it its expiry
+  end
   redis.call('EXPIREAT', key, expire_at)
 end
 -- the day and month the request was admitted in, even if it ends after midnight
@@ -41,7 +48,7 @@ local function tokens_window(z, h, s)
   elseif delta > 0 then
     -- the reservation already left the window (a long request): the overrun counts from now
     local m = member .. ':over'
-    redis.call('ZADD', z, now, m)
+    redis.call('ZADD', z, now_ms(), m)
     redis.call('HSET', h, m, delta)
     redis.call('INCRBY', s, delta)
     for _, k in ipairs({z, h, s}) do redis.call('PEXPIRE', k, W + 1000) end
