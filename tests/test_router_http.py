@@ -135,6 +135,35 @@ def test_a_content_length_answer_is_read_whole_and_its_connection_reused(client)
     assert router.connections == 1
 
 
+@pytest.mark.parametrize(
+    "length",
+    [b"Content-Length: 7, 7", b"Content-Length: 7\r\nContent-Length: 7"],
+    ids=["one-line", "two-lines"],
+)
+def test_a_content_length_repeated_with_one_value_is_read_by_it(client, length):
+    answer = b"HTTP/1.1 200 OK\r\n" + length + b'\r\n\r\n{"b":2}'
+    router = Router([answer], [OK])
+    assert post(client, router).data == b'{"b":2}'
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"Content-Length: 5, 7", b"Content-Length: 7\r\nContent-Length: 5", b"Content-Length: 7,5,7"],
+    ids=["one-line", "two-lines", "three-values"],
+)
+def test_a_content_length_with_differing_values_is_a_protocol_error(client, length):
+    # A router (or something between) that sends two lengths leaves the body's end unknown:
+    # reading by either could take the next answer's bytes as this one's.
+    answer = b"HTTP/1.1 200 OK\r\n" + length + b'\r\n\r\n{"b":2}'
+    router = Router([answer, None], [OK])
+    with pytest.raises(ProtocolError):
+        post(client, router)
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 2
+
+
 CHUNKED_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
