@@ -164,6 +164,19 @@ def test_a_content_length_with_differing_values_is_a_protocol_error(client, leng
     assert router.connections == 2
 
 
+def test_a_head_with_lines_ended_by_line_feeds_alone_is_read(client):
+    # As http.client read it; the body's own blank line (here inside the JSON) is not the head's
+    # end, though it came in the same packet.
+    body = b'{"b":\n\n2}'
+    answer = b"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 9\n\n" + body
+    router = Router([answer], [OK])
+    response = post(client, router)
+    assert (response.status, response.headers["content-type"]) == (200, "application/json")
+    assert response.data == body
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == 1
+
+
 CHUNKED_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
