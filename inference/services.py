@@ -443,6 +443,9 @@ def _collect_stream(up: upstream.Upstream, relay: Relay) -> upstream.Completion:
 
 _END = object()
 _IDLE = object()  # no event within the keep-alive interval
+_NOT_YET = object()  # no event read yet (asked without waiting)
+# What one write to the client may gather of events that were read already.
+_GATHER_BYTES = 16384
 
 
 class _StreamTimeLimit(Exception):
@@ -454,8 +457,13 @@ def _pump(up: upstream.Upstream, out: queue.Queue) -> None:
     can send keep-alives while the first token is slow to come."""
     try:
         if upstream.is_event_stream(up.response):
-            for event in upstream.iter_stream(up.response):
+            for n, event in enumerate(upstream.iter_stream(up.response)):
                 out.put(event)
+                if n == 0:
+                    # A greenlet runs until it blocks: without this, the events that came
+                    # with the first (a router sends several in a packet) were all read
+                    # before the client side could write the first token.
+                    time.sleep(0)
         else:  # a JSON answer to a stream request: one event with everything
             c = upstream.read_completion(up)
             out.put(
@@ -474,9 +482,14 @@ def _pump(up: upstream.Upstream, out: queue.Queue) -> None:
         out.put(upstream.StreamBroken(exc.__class__.__name__))
 
 
-def _next_event(events: queue.Queue, deadline: float) -> object:
-    """The router's next event, _IDLE after a keep-alive interval without one; raises
-    _StreamTimeLimit once the stream has lasted STREAM_MAX_SECONDS."""
+def _next_event(events: queue.Queue, deadline: float, *, wait: bool = True) -> object:
+    """The router's next event, _IDLE after a keep-alive interval without one (_NOT_YET at once
+    without `wait`); raises _StreamTimeLimit once the stream has lasted STREAM_MAX_SECONDS."""
+    if not wait:
+        try:
+            return events.get_nowait()
+        except queue.Empty:
+            return _NOT_YET
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _StreamTimeLimit
@@ -534,12 +547,10 @@ def _stream_body(
     metrics.STREAMS_IN_FLIGHT.inc()  # dec in the finally below
     try:
         opening = writer.open(input_tokens=a.prompt_estimate)
-        if opening:
-            yield opening
         if a.echoed():
-            yield writer.content(a.echoed())
-        ended = yield from _relay_events(call, events, deadline, relay, writer)
-        yield from _stream_finished(a, relay, writer, ended)
+            opening += writer.content(a.echoed())
+        ended, held = yield from _relay_events(call, events, deadline, relay, writer, opening)
+        yield from _stream_finished(a, relay, writer, ended, held)
     except GeneratorExit:
         outcome, status, code = Outcome.CANCELLED, 499, "client_disconnected"
         a.bill(relay)
@@ -588,20 +599,40 @@ class _RouterEnd:
 
 
 def _relay_events(
-    call: Call, events: queue.Queue, deadline: float, relay: Relay, writer: StreamWriter
-) -> Generator[bytes, None, _RouterEnd]:
+    call: Call,
+    events: queue.Queue,
+    deadline: float,
+    relay: Relay,
+    writer: StreamWriter,
+    opening: bytes,
+) -> Generator[bytes, None, tuple[_RouterEnd, bytes]]:
     """The router's events as SSE chunks (keep-alives while it is silent), until its end or
-    max_tokens; returns what it said about the end. Raises what broke the stream."""
+    max_tokens; returns what it said about the end, and the chunks not yet written. Raises
+    what broke the stream, after writing what was relayed before it.
+
+    Each write to the client is a send and a wake-up of the client. The stream's opening waits
+    for the first event if it was read already, and goes out with the headers and the first
+    token in one write; the first token goes out as soon as it is relayed. After it, the
+    chunks of the events read already (a router sends several in one packet) go in one write."""
     ended = _RouterEnd()
+    held = [opening] if opening else []
+    size = len(opening)
+    first_token = True
     while True:
         call.keep_alive()
-        item = _next_event(events, deadline)
+        item = _next_event(events, deadline, wait=not held)
+        if item is _NOT_YET:
+            yield b"".join(held)
+            held, size = [], 0
+            continue
         if item is _IDLE:
             yield writer.keep_alive()
             continue
         if item is _END:
-            return ended
+            return ended, b"".join(held)
         if isinstance(item, Exception):
+            if held:  # what was relayed before the break reaches the client first
+                yield b"".join(held)
             raise item
         assert isinstance(item, upstream.StreamEvent)  # what _pump puts besides the above
         if item.prompt_tokens is not None:
@@ -614,24 +645,31 @@ def _relay_events(
         else:
             piece = relay.feed(item.text)
         if piece:
-            yield writer.content(piece)
+            chunk = writer.content(piece)
+            held.append(chunk)
+            size += len(chunk)
         if relay.over:
-            return ended  # the router sends past max_tokens: stop reading it
+            return ended, b"".join(held)  # the router sends past max_tokens: stop reading it
         ended.finish_reason = item.finish_reason or ended.finish_reason
+        if (piece and first_token) or size >= _GATHER_BYTES:
+            first_token = False
+            yield b"".join(held)
+            held, size = [], 0
 
 
 def _stream_finished(
-    a: _Answer, relay: Relay, writer: StreamWriter, ended: _RouterEnd
+    a: _Answer, relay: Relay, writer: StreamWriter, ended: _RouterEnd, held: bytes
 ) -> Iterator[bytes]:
-    """A stream's regular end: the held-back tail, the finish (with usage: OpenAI's if asked,
-    Anthropic's always), then [DONE] or message_stop. The slot is released before that last
-    event: the client has its whole answer by then."""
+    """A stream's regular end: the chunks not yet written and the held-back tail, the finish
+    (with usage: OpenAI's if asked, Anthropic's always) in the same write, then [DONE] or
+    message_stop. The slot is released before that last event: the client has its whole
+    answer by then."""
     tail = relay.flush()
     if tail:
-        yield writer.content(tail)
+        held += writer.content(tail)
     a.bill(relay, prompt_tokens=ended.prompt_tokens, completion_tokens=ended.completion_tokens)
     usage = a.call.usage
-    yield writer.finish(
+    yield held + writer.finish(
         relay=relay,
         router_finish=ended.finish_reason,
         input_tokens=usage.prompt_tokens,
