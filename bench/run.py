@@ -189,6 +189,26 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def cpu_of_the_rest(simulator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of what shares the 2 CPUs with the workers: the simulator, every
+    Redis and PostgreSQL process, and this script's finished children (wrk)."""
+    totals = {"simulator": cpu_seconds([simulator_pid]), "redis": 0.0, "postgresql": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name == "redis-server":
+            totals["redis"] += cpu_seconds([int(entry.name)])
+        elif name == "postgres":
+            totals["postgresql"] += cpu_seconds([int(entry.name)])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    totals["wrk"] = children.ru_utime + children.ru_stime
+    return totals
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -786,6 +806,30 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def others_section(portal: list[dict]) -> list[str]:
+    rows = [p for p in portal if "others_cpu_ms_per_request" in p]
+    if not rows:
+        return []
+    names = list(rows[0]["others_cpu_ms_per_request"])
+    lines = [
+        "Where the 2 CPUs went, per request (CPU ms, from /proc over the same runs: every Redis "
+        "and PostgreSQL process, the simulator, and wrk; the kernel's loopback work is counted "
+        "in whichever process sent):",
+        "",
+        "| connections | portal workers | " + " | ".join(names) + " | all | 2 CPUs / all |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+    ]
+    for p in rows:
+        others = p["others_cpu_ms_per_request"]
+        total = p["worker_cpu_ms_per_request"] + sum(others.values())
+        lines.append(
+            f"| {p['connections']} | {p['worker_cpu_ms_per_request']:.2f} | "
+            + " | ".join(f"{others[n]:.2f}" for n in names)
+            + f" | {total:.2f} | {2000 / total:.0f} rps |"
+        )
+    return [*lines, ""]
+
+
 def ceiling_section(rows: list[dict], portal: list[dict]) -> list[str]:
     if not rows:
         return []
@@ -938,6 +982,7 @@ def write_report(path: Path, data: dict, command: str) -> None:
         f"{by_c[16].get('worker_cpu_ms_per_request', float('nan')):.2f} ms is the ceiling of "
         "the workers alone.",
         "",
+        *others_section(ns["portal"]),
         *ceiling_section(data.get("ceiling", []), ns["portal"]),
         "## Time to first token, one stream at a time",
         "",
@@ -1179,7 +1224,7 @@ def main() -> int:
 
         fast_port, stream_port, web_port = free_port(), free_port(), free_port()
         sim = [sys.executable, "-m", "inference.simulator", "--host", "127.0.0.1"]
-        spawn(
+        fast_sim = spawn(
             [*sim, "--port", str(fast_port), "--chunks", "8"],
             env=base_env(),
             log_path=work / "sim-fast.log",
@@ -1238,7 +1283,17 @@ def main() -> int:
             "timeout": 60,
         }
         log("warm-up")
-        wrk(web_url, "/v1/chat/completions", chat, connections=4, seconds=2, keys=[key])
+        # Long enough to wake the machine: on this VM the first ~30 s of load after an idle
+        # spell run slower (the same code measured 779 rps cold and 911 warm at 16 connections,
+        # and the first of a series of one-at-a-time stream runs ~2x slower than the next).
+        wrk(
+            web_url,
+            "/v1/chat/completions",
+            chat,
+            connections=16,
+            seconds=2 if args.quick else 20,
+            keys=[key],
+        )
         data["rss_idle"] = {str(p): round(rss_mb(p), 1) for p in children_of(web.pid)}
 
         data["nonstream"] = {"direct": [], "portal": []}
@@ -1258,6 +1313,7 @@ def main() -> int:
                 )
             )
             cpu_before = cpu_seconds(children_of(web.pid))
+            rest_before = cpu_of_the_rest(fast_sim.pid)
             figures = wrk(
                 web_url,
                 "/v1/chat/completions",
@@ -1271,6 +1327,14 @@ def main() -> int:
             figures["worker_cpu_ms_per_request"] = round(
                 used * 1000 / max(1, figures["requests"]), 2
             )
+            # ... and what the rest of the machine spent per request beside them
+            rest_after = cpu_of_the_rest(fast_sim.pid)
+            figures["others_cpu_ms_per_request"] = {
+                name: round(
+                    (rest_after[name] - rest_before[name]) * 1000 / max(1, figures["requests"]), 2
+                )
+                for name in rest_after
+            }
             data["nonstream"]["portal"].append(figures)
             log(f"  direct {data['nonstream']['direct'][-1]}")
             log(f"  portal {data['nonstream']['portal'][-1]}")
