@@ -229,6 +229,25 @@ def test_a_connection_the_router_says_it_closes_is_not_reused(client):
     assert router.connections == 2
 
 
+@pytest.mark.parametrize(
+    ("head", "reused"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: Upgrade,Close", False),
+        (b"HTTP/1.1 200 OK\r\nConnection: keep-alive", True),
+        (b"HTTP/1.0 200 OK", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive", True),
+    ],
+    ids=["close-among-tokens", "1.1-keep-alive", "1.0", "1.0-keep-alive"],
+)
+def test_a_connection_is_kept_as_the_answers_version_and_connection_tokens_say(
+    client, head, reused
+):
+    router = Router([head + b"\r\nContent-Length: 2\r\n\r\nok"], [OK])
+    assert post(client, router).data == b"ok"
+    assert post(client, router).data == b'{"b":2}'
+    assert router.connections == (1 if reused else 2)
+
+
 def test_an_answer_not_read_to_its_end_closes_its_connection(client):
     sent = threading.Event()
     router = Router([CHUNKED_HEAD + b"3\r\nabc\r\n", sent], [OK])
