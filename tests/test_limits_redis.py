@@ -60,6 +60,16 @@ def unreachable(request):
     return RedisBackend(redis_from_url(f"redis://127.0.0.1:{port}/0", cluster=True))
 
 
+def _admit(backend: RedisBackend, request_id: str, *, reserve_tokens: int):
+    return limits_admit(
+        principal=principal(),
+        plan=PLAN,
+        reserve_tokens=reserve_tokens,
+        request_id=request_id,
+        backend=backend,
+    )
+
+
 def test_an_admission_is_one_redis_round_trip_and_no_database_query(
     counting, db, django_assert_num_queries
 ):
@@ -172,16 +182,7 @@ def test_day_and_month_counters_expire_after_their_period_whoever_made_them(sett
     client = redis_from_url(settings.REDIS_URL)
     backend = RedisBackend(client)
 
-    def admit(request_id: str):
-        return limits_admit(
-            principal=principal(),
-            plan=PLAN,
-            reserve_tokens=100,
-            request_id=request_id,
-            backend=backend,
-        )
-
-    first = admit("expiry-a")
+    first = _admit(backend, "expiry-a", reserve_tokens=100)
     ticket = first.ticket
     assert ticket is not None
     periods = ticket.periods
@@ -199,11 +200,11 @@ def test_day_and_month_counters_expire_after_their_period_whoever_made_them(sett
     ends = {"rpd": periods.day_expire_at, "tpd": periods.day_expire_at}
     ends.update(rpmo=periods.month_expire_at, tpmo=periods.month_expire_at)
     client.delete(*org.values(), *own.values())
-    second = admit("expiry-b")  # makes every counter anew
+    second = _admit(backend, "expiry-b", reserve_tokens=100)  # makes every counter anew
     for name, end in ends.items():
         assert client.expiretime(org[name]) == end, name
         assert client.expiretime(own[name]) == end, name
-    third = admit("expiry-c")  # finds them there
+    third = _admit(backend, "expiry-c", reserve_tokens=100)  # finds them there
     for name, end in ends.items():
         assert client.expiretime(org[name]) == end, name
     client.delete(org["tpd"], own["tpd"])
@@ -270,18 +271,9 @@ def test_the_direct_lane_admits_releases_and_reloads_a_forgotten_script(settings
     client = redis_from_url(settings.REDIS_URL)
     backend = RedisBackend(client, lane=direct_lane(client))
 
-    def admit(request_id: str):
-        return limits_admit(
-            principal=principal(),
-            plan=PLAN,
-            reserve_tokens=1,
-            request_id=request_id,
-            backend=backend,
-        )
-
     for request_id in ("lane-a", "lane-b"):
         client.script_flush()  # a Redis restart loses the script cache
-        adm = admit(request_id)
+        adm = _admit(backend, request_id, reserve_tokens=1)
         slot = keys.inflight(adm.ticket.org_base)
         assert client.zscore(slot, adm.ticket.member) is not None, "admitted: a slot taken"
         adm.release()
